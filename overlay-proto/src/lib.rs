@@ -1,0 +1,49 @@
+//! The overlay's wire protocol and protocol logic, with no I/O.
+//!
+//! This crate is the part of the overlay multicast system that decides what
+//! to send, to whom and when. It owns no socket, spawns no task and reads no
+//! clock: a [`Node`] takes [`Input`]s (a message from a peer, a peer
+//! connected or lost, a timer fired, a local command), each stamped with the
+//! current time, and answers with [`Output`]s (send a message, dial an
+//! address, set a timer, tell the user). Randomness comes from the `R` the
+//! node is built with. The daemon (`overlay-node`) drives a node with QUIC
+//! connections and real time; a simulator drives the very same code with
+//! thousands of nodes in virtual time, and [`sim`] is the small deterministic
+//! network this crate's own tests use.
+//!
+//! The parts, in the order a message meets them:
+//!
+//! - [`id`]: 128-bit node ids (hash of the node's public key) and multicast
+//!   ids (mids), and the XOR key space they share.
+//! - [`message`] and [`frame`]: every message, and how it is framed on a
+//!   stream, with a protocol version and a maximum frame size. Payloads are
+//!   shared, never copied per child.
+//! - [`routing`]: the structured overlay. A base-16 prefix routing table
+//!   with a leaf set (Pastry's shape) under the XOR metric (Kademlia's), so
+//!   a message reaches the node responsible for a key in about `log16(N)`
+//!   hops and routes can never loop.
+//! - [`overlay`]: entering the overlay through bootstrap nodes, and keeping
+//!   routing state fresh.
+//! - [`tree`]: group trees built by join requests routed toward the root, as
+//!   in the seed notes: the first node that has not seen the join becomes a
+//!   forwarder, the first node already on the tree ends it, and a node at its
+//!   fan-out bound hands the joiner down to a child. Messages are sequenced
+//!   by the root and flow down the tree.
+//! - [`query`]: collecting the whole tree at the root for display.
+
+pub mod config;
+pub mod frame;
+pub mod id;
+pub mod message;
+pub mod node;
+pub mod overlay;
+pub mod query;
+pub mod routing;
+pub mod sim;
+pub mod tree;
+
+pub use config::Config;
+pub use id::{Mid, NodeId};
+pub use message::{Message, NodeInfo, RejectReason, TreeEntry};
+pub use node::{Command, Event, Input, Node, Output, PublishError, Timer, TreeError};
+pub use tree::GroupView;

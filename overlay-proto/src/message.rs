@@ -1,0 +1,316 @@
+//! Every message that travels between overlay nodes.
+//!
+//! Messages are serialized with postcard. Two of them, [`Publish`] and
+//! [`Data`], carry an application payload; the payload is not part of the
+//! postcard encoding but follows it to the end of the frame, so a node can
+//! hand the received bytes on to each child without copying them (see
+//! [`crate::frame`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{Mid, NodeId};
+
+/// Version of the wire protocol, carried in every frame header and in the
+/// QUIC ALPN (`overlay/1`). A frame with another version is rejected.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Most node entries one [`Message::Neighbours`] may carry: a full leaf set
+/// and the populated rows of a routing table fit with room to spare.
+pub const MAX_NEIGHBOURS_PER_MESSAGE: usize = 512;
+
+/// A node's id and the address it accepts QUIC connections on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id (hash of its public key).
+    pub id: NodeId,
+    /// Where the node listens.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Debug for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id.short(), self.addr)
+    }
+}
+
+/// Why a node turned down a join, publish or tree query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The node responsible for the mid holds no group with that mid.
+    #[error(
+        "no group with this mid exists: check the mid printed by `overlay create` on the root node"
+    )]
+    UnknownGroup,
+    /// The node already takes part in as many groups as its config allows.
+    #[error("a node on the path holds the most groups its config allows (max_groups)")]
+    TooManyGroups,
+    /// The payload is larger than the root accepts.
+    #[error("the message is larger than the group's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u32,
+    },
+    /// The root has too many publishes from this node in flight.
+    #[error("the root is overloaded; retry later")]
+    Overloaded,
+}
+
+/// One node of a group tree, as reported by [`Message::Collected`]. The tree
+/// travels as a flat list with parent links, never nested, so decoding a
+/// report from a peer cannot recurse without bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// The node.
+    pub node: NodeInfo,
+    /// Its parent in the tree (`None` at the root).
+    pub parent: Option<NodeId>,
+    /// Whether the node's application is a member, not only a forwarder.
+    pub member: bool,
+    /// Whether the node answered the query (a child that did not answer in
+    /// time is listed by its parent with `responded: false`).
+    pub responded: bool,
+}
+
+/// A message routed toward the root of a group to be sequenced and
+/// multicast. The payload follows the header on the wire.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Publish {
+    /// The group.
+    pub mid: Mid,
+    /// Who publishes; the root answers it directly.
+    pub publisher: NodeInfo,
+    /// The publisher's own number for this publish, echoed in the answer.
+    pub pub_id: u64,
+    /// The application's bytes.
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+/// A group message on its way down the tree. The payload follows the header
+/// on the wire.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Data {
+    /// The group.
+    pub mid: Mid,
+    /// The root's epoch; a new root starts a new epoch.
+    pub epoch: u32,
+    /// Position in the root's order, from 1.
+    pub seq: u64,
+    /// The node that published it.
+    pub publisher: NodeId,
+    /// The application's bytes.
+    #[serde(skip)]
+    pub payload: Bytes,
+    /// The whole encoded frame, kept so that forwarding to each child hands
+    /// on the same bytes instead of encoding again. Empty until encoded or
+    /// decoded.
+    #[serde(skip)]
+    pub(crate) frame: Bytes,
+}
+
+/// A message between two overlay nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// A node asks to enter the overlay. Routed hop by hop toward the
+    /// joiner's own id; every node on the way sends the joiner its
+    /// [`Message::Neighbours`].
+    JoinOverlay {
+        /// The node that enters.
+        joiner: NodeInfo,
+    },
+    /// Nodes the receiver may add to its routing state.
+    Neighbours {
+        /// The nodes (at most [`MAX_NEIGHBOURS_PER_MESSAGE`]).
+        nodes: Vec<NodeInfo>,
+        /// Whether the receiver should answer with its own neighbours.
+        reply: bool,
+    },
+    /// A request to join the tree of `mid`, sent one overlay hop toward the
+    /// root, or handed down to a child by a node at its fan-out bound.
+    Join {
+        /// The group.
+        mid: Mid,
+        /// The node that becomes the receiver's child.
+        joiner: NodeInfo,
+    },
+    /// The sender is now the receiver's parent and is attached to the root.
+    JoinAck {
+        /// The group.
+        mid: Mid,
+        /// The sender's depth in the tree (root = 0).
+        depth: u16,
+    },
+    /// The join cannot succeed.
+    JoinReject {
+        /// The group.
+        mid: Mid,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The sender is no longer the receiver's child.
+    Leave {
+        /// The group.
+        mid: Mid,
+    },
+    /// An application message on its way to the root.
+    Publish(Publish),
+    /// The root accepted a publish.
+    PublishAck {
+        /// The group.
+        mid: Mid,
+        /// The publisher's number for it.
+        pub_id: u64,
+        /// The sequence number the root gave it.
+        seq: u64,
+    },
+    /// The root, or a node on the way, refused a publish.
+    PublishReject {
+        /// The group.
+        mid: Mid,
+        /// The publisher's number for it.
+        pub_id: u64,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A group message on its way down the tree.
+    Data(Data),
+    /// Asks the root for the whole tree; routed toward the mid.
+    TreeQuery {
+        /// The group.
+        mid: Mid,
+        /// The asker's number for the query.
+        query: u64,
+        /// Who to answer.
+        reply_to: NodeInfo,
+    },
+    /// A parent asks a child for its subtree.
+    Collect {
+        /// The group.
+        mid: Mid,
+        /// The parent's number for this collection.
+        query: u64,
+        /// How long the child may take, in milliseconds.
+        budget_ms: u32,
+    },
+    /// A child's subtree, answering [`Message::Collect`].
+    Collected {
+        /// The group.
+        mid: Mid,
+        /// The parent's number for this collection.
+        query: u64,
+        /// The subtree, the child first.
+        entries: Vec<TreeEntry>,
+    },
+    /// The root's answer to a [`Message::TreeQuery`].
+    TreeReply {
+        /// The group.
+        mid: Mid,
+        /// The asker's number for the query.
+        query: u64,
+        /// The tree, root first, or why there is none.
+        result: Result<Vec<TreeEntry>, RejectReason>,
+    },
+}
+
+impl Message {
+    /// The payload that follows the postcard header on the wire, if any.
+    pub fn payload(&self) -> Option<&Bytes> {
+        match self {
+            Message::Publish(p) => Some(&p.payload),
+            Message::Data(d) => Some(&d.payload),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Message::Publish(p) => Some(&mut p.payload),
+            Message::Data(d) => Some(&mut d.payload),
+            _ => None,
+        }
+    }
+
+    /// A short name of the message kind, for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::JoinOverlay { .. } => "join-overlay",
+            Message::Neighbours { .. } => "neighbours",
+            Message::Join { .. } => "join",
+            Message::JoinAck { .. } => "join-ack",
+            Message::JoinReject { .. } => "join-reject",
+            Message::Leave { .. } => "leave",
+            Message::Publish(_) => "publish",
+            Message::PublishAck { .. } => "publish-ack",
+            Message::PublishReject { .. } => "publish-reject",
+            Message::Data(_) => "data",
+            Message::TreeQuery { .. } => "tree-query",
+            Message::Collect { .. } => "collect",
+            Message::Collected { .. } => "collected",
+            Message::TreeReply { .. } => "tree-reply",
+        }
+    }
+}
+
+impl Data {
+    /// A data message that has not been encoded yet.
+    pub fn new(mid: Mid, epoch: u32, seq: u64, publisher: NodeId, payload: Bytes) -> Self {
+        Data {
+            mid,
+            epoch,
+            seq,
+            publisher,
+            payload,
+            frame: Bytes::new(),
+        }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        self.mid == other.mid
+            && self.epoch == other.epoch
+            && self.seq == other.seq
+            && self.publisher == other.publisher
+            && self.payload == other.payload
+    }
+}
+
+impl PartialEq for Publish {
+    fn eq(&self, other: &Self) -> bool {
+        self.mid == other.mid
+            && self.publisher == other.publisher
+            && self.pub_id == other.pub_id
+            && self.payload == other.payload
+    }
+}
+
+// Debug prints the payload's length, never its bytes: payloads can be large
+// and are the application's business.
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Data")
+            .field("mid", &self.mid)
+            .field("epoch", &self.epoch)
+            .field("seq", &self.seq)
+            .field("publisher", &self.publisher)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Publish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publish")
+            .field("mid", &self.mid)
+            .field("publisher", &self.publisher)
+            .field("pub_id", &self.pub_id)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}

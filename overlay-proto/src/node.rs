@@ -1,0 +1,467 @@
+//! The state machine of one overlay node: its inputs, its outputs and the
+//! dispatch between the parts that handle them ([`crate::overlay`],
+//! [`crate::tree`], [`crate::query`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::config::Config;
+use crate::id::{Mid, NodeId};
+use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
+use crate::routing::RoutingTable;
+use crate::tree::Group;
+
+/// A local request from the node's user (the daemon's control socket).
+/// Requests that get an answer carry a `request` number chosen by the caller,
+/// which comes back in the matching [`Event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Command {
+    /// Enter the overlay through any of these addresses; an empty list makes
+    /// this node the first of a new overlay.
+    Bootstrap {
+        /// Addresses of running nodes.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Create a group rooted here.
+    CreateGroup {
+        /// Caller's number for the request.
+        request: u64,
+    },
+    /// Become a member of a group; answered by [`Event::Joined`] once
+    /// attached to the tree.
+    Join {
+        /// The group.
+        mid: Mid,
+    },
+    /// Stop being a member of a group.
+    Leave {
+        /// The group.
+        mid: Mid,
+    },
+    /// Send a message to a group; answered by [`Event::PublishAccepted`] or
+    /// [`Event::PublishFailed`]. The request number must be unique.
+    Publish {
+        /// Caller's number for the request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// The message.
+        payload: Bytes,
+    },
+    /// Ask the root for the group's whole tree; answered by [`Event::Tree`].
+    QueryTree {
+        /// Caller's number for the request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+    },
+}
+
+/// A timer the node asked for with [`Output::SetTimer`]. When it fires, the
+/// driver hands it back as [`Input::Timer`]. Timers are never cancelled: a
+/// timer that is no longer needed is ignored when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timer {
+    /// Next bootstrap round.
+    Bootstrap,
+    /// Check that a join was acknowledged, or send it again.
+    JoinRetry(Mid),
+    /// A publish's acknowledgement is overdue.
+    PublishTimeout(u64),
+    /// A tree collection must answer with what it has.
+    CollectTimeout(u64),
+    /// A tree query's answer is overdue.
+    QueryTimeout(u64),
+    /// Periodic routing table maintenance.
+    Maintenance,
+}
+
+/// Something that happened to the node, for the driver to act on.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Input {
+    /// A message arrived from a peer whose identity the transport verified.
+    Message {
+        /// The peer.
+        from: NodeInfo,
+        /// The message.
+        msg: Message,
+    },
+    /// A connection to a peer is up (dialed or accepted).
+    PeerUp(NodeInfo),
+    /// A connection to a peer was lost, or dialing it failed.
+    PeerDown(NodeId),
+    /// A dial by address (see [`Output::Dial`]) finished.
+    Dialed {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The node found there, or `None` if the dial failed.
+        peer: Option<NodeInfo>,
+    },
+    /// A timer fired.
+    Timer(Timer),
+    /// A local command.
+    Command(Command),
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The root or a node on the way refused it.
+    #[error(transparent)]
+    Rejected(#[from] RejectReason),
+    /// No acknowledgement came in time.
+    #[error("the root did not acknowledge the message in time; check that the group's root is running and reachable")]
+    Timeout,
+    /// This node has too many publishes waiting for their acknowledgement.
+    #[error("too many publishes are waiting for the root's acknowledgement (max_pending_publishes = {0}); slow down")]
+    TooManyInFlight(usize),
+}
+
+/// Why a tree query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// The root refused.
+    #[error(transparent)]
+    Rejected(#[from] RejectReason),
+    /// The root did not answer in time.
+    #[error("the group's root did not answer in time; check that it is running and reachable")]
+    Timeout,
+}
+
+/// What the node tells its user.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The node entered the overlay.
+    OverlayJoined {
+        /// Nodes known after the join.
+        known: usize,
+    },
+    /// No bootstrap address answered after every round.
+    BootstrapFailed {
+        /// The addresses tried.
+        addrs: Vec<SocketAddr>,
+        /// Rounds tried.
+        attempts: u32,
+    },
+    /// A group was created here.
+    GroupCreated {
+        /// The request.
+        request: u64,
+        /// Its mid.
+        mid: Mid,
+    },
+    /// This node is a member attached to the group's tree.
+    Joined {
+        /// The group.
+        mid: Mid,
+        /// Depth in the tree (root = 0).
+        depth: u16,
+    },
+    /// A join cannot succeed.
+    JoinFailed {
+        /// The group.
+        mid: Mid,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A group message for the application.
+    Delivered {
+        /// The group.
+        mid: Mid,
+        /// The root's epoch.
+        epoch: u32,
+        /// Position in the root's order.
+        seq: u64,
+        /// Who published it.
+        publisher: NodeId,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// The root accepted a publish.
+    PublishAccepted {
+        /// The request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A publish failed.
+    PublishFailed {
+        /// The request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// Why.
+        error: PublishError,
+    },
+    /// The answer to a tree query.
+    Tree {
+        /// The request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// The tree, root first, as a flat list with parent links.
+        result: Result<Vec<TreeEntry>, TreeError>,
+    },
+}
+
+/// What the node asks its driver to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send a message to a peer, connecting to it first if needed.
+    Send {
+        /// The peer.
+        to: NodeInfo,
+        /// The message.
+        msg: Message,
+    },
+    /// Connect to an address whose node id is not known yet; answered by
+    /// [`Input::Dialed`].
+    Dial(SocketAddr),
+    /// Hand `timer` back as [`Input::Timer`] at `at`.
+    SetTimer {
+        /// When.
+        at: Instant,
+        /// Which.
+        timer: Timer,
+    },
+    /// Tell the user.
+    Event(Event),
+}
+
+/// Where this node stands in entering the overlay.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Not bootstrapped yet.
+    Idle,
+    /// Dialing bootstrap addresses, waiting for a node to answer our join.
+    Bootstrapping { addrs: Vec<SocketAddr>, round: u32 },
+    /// In the overlay (possibly alone).
+    Joined,
+}
+
+/// A publish of this node waiting for the root's answer.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingPublish {
+    pub(crate) mid: Mid,
+}
+
+/// One overlay node's protocol state. Feed it [`Input`]s with
+/// [`Node::handle`], then drain [`Output`]s with [`Node::poll_output`].
+///
+/// The node never reads a clock or an entropy source: `now` comes with every
+/// input and randomness from the `R` it was built with, so a seeded run is
+/// reproducible.
+#[derive(Debug)]
+pub struct Node<R> {
+    pub(crate) cfg: Config,
+    pub(crate) rng: R,
+    pub(crate) table: RoutingTable,
+    pub(crate) phase: Phase,
+    pub(crate) groups: HashMap<Mid, Group>,
+    pub(crate) publishes: HashMap<u64, PendingPublish>,
+    pub(crate) collections: HashMap<u64, crate::query::Collection>,
+    pub(crate) next_collection: u64,
+    pub(crate) queries: HashMap<u64, Mid>,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) now: Instant,
+}
+
+impl<R: Rng> Node<R> {
+    /// A node with identity `me`, not yet in any overlay.
+    pub fn new(me: NodeInfo, cfg: Config, rng: R, now: Instant) -> Self {
+        Node {
+            table: RoutingTable::new(me, cfg.leaf_set_size),
+            cfg,
+            rng,
+            phase: Phase::Idle,
+            groups: HashMap::new(),
+            publishes: HashMap::new(),
+            collections: HashMap::new(),
+            next_collection: 1,
+            queries: HashMap::new(),
+            out: VecDeque::new(),
+            now,
+        }
+    }
+
+    /// This node's id and address.
+    pub fn me(&self) -> NodeInfo {
+        self.table.me()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The routing state.
+    pub fn routing(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Whether the node has entered the overlay.
+    pub fn is_joined(&self) -> bool {
+        matches!(self.phase, Phase::Joined)
+    }
+
+    /// The next thing for the driver to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Handles one input at time `now`. Outputs queue up for
+    /// [`Node::poll_output`].
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        self.now = now;
+        match input {
+            Input::Message { from, msg } => self.on_message(from, msg),
+            Input::PeerUp(peer) => self.on_peer_up(peer),
+            Input::PeerDown(peer) => self.on_peer_down(peer),
+            Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
+            Input::Timer(t) => self.on_timer(t),
+            Input::Command(c) => self.on_command(c),
+        }
+    }
+
+    fn on_message(&mut self, from: NodeInfo, msg: Message) {
+        tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
+        match msg {
+            Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
+            Message::Neighbours { nodes, reply } => self.on_neighbours(from, nodes, reply),
+            Message::Join { mid, joiner } => self.on_join(from, mid, joiner),
+            Message::JoinAck { mid, depth } => self.on_join_ack(from, mid, depth),
+            Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
+            Message::Leave { mid } => self.on_leave(from, mid),
+            Message::Publish(p) => self.on_publish(p),
+            Message::PublishAck { mid, pub_id, seq } => {
+                if self.publishes.remove(&pub_id).is_some() {
+                    self.emit(Event::PublishAccepted {
+                        request: pub_id,
+                        mid,
+                        seq,
+                    });
+                }
+            }
+            Message::PublishReject {
+                mid,
+                pub_id,
+                reason,
+            } => {
+                if self.publishes.remove(&pub_id).is_some() {
+                    self.emit(Event::PublishFailed {
+                        request: pub_id,
+                        mid,
+                        error: reason.into(),
+                    });
+                }
+            }
+            Message::Data(d) => self.on_data(from, d),
+            Message::TreeQuery {
+                mid,
+                query,
+                reply_to,
+            } => self.on_tree_query(mid, query, reply_to),
+            Message::Collect {
+                mid,
+                query,
+                budget_ms,
+            } => self.on_collect(from, mid, query, budget_ms),
+            Message::Collected {
+                mid,
+                query,
+                entries,
+            } => self.on_collected(from, mid, query, entries),
+            Message::TreeReply { mid, query, result } => {
+                if self.queries.remove(&query) == Some(mid) {
+                    self.emit(Event::Tree {
+                        request: query,
+                        mid,
+                        result: result.map_err(TreeError::from),
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_peer_up(&mut self, peer: NodeInfo) {
+        self.table.insert(peer);
+    }
+
+    fn on_peer_down(&mut self, peer: NodeId) {
+        self.table.remove(peer);
+        self.tree_peer_lost(peer);
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Bootstrap => self.on_bootstrap_timer(),
+            Timer::Maintenance => self.on_maintenance(),
+            Timer::JoinRetry(mid) => self.on_join_retry(mid),
+            Timer::PublishTimeout(id) => {
+                if let Some(p) = self.publishes.remove(&id) {
+                    self.emit(Event::PublishFailed {
+                        request: id,
+                        mid: p.mid,
+                        error: PublishError::Timeout,
+                    });
+                }
+            }
+            Timer::CollectTimeout(id) => self.on_collect_timeout(id),
+            Timer::QueryTimeout(id) => {
+                if let Some(mid) = self.queries.remove(&id) {
+                    self.emit(Event::Tree {
+                        request: id,
+                        mid,
+                        result: Err(TreeError::Timeout),
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Bootstrap { addrs } => self.bootstrap(addrs),
+            Command::CreateGroup { request } => {
+                let mid = self.create_group();
+                self.emit(Event::GroupCreated { request, mid });
+            }
+            Command::Join { mid } => self.join(mid),
+            Command::Leave { mid } => self.leave(mid),
+            Command::Publish {
+                request,
+                mid,
+                payload,
+            } => self.publish(request, mid, payload),
+            Command::QueryTree { request, mid } => self.query_tree(request, mid),
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: NodeInfo, msg: Message) {
+        debug_assert_ne!(to.id, self.me().id, "a node never sends to itself");
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.out.push_back(Output::Event(event));
+    }
+
+    pub(crate) fn set_timer(&mut self, after: std::time::Duration, timer: Timer) {
+        self.out.push_back(Output::SetTimer {
+            at: self.now + after,
+            timer,
+        });
+    }
+}

@@ -1,0 +1,222 @@
+//! A small deterministic network that runs many [`Node`]s in virtual time.
+//!
+//! Every message goes through the real codec (encoded and decoded) and
+//! arrives after a fixed latency, in order per link. Connections come up
+//! when a node first sends to another, as QUIC connections do in the daemon,
+//! and a crashed node's peers learn of it when they next send to it. Given
+//! the same seed, a run is identical every time.
+//!
+//! This drives the protocol in this crate's tests. The simulator in `tools/`
+//! (with topologies, churn and measurements) builds on the same idea.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::Config;
+use crate::frame;
+use crate::id::NodeId;
+use crate::message::NodeInfo;
+use crate::node::{Command, Event, Input, Node, Output};
+
+/// A simulated network of nodes.
+#[derive(Debug)]
+pub struct Sim {
+    nodes: Vec<Node<StdRng>>,
+    alive: Vec<bool>,
+    by_id: HashMap<NodeId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    links: HashSet<(usize, usize)>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    pending: HashMap<u64, (usize, Input)>,
+    next_seq: u64,
+    start: Instant,
+    now: Instant,
+    rng: StdRng,
+    cfg: Config,
+    /// One-way delay of every link.
+    pub latency: Duration,
+    events: Vec<(usize, Event)>,
+    /// Messages delivered so far.
+    pub messages: u64,
+}
+
+impl Sim {
+    /// An empty network whose randomness all comes from `seed`.
+    pub fn new(seed: u64, cfg: Config) -> Self {
+        let now = Instant::now();
+        Sim {
+            nodes: Vec::new(),
+            alive: Vec::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            links: HashSet::new(),
+            queue: BinaryHeap::new(),
+            pending: HashMap::new(),
+            next_seq: 0,
+            start: now,
+            now,
+            rng: StdRng::seed_from_u64(seed),
+            cfg,
+            latency: Duration::from_millis(10),
+            events: Vec::new(),
+            messages: 0,
+        }
+    }
+
+    /// Adds a node with a random id and bootstraps it from `bootstrap`
+    /// (none: it starts a new overlay). Returns its index.
+    pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
+        let i = self.nodes.len();
+        let id = NodeId(self.rng.random());
+        // Addresses are labels only: nothing is ever sent to them.
+        let addr = SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(0x0a00_0000 + i as u32),
+            7000,
+        ));
+        let info = NodeInfo { id, addr };
+        let seed = self.rng.random();
+        self.nodes.push(Node::new(
+            info,
+            self.cfg.clone(),
+            StdRng::seed_from_u64(seed),
+            self.now,
+        ));
+        self.alive.push(true);
+        self.by_id.insert(id, i);
+        self.by_addr.insert(addr, i);
+        let addrs = bootstrap.iter().map(|&b| self.nodes[b].me().addr).collect();
+        self.command(i, Command::Bootstrap { addrs });
+        i
+    }
+
+    /// Hands node `i` a local command now.
+    pub fn command(&mut self, i: usize, cmd: Command) {
+        self.input(i, Input::Command(cmd));
+    }
+
+    /// The node at index `i`.
+    pub fn node(&self, i: usize) -> &Node<StdRng> {
+        &self.nodes[i]
+    }
+
+    /// Index of the node with `id`.
+    pub fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.alive[i]
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Stops node `i` without a word to anyone.
+    pub fn crash(&mut self, i: usize) {
+        self.alive[i] = false;
+        self.links.retain(|&(a, b)| a != i && b != i);
+    }
+
+    /// Takes the events every node reported so far, with the node's index.
+    pub fn take_events(&mut self) -> Vec<(usize, Event)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            if let Some((i, input)) = self.pending.remove(&seq) {
+                self.input(i, input);
+            }
+        }
+        self.now = until;
+    }
+
+    fn schedule(&mut self, at: Instant, i: usize, input: Input) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((at, seq, i)));
+        self.pending.insert(seq, (i, input));
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        if !self.alive[i] {
+            return;
+        }
+        self.nodes[i].handle(self.now, input);
+        while let Some(out) = self.nodes[i].poll_output() {
+            self.output(i, out);
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize, at: Instant) {
+        if self.links.insert((a.min(b), a.max(b))) {
+            let (ia, ib) = (self.nodes[a].me(), self.nodes[b].me());
+            self.schedule(at, b, Input::PeerUp(ia));
+            self.schedule(at, a, Input::PeerUp(ib));
+        }
+    }
+
+    fn output(&mut self, i: usize, out: Output) {
+        let arrive = self.now + self.latency;
+        match out {
+            Output::Send { to, msg } => {
+                let Some(&j) = self.by_id.get(&to.id) else {
+                    return;
+                };
+                if !self.alive[j] {
+                    self.schedule(arrive + self.latency, i, Input::PeerDown(to.id));
+                    return;
+                }
+                self.connect(i, j, arrive);
+                let max = self.cfg.max_frame_size();
+                let encoded =
+                    frame::encode(&msg, max).expect("the protocol only sends encodable messages");
+                let mut buf = BytesMut::with_capacity(encoded.len());
+                buf.put_slice(&encoded.head);
+                buf.put_slice(&encoded.payload);
+                let msg = frame::decode(buf.freeze(), max).expect("what was encoded decodes");
+                self.messages += 1;
+                let from = self.nodes[i].me();
+                self.schedule(arrive, j, Input::Message { from, msg });
+            }
+            Output::Dial(addr) => {
+                let peer = self.by_addr.get(&addr).copied().filter(|&j| self.alive[j]);
+                if let Some(j) = peer {
+                    self.connect(i, j, arrive);
+                }
+                let peer = peer.map(|j| self.nodes[j].me());
+                self.schedule(arrive + self.latency, i, Input::Dialed { addr, peer });
+            }
+            Output::SetTimer { at, timer } => {
+                self.schedule(at.max(self.now), i, Input::Timer(timer))
+            }
+            Output::Event(e) => self.events.push((i, e)),
+        }
+    }
+}
