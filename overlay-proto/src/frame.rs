@@ -260,6 +260,7 @@ mod tests {
             (mid.clone(), arb_reason())
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
+            Just(Message::Depart),
             (mid.clone(), arb_info(), any::<u64>(), payload.clone()).prop_map(
                 |(mid, publisher, pub_id, payload)| {
                     Message::Publish(Publish {

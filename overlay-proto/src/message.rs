@@ -207,6 +207,9 @@ pub enum Message {
         /// The subtree, the child first.
         entries: Vec<TreeEntry>,
     },
+    /// The sender is shutting down: drop it from routing state and trees
+    /// now rather than wait for its connection to time out.
+    Depart,
     /// The root's answer to a [`Message::TreeQuery`].
     TreeReply {
         /// The group.
@@ -252,6 +255,7 @@ impl Message {
             Message::TreeQuery { .. } => "tree-query",
             Message::Collect { .. } => "collect",
             Message::Collected { .. } => "collected",
+            Message::Depart => "depart",
             Message::TreeReply { .. } => "tree-reply",
         }
     }

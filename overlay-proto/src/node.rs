@@ -53,6 +53,9 @@ pub enum Command {
         /// The message.
         payload: Bytes,
     },
+    /// Leave every group and tell the parents, children and leaf set that
+    /// this node is going away.
+    Shutdown,
     /// Ask the root for the group's whole tree; answered by [`Event::Tree`].
     QueryTree {
         /// Caller's number for the request.
@@ -368,6 +371,7 @@ impl<R: Rng> Node<R> {
                 }
             }
             Message::Data(d) => self.on_data(from, d),
+            Message::Depart => self.on_peer_down(from.id),
             Message::TreeQuery {
                 mid,
                 query,
@@ -446,7 +450,24 @@ impl<R: Rng> Node<R> {
                 payload,
             } => self.publish(request, mid, payload),
             Command::QueryTree { request, mid } => self.query_tree(request, mid),
+            Command::Shutdown => self.shutdown(),
         }
+    }
+
+    fn shutdown(&mut self) {
+        let mut told = std::collections::HashSet::new();
+        let groups = std::mem::take(&mut self.groups);
+        let neighbours = groups
+            .values()
+            .flat_map(|g| g.parent.into_iter().chain(g.children.values().map(|c| c.info)))
+            .chain(self.table.leaves().iter().copied())
+            .collect::<Vec<_>>();
+        for n in neighbours {
+            if told.insert(n.id) {
+                self.send(n, Message::Depart);
+            }
+        }
+        self.phase = Phase::Idle;
     }
 
     pub(crate) fn send(&mut self, to: NodeInfo, msg: Message) {

@@ -1,0 +1,249 @@
+//! The control protocol between the daemon and local applications, spoken on
+//! the daemon's Unix-domain control socket.
+//!
+//! Frames use the same layout as the overlay's (a big-endian `u32` length,
+//! then postcard), carrying a [`ClientFrame`] from the application or a
+//! [`ServerFrame`] from the daemon. Every request has a number chosen by the
+//! application; the answer, and for a subscription every message after it,
+//! carry the same number, so one connection can have many requests in
+//! flight (a publisher pipelines its publishes this way).
+
+use bytes::Bytes;
+use overlay_proto::{Mid, NodeId, TreeEntry};
+use serde::{Deserialize, Serialize};
+
+/// Largest control frame accepted from an application: a maximal message
+/// plus room for the header.
+pub const fn max_control_frame(max_message_size: usize) -> usize {
+    max_message_size + 64 * 1024
+}
+
+/// A request from an application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// The node's id, address, neighbours and groups.
+    Status,
+    /// Create a group rooted at this node.
+    Create,
+    /// Become a member of a group; answered once attached to its tree.
+    Join {
+        /// The group.
+        mid: Mid,
+    },
+    /// Stop being a member.
+    Leave {
+        /// The group.
+        mid: Mid,
+    },
+    /// Receive the group's messages on this connection, joining if needed.
+    Subscribe {
+        /// The group.
+        mid: Mid,
+    },
+    /// Send a message to the group; answered once the root accepted it.
+    Publish {
+        /// The group.
+        mid: Mid,
+        /// The message.
+        payload: Bytes,
+    },
+    /// The group's whole tree, as its root sees it.
+    Tree {
+        /// The group.
+        mid: Mid,
+    },
+}
+
+/// A frame from the application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// The application's number for this request.
+    pub id: u64,
+    /// The request.
+    pub request: Request,
+}
+
+/// One group message delivered to a subscriber.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The group.
+    pub mid: Mid,
+    /// The root's epoch.
+    pub epoch: u32,
+    /// Position in the root's order.
+    pub seq: u64,
+    /// The node that published it.
+    pub publisher: NodeId,
+    /// The message.
+    pub payload: Bytes,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("mid", &self.mid)
+            .field("seq", &self.seq)
+            .field("publisher", &self.publisher)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A peer in the overlay, as shown by `overlay status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Whether a QUIC connection to it is open.
+    pub connected: bool,
+    /// Whether it is in the leaf set.
+    pub leaf: bool,
+}
+
+/// This node's part in one group, as shown by `overlay status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group.
+    pub mid: Mid,
+    /// `root`, `forwarder` or `member` (a member may also forward).
+    pub role: String,
+    /// Whether the local application is a member.
+    pub member: bool,
+    /// Whether connected to the root.
+    pub attached: bool,
+    /// Depth in the tree.
+    pub depth: u16,
+    /// The parent, as `id@addr`.
+    pub parent: Option<String>,
+    /// The children, as `id@addr`.
+    pub children: Vec<String>,
+}
+
+/// The answer to [`Request::Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Whether it has entered the overlay.
+    pub joined_overlay: bool,
+    /// The nodes in its routing state.
+    pub neighbours: Vec<Neighbour>,
+    /// Its groups.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// What kind of failure an [`ApiError`] reports, for programs to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The group does not exist.
+    UnknownGroup,
+    /// The message is over the size limit.
+    TooLarge,
+    /// The node is overloaded or at a configured limit.
+    Overloaded,
+    /// No answer came in time.
+    Timeout,
+    /// The request is malformed.
+    BadRequest,
+    /// The daemon is shutting down.
+    ShuttingDown,
+}
+
+/// A failed request, with a message meant for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// For programs.
+    pub kind: ErrorKind,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+}
+
+/// A response from the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(Status),
+    /// Answer to [`Request::Create`].
+    Created {
+        /// The new group's mid.
+        mid: Mid,
+    },
+    /// Answer to [`Request::Join`], and the first answer to
+    /// [`Request::Subscribe`]: attached at this depth.
+    Joined {
+        /// Depth in the tree.
+        depth: u16,
+    },
+    /// Answer to [`Request::Leave`].
+    Left,
+    /// Answer to [`Request::Publish`].
+    Published {
+        /// The sequence number the root gave the message.
+        seq: u64,
+    },
+    /// A message for a subscription.
+    Message(Delivery),
+    /// The subscription's buffer was full and this many messages were
+    /// dropped for it (the application read too slowly).
+    Lagged {
+        /// Messages dropped.
+        missed: u64,
+    },
+    /// Answer to [`Request::Tree`]: the tree, root first, as a flat list.
+    Tree(Vec<TreeEntry>),
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// A frame from the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerFrame {
+    /// The request this answers.
+    pub id: u64,
+    /// The answer.
+    pub response: Response,
+}
+
+/// Encodes a control frame: length prefix, then postcard.
+pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, postcard::Error> {
+    let mut buf = postcard::to_extend(frame, vec![0, 0, 0, 0])?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Reads one control frame of at most `max` bytes from `r`. `Ok(None)` at a
+/// clean end of stream.
+pub async fn read_frame<T, R>(r: &mut R, max: usize) -> std::io::Result<Option<T>>
+where
+    T: for<'de> Deserialize<'de>,
+    R: smol::io::AsyncRead + Unpin,
+{
+    use smol::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("control frame of {len} bytes exceeds the limit of {max} bytes"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    postcard::from_bytes(&buf)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed control frame: {e}")))
+}

@@ -1,0 +1,288 @@
+//! The client API: how local applications use a running node.
+//!
+//! ```no_run
+//! # smol::block_on(async {
+//! use overlay_node::client::Client;
+//! let client = Client::connect_dir("/var/lib/overlay").await?;
+//! let mid = client.create().await?;
+//! let mut sub = client.subscribe(mid).await?;
+//! client.publish(mid, "hello").await?;
+//! while let Some(event) = sub.next().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok::<(), overlay_node::client::ClientError>(())
+//! # });
+//! ```
+//!
+//! A [`Client`] is one connection to the node's control socket. Requests can
+//! be issued concurrently from many tasks; each waits for its own answer.
+//! A background task reads the socket and routes answers and subscription
+//! messages to whoever waits for them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use overlay_proto::{Mid, TreeEntry};
+use smol::channel::{Receiver, Sender};
+use smol::io::AsyncWriteExt;
+use smol::lock::Mutex as AsyncMutex;
+use smol::net::unix::UnixStream;
+
+use crate::api::{self, ApiError, ClientFrame, Delivery, ErrorKind, Request, Response, ServerFrame, Status};
+use crate::daemon::{NodeFile, NODE_FILE};
+
+pub use crate::api::ErrorKind as ApiErrorKind;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The node's data directory has no `node.json`: no node runs there.
+    #[error("no node is running with data directory {0}: start one with `overlay-node --data-dir {0}`")]
+    NotRunning(String),
+    /// The control socket could not be reached.
+    #[error("cannot reach the node's control socket {path}: {source}; is overlay-node running?")]
+    Connect {
+        /// The socket.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection to the node broke.
+    #[error("the connection to the node was lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node refused the request.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The node answered something unexpected.
+    #[error("unexpected answer from the node: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The node's error kind, when the node refused the request.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            ClientError::Api(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+}
+
+/// Who waits for answers to which request; `true` marks a subscription,
+/// which keeps receiving after its first answer.
+type Waiters = Arc<Mutex<HashMap<u64, (Sender<Response>, bool)>>>;
+
+/// A connection to a node's control socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    writer: Arc<AsyncMutex<UnixStream>>,
+    waiters: Waiters,
+    next_id: Arc<AtomicU64>,
+    max_frame: usize,
+}
+
+/// Events of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriptionEvent {
+    /// A group message.
+    Message(Delivery),
+    /// This many messages were dropped because the application read too
+    /// slowly.
+    Lagged(u64),
+}
+
+/// A stream of a group's messages; see [`Client::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    rx: Receiver<Response>,
+    /// Depth of the node in the group's tree when the subscription started.
+    pub depth: u16,
+}
+
+impl Subscription {
+    /// The next event; `None` once the node or connection is gone.
+    pub async fn next(&mut self) -> Option<Result<SubscriptionEvent, ClientError>> {
+        match self.rx.recv().await.ok()? {
+            Response::Message(d) => Some(Ok(SubscriptionEvent::Message(d))),
+            Response::Lagged { missed } => Some(Ok(SubscriptionEvent::Lagged(missed))),
+            Response::Error(e) => Some(Err(e.into())),
+            other => Some(Err(ClientError::Protocol(format!("{other:?}")))),
+        }
+    }
+}
+
+/// A publish whose request has been written; await [`PendingPublish::accepted`]
+/// for the root's answer. Lets one task keep many publishes in flight.
+#[derive(Debug)]
+pub struct PendingPublish {
+    rx: Receiver<Response>,
+}
+
+impl PendingPublish {
+    /// Waits for the root's acceptance and returns the sequence number.
+    pub async fn accepted(self) -> Result<u64, ClientError> {
+        match self.rx.recv().await {
+            Ok(Response::Published { seq }) => Ok(seq),
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(other) => Err(ClientError::Protocol(format!("{other:?}"))),
+            Err(_) => Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+}
+
+/// Reads `DIR/node.json` of a running node.
+pub fn node_file(dir: &Path) -> Result<NodeFile, ClientError> {
+    let shown = dir.display().to_string();
+    let text = std::fs::read(dir.join(NODE_FILE)).map_err(|_| ClientError::NotRunning(shown.clone()))?;
+    serde_json::from_slice(&text).map_err(|_| ClientError::NotRunning(shown))
+}
+
+impl Client {
+    /// Connects to the node whose data directory is `dir`.
+    pub async fn connect_dir(dir: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let file = node_file(dir.as_ref())?;
+        Self::connect(&file.control).await
+    }
+
+    /// Connects to the control socket at `path`.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let stream = UnixStream::connect(&path).await.map_err(|source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let waiters: Waiters = Arc::default();
+        let max_frame = api::max_control_frame(64 << 20);
+        smol::spawn(read_loop(stream.clone(), waiters.clone(), max_frame)).detach();
+        Ok(Client {
+            writer: Arc::new(AsyncMutex::new(stream)),
+            waiters,
+            next_id: Arc::new(AtomicU64::new(1)),
+            max_frame,
+        })
+    }
+
+    /// Sends a request; its answers arrive on the returned channel.
+    async fn start(&self, request: Request, capacity: usize) -> Result<Receiver<Response>, ClientError> {
+        let streaming = matches!(request, Request::Subscribe { .. });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = api::encode(&ClientFrame { id, request }).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if bytes.len() > self.max_frame {
+            return Err(ClientError::Protocol("request too large".into()));
+        }
+        let (tx, rx) = smol::channel::bounded(capacity);
+        self.waiters.lock().expect("waiters lock").insert(id, (tx, streaming));
+        let mut w = self.writer.lock().await;
+        w.write_all(&bytes).await?;
+        Ok(rx)
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let rx = self.start(request, 1).await?;
+        match rx.recv().await {
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(r) => Ok(r),
+            Err(_) => Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        match self.call(Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Creates a group rooted at this node and returns its mid.
+    pub async fn create(&self) -> Result<Mid, ClientError> {
+        match self.call(Request::Create).await? {
+            Response::Created { mid } => Ok(mid),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Makes the node a member; returns once it is attached to the tree,
+    /// with its depth.
+    pub async fn join(&self, mid: Mid) -> Result<u16, ClientError> {
+        match self.call(Request::Join { mid }).await? {
+            Response::Joined { depth } => Ok(depth),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Ends the node's membership.
+    pub async fn leave(&self, mid: Mid) -> Result<(), ClientError> {
+        self.call(Request::Leave { mid }).await.map(|_| ())
+    }
+
+    /// Subscribes to the group's messages, joining first if needed; returns
+    /// once attached.
+    pub async fn subscribe(&self, mid: Mid) -> Result<Subscription, ClientError> {
+        // Large enough that the node's own buffer, not this one, is where a
+        // slow reader's messages are counted as missed.
+        let rx = self.start(Request::Subscribe { mid }, 1 << 16).await?;
+        match rx.recv().await {
+            Ok(Response::Joined { depth }) => Ok(Subscription { rx, depth }),
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(other) => Err(ClientError::Protocol(format!("{other:?}"))),
+            Err(_) => Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+
+    /// Publishes a message and waits until the root accepted it; returns
+    /// its sequence number.
+    pub async fn publish(&self, mid: Mid, payload: impl Into<Bytes>) -> Result<u64, ClientError> {
+        self.start_publish(mid, payload).await?.accepted().await
+    }
+
+    /// Writes a publish request without waiting for the answer.
+    pub async fn start_publish(&self, mid: Mid, payload: impl Into<Bytes>) -> Result<PendingPublish, ClientError> {
+        let payload = payload.into();
+        let rx = self.start(Request::Publish { mid, payload }, 1).await?;
+        Ok(PendingPublish { rx })
+    }
+
+    /// The group's whole tree as the root sees it, root first.
+    pub async fn tree(&self, mid: Mid) -> Result<Vec<TreeEntry>, ClientError> {
+        match self.call(Request::Tree { mid }).await? {
+            Response::Tree(t) => Ok(t),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+}
+
+async fn read_loop(mut stream: UnixStream, waiters: Waiters, max_frame: usize) {
+    while let Ok(Some(frame)) = api::read_frame::<ServerFrame, _>(&mut stream, max_frame).await {
+        let tx = {
+            let mut w = waiters.lock().expect("waiters lock");
+            if frame.id == 0 {
+                // A connection-level error: tell everyone waiting.
+                let all: Vec<_> = w.drain().map(|(_, (tx, _))| tx).collect();
+                drop(w);
+                for tx in all {
+                    let _ = tx.try_send(frame.response.clone());
+                }
+                continue;
+            }
+            match w.get(&frame.id) {
+                Some((tx, true)) => Some(tx.clone()),
+                Some(_) => w.remove(&frame.id).map(|(tx, _)| tx),
+                None => None,
+            }
+        };
+        if let Some(tx) = tx {
+            // A subscriber that stopped reading loses messages here only
+            // after its own 65,536-message buffer is full.
+            if tx.try_send(frame.response).is_err() && tx.is_closed() {
+                waiters.lock().expect("waiters lock").remove(&frame.id);
+            }
+        }
+    }
+    waiters.lock().expect("waiters lock").clear();
+}

@@ -1,0 +1,219 @@
+//! The daemon's settings: command-line flags, an optional TOML file, and
+//! defaults, in that order of precedence.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Flags of `overlay-node` (also accepted by `overlay node`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NodeArgs {
+    /// TOML file with settings; flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the node's key, node.json and control socket. Created if
+    /// missing; the node keeps its identity across restarts with the same one.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// UDP address for QUIC (port 0 picks a free port) [default: 127.0.0.1:7400]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address other nodes should use to reach this one, when it differs
+    /// from --listen (required when listening on 0.0.0.0 or ::).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    /// Address (host:port) of a running node to enter the overlay through;
+    /// repeat for more. Without it, this node starts a new overlay.
+    #[arg(long = "bootstrap", value_name = "ADDR")]
+    pub bootstrap: Vec<String>,
+    /// Most children per group tree on this node; further joins are handed
+    /// down to a child [default: 16]
+    #[arg(long, value_name = "N")]
+    pub max_children: Option<usize>,
+    /// Path of the control socket [default: DIR/control.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Largest message accepted, in bytes [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+}
+
+/// Settings a TOML file may hold. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// See `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// See `--advertise`.
+    pub advertise: Option<SocketAddr>,
+    /// See `--bootstrap`.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// See `--max-children`.
+    pub max_children: Option<usize>,
+    /// See `--control`.
+    pub control: Option<PathBuf>,
+    /// See `--max-message-size`.
+    pub max_message_size: Option<usize>,
+    /// Most groups this node takes part in (default 4096).
+    pub max_groups: Option<usize>,
+    /// QUIC keep-alive interval in milliseconds (default 1000).
+    pub keep_alive_ms: Option<u64>,
+    /// QUIC idle timeout in milliseconds: a peer silent this long is lost
+    /// (default 10000).
+    pub idle_timeout_ms: Option<u64>,
+    /// Frames queued per peer connection before the peer counts as stalled
+    /// and is disconnected (default 8192).
+    pub peer_queue_frames: Option<usize>,
+    /// Messages buffered per control connection for subscribers before
+    /// they are dropped and reported as missed (default 8192).
+    pub subscriber_buffer: Option<usize>,
+    /// Most applications connected to the control socket at once (default 64).
+    pub max_control_clients: Option<usize>,
+    /// Seconds a join through the control socket may take (default 30).
+    pub join_timeout_secs: Option<u64>,
+}
+
+/// The daemon's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Advertised address (`None`: the bound address).
+    pub advertise: Option<SocketAddr>,
+    /// Bootstrap addresses, resolved.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// Protocol settings.
+    pub proto: overlay_proto::Config,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Frames queued per peer before it counts as stalled.
+    pub peer_queue_frames: usize,
+    /// Messages buffered per control connection for subscribers.
+    pub subscriber_buffer: usize,
+    /// Most control connections at once.
+    pub max_control_clients: usize,
+    /// How long a join through the control socket may take.
+    pub join_timeout: Duration,
+}
+
+impl Settings {
+    /// Resolves flags, the config file they name (if any) and defaults.
+    pub fn resolve(args: &NodeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let Some(data_dir) = args.data_dir.clone().or(file.data_dir.clone()) else {
+            bail!("no data directory given: pass --data-dir DIR (or set data_dir in the --config file)");
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7400)));
+        let advertise = args.advertise.or(file.advertise);
+        if listen.ip().is_unspecified() && advertise.is_none() {
+            bail!("--listen {listen} does not say which address peers should use: also pass --advertise ADDR");
+        }
+        let bootstrap_names = if args.bootstrap.is_empty() {
+            file.bootstrap.clone()
+        } else {
+            args.bootstrap.clone()
+        };
+        let mut bootstrap = Vec::new();
+        for name in &bootstrap_names {
+            let addrs = name
+                .to_socket_addrs()
+                .with_context(|| format!("bootstrap address `{name}` is not a valid host:port"))?;
+            bootstrap.extend(addrs.take(1));
+        }
+        let mut proto = overlay_proto::Config::default();
+        if let Some(n) = args.max_children.or(file.max_children) {
+            if n == 0 {
+                bail!("--max-children must be at least 1");
+            }
+            proto.max_children = n;
+        }
+        if let Some(n) = args.max_message_size.or(file.max_message_size) {
+            if n == 0 || n > 64 << 20 {
+                bail!("--max-message-size must be between 1 and 67108864 bytes");
+            }
+            proto.max_message_size = n;
+        }
+        if let Some(n) = file.max_groups {
+            proto.max_groups = n;
+        }
+        let control = args
+            .control
+            .clone()
+            .or(file.control.clone())
+            .unwrap_or_else(|| data_dir.join("control.sock"));
+        Ok(Settings {
+            data_dir,
+            listen,
+            advertise,
+            bootstrap,
+            control,
+            proto,
+            keep_alive: Duration::from_millis(file.keep_alive_ms.unwrap_or(1000)),
+            idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(10_000)),
+            peer_queue_frames: file.peer_queue_frames.unwrap_or(8192).max(16),
+            subscriber_buffer: file.subscriber_buffer.unwrap_or(8192).max(16),
+            max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
+            join_timeout: Duration::from_secs(file.join_timeout_secs.unwrap_or(30)),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "data_dir = \"/tmp/x\"\nmax_children = 5\nlisten = \"127.0.0.1:9000\"\nkeep_alive_ms = 300\n").unwrap();
+        let args = NodeArgs {
+            config: Some(file),
+            max_children: Some(3),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.proto.max_children, 3);
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.keep_alive, Duration::from_millis(300));
+        assert_eq!(s.control, PathBuf::from("/tmp/x/control.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_dirs_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "max_childern = 5\n").unwrap();
+        let args = NodeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(err.contains("max_childern"), "{err}");
+        let err = Settings::resolve(&NodeArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("--data-dir"), "{err}");
+    }
+}

@@ -1,0 +1,758 @@
+//! The daemon's main loop: one actor that owns the protocol state machine,
+//! the peer connections, the timers and the control clients.
+//!
+//! Everything reaches the actor through one bounded inbox: frames and
+//! connection ends from the transport's reader tasks, finished dials and
+//! accepted connections, requests from control clients, and the shutdown
+//! signal. The actor feeds each into the [`overlay_proto::Node`] and carries
+//! out what it asks: frames go to per-connection writer queues without
+//! waiting (a full queue disconnects that peer), dials run as their own
+//! tasks, timers sit in a heap. The actor never awaits anything but its
+//! inbox and its next timer.
+//!
+//! Connections: a peer may end up with two connections (both sides dialed at
+//! once, or a restarted peer dialed again before the old connection timed
+//! out). The newest is used for sending, the other is kept for reading until
+//! it closes, so no frame in flight is lost to the switch.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use overlay_proto::frame::{self, EncodedFrame};
+use overlay_proto::{Command, Event, Input, Message, Mid, Node, NodeId, NodeInfo, Output, PublishError, RejectReason, Timer, TreeError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smol::channel::{Receiver, Sender};
+
+use crate::api::{self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, Request, Response, ServerFrame, Status};
+use crate::config::Settings;
+use crate::identity::Identity;
+use crate::transport::{self, codes, ConnEvent, Transport};
+
+/// What the node writes to `DIR/node.json` once it is up, for scripts and
+/// the CLI to find it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeFile {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its control socket.
+    pub control: std::path::PathBuf,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Name of the file in the data directory that describes the running node.
+pub const NODE_FILE: &str = "node.json";
+
+/// Everything that reaches the actor.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Conn(ConnEvent),
+    Incoming(quinn::Connection),
+    Dialed {
+        addr: SocketAddr,
+        expect: Option<NodeInfo>,
+        result: Result<quinn::Connection, String>,
+    },
+    ClientUp {
+        client: u64,
+        tx: Sender<ServerFrame>,
+    },
+    ClientRequest {
+        client: u64,
+        frame: api::ClientFrame,
+    },
+    ClientGone {
+        client: u64,
+    },
+    Shutdown,
+}
+
+impl From<ConnEvent> for Msg {
+    fn from(e: ConnEvent) -> Self {
+        Msg::Conn(e)
+    }
+}
+
+/// Actor-level timers beside the protocol's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tick {
+    Proto(u64),
+    Housekeeping,
+}
+
+struct Link {
+    conn: quinn::Connection,
+    conn_id: u64,
+    tx: Sender<EncodedFrame>,
+    writer: smol::Task<()>,
+}
+
+struct Peer {
+    active: Link,
+    standby: Option<Link>,
+}
+
+struct Subscriber {
+    client: u64,
+    id: u64,
+    missed: u64,
+}
+
+struct Actor {
+    node: Node<StdRng>,
+    settings: Settings,
+    transport: Transport,
+    inbox: Sender<Msg>,
+    max_frame: usize,
+    peers: HashMap<NodeId, Peer>,
+    dialing: HashMap<NodeId, Vec<EncodedFrame>>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_kinds: HashMap<u64, (Tick, Option<Timer>)>,
+    next_timer: u64,
+    next_conn: u64,
+    next_request: u64,
+    clients: HashMap<u64, Sender<ServerFrame>>,
+    subscribers: HashMap<Mid, Vec<Subscriber>>,
+    joins: HashMap<Mid, Vec<(u64, u64, Instant)>>,
+    creates: HashMap<u64, (u64, u64)>,
+    publishes: HashMap<u64, (u64, u64)>,
+    trees: HashMap<u64, (u64, u64)>,
+    shutting_down: bool,
+    bootstrap_error: Option<String>,
+}
+
+/// Frames queued for a peer while it is being dialed.
+const DIAL_QUEUE: usize = 1024;
+/// Inbox capacity: readers wait (and QUIC flow control pushes back on the
+/// peer) when the actor falls this far behind.
+const INBOX: usize = 4096;
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    let identity = Identity::load_or_create(&settings.data_dir)?;
+    let transport = Transport::bind(&settings, &identity)?;
+    let bound = transport.local_addr()?;
+    let me = NodeInfo {
+        id: identity.id,
+        addr: settings.advertise.unwrap_or(bound),
+    };
+    let listener = crate::control::bind(&settings.control)?;
+    let (inbox, rx) = smol::channel::bounded(INBOX);
+
+    let endpoint = transport.endpoint.clone();
+    let accept_inbox = inbox.clone();
+    smol::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let inbox = accept_inbox.clone();
+            smol::spawn(async move {
+                match incoming.await {
+                    Ok(conn) => {
+                        let _ = inbox.send(Msg::Incoming(conn)).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
+                }
+            })
+            .detach();
+        }
+    })
+    .detach();
+    smol::spawn(crate::control::serve(
+        listener,
+        inbox.clone(),
+        api::max_control_frame(settings.proto.max_message_size),
+        settings.subscriber_buffer + 1024,
+        settings.max_control_clients,
+    ))
+    .detach();
+    spawn_signal_watch(inbox.clone())?;
+
+    let node_file = NodeFile {
+        id: me.id,
+        addr: me.addr,
+        control: settings.control.clone(),
+        pid: std::process::id(),
+    };
+    write_node_file(&settings.data_dir, &node_file)?;
+    println!("overlay-node {} listening on {} (control socket {})", me.id, me.addr, settings.control.display());
+    tracing::info!(id = %me.id, addr = %me.addr, "node started");
+
+    let now = Instant::now();
+    let mut seed_rng = rand::rng();
+    let node = Node::new(me, settings.proto.clone(), StdRng::from_rng(&mut seed_rng), now);
+    let mut actor = Actor {
+        node,
+        max_frame: settings.proto.max_frame_size(),
+        settings: settings.clone(),
+        transport,
+        inbox,
+        peers: HashMap::new(),
+        dialing: HashMap::new(),
+        timers: BinaryHeap::new(),
+        timer_kinds: HashMap::new(),
+        next_timer: 0,
+        next_conn: 0,
+        // Request numbers double as publish ids: start at a random point so
+        // a restarted node does not reuse its earlier ids.
+        next_request: (seed_rng.random::<u32>() as u64) << 32,
+        clients: HashMap::new(),
+        subscribers: HashMap::new(),
+        joins: HashMap::new(),
+        creates: HashMap::new(),
+        publishes: HashMap::new(),
+        trees: HashMap::new(),
+        shutting_down: false,
+        bootstrap_error: None,
+    };
+    actor.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
+    let bootstrap = settings.bootstrap.clone();
+    actor.input(Input::Command(Command::Bootstrap { addrs: bootstrap }));
+    let result = actor.run(rx).await;
+    actor.close().await;
+    let _ = fs::remove_file(settings.data_dir.join(NODE_FILE));
+    let _ = fs::remove_file(&settings.control);
+    result
+}
+
+fn write_node_file(dir: &Path, file: &NodeFile) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{NODE_FILE}.tmp"));
+    let path = dir.join(NODE_FILE);
+    fs::write(&tmp, serde_json::to_vec_pretty(file)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn spawn_signal_watch(inbox: Sender<Msg>) -> anyhow::Result<()> {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    let mut signals = Signals::new([Signal::Term, Signal::Int]).context("cannot watch for SIGINT/SIGTERM")?;
+    smol::spawn(async move {
+        if signals.next().await.is_some() {
+            let _ = inbox.send(Msg::Shutdown).await;
+        }
+    })
+    .detach();
+    Ok(())
+}
+
+impl Actor {
+    async fn run(&mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
+        loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let msg = match next {
+                Some(at) => {
+                    smol::future::or(async { Some(rx.recv().await) }, async {
+                        smol::Timer::at(at).await;
+                        None
+                    })
+                    .await
+                }
+                None => Some(rx.recv().await),
+            };
+            match msg {
+                Some(Ok(Msg::Shutdown)) => return Ok(()),
+                Some(Ok(m)) => {
+                    self.handle(m);
+                    // Take what else is waiting before going back to sleep.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(Msg::Shutdown) => return Ok(()),
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(Err(_)) => return Ok(()),
+                None => self.fire_timers(),
+            }
+            if let Some(e) = self.bootstrap_error.take() {
+                anyhow::bail!(e);
+            }
+        }
+    }
+
+    /// Leaves the groups, tells the neighbours, flushes and closes.
+    async fn close(&mut self) {
+        self.shutting_down = true;
+        self.input(Input::Command(Command::Shutdown));
+        for (client, subs) in self.subscribers.drain().flat_map(|(_, s)| s).map(|s| (s.client, s)) {
+            if let Some(tx) = self.clients.get(&client) {
+                let _ = tx.try_send(ServerFrame {
+                    id: subs.id,
+                    response: Response::Error(ApiError {
+                        kind: ErrorKind::ShuttingDown,
+                        message: "the node is shutting down".into(),
+                    }),
+                });
+            }
+        }
+        let mut writers = Vec::new();
+        for (_, p) in self.peers.drain() {
+            for link in std::iter::once(p.active).chain(p.standby) {
+                drop(link.tx);
+                writers.push((link.conn, link.writer));
+            }
+        }
+        let conns: Vec<quinn::Connection> = writers.iter().map(|(c, _)| c.clone()).collect();
+        let flushed = async {
+            for (_, w) in writers {
+                w.await;
+            }
+        };
+        smol::future::or(flushed, smol::Timer::after(Duration::from_millis(1500)).map_unit()).await;
+        for c in conns {
+            c.close(codes::SHUTDOWN.into(), b"shutdown");
+        }
+        self.transport.endpoint.close(codes::SHUTDOWN.into(), b"shutdown");
+        smol::future::or(self.transport.endpoint.wait_idle(), smol::Timer::after(Duration::from_secs(1)).map_unit()).await;
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Conn(ConnEvent::Frame { conn_id: _, from, msg }) => self.input(Input::Message { from, msg }),
+            Msg::Conn(ConnEvent::Closed { conn_id, peer, reason }) => self.on_closed(peer, conn_id, &reason),
+            Msg::Incoming(conn) => match crate::tls::peer_id(&conn) {
+                Some(id) => {
+                    let info = NodeInfo {
+                        id,
+                        addr: conn.remote_address(),
+                    };
+                    self.register(conn, info);
+                }
+                None => conn.close(codes::PROTOCOL_VIOLATION.into(), b"no peer identity"),
+            },
+            Msg::Dialed { addr, expect, result } => self.on_dialed(addr, expect, result),
+            Msg::ClientUp { client, tx } => {
+                self.clients.insert(client, tx);
+            }
+            Msg::ClientRequest { client, frame } => self.on_request(client, frame.id, frame.request),
+            Msg::ClientGone { client } => {
+                self.clients.remove(&client);
+                for subs in self.subscribers.values_mut() {
+                    subs.retain(|s| s.client != client);
+                }
+            }
+            Msg::Shutdown => {}
+        }
+    }
+
+    fn schedule(&mut self, after: Duration, tick: Tick, timer: Option<Timer>) {
+        self.schedule_at(Instant::now() + after, tick, timer);
+    }
+
+    fn schedule_at(&mut self, at: Instant, tick: Tick, timer: Option<Timer>) {
+        let n = self.next_timer;
+        self.next_timer += 1;
+        self.timers.push(Reverse((at, n)));
+        self.timer_kinds.insert(n, (tick, timer));
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, n))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match self.timer_kinds.remove(&n) {
+                Some((Tick::Proto(_), Some(t))) => self.input(Input::Timer(t)),
+                Some((Tick::Housekeeping, _)) => {
+                    self.housekeeping();
+                    self.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Feeds the state machine and carries out what it asks.
+    fn input(&mut self, input: Input) {
+        self.node.handle(Instant::now(), input);
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::Dial(addr) => self.dial(addr, None),
+                Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto(0), Some(timer)),
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeInfo, msg: Message) {
+        let frame = match frame::encode(&msg, self.max_frame) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(kind = msg.kind(), error = %e, "message not sent");
+                return;
+            }
+        };
+        if let Some(p) = self.peers.get(&to.id) {
+            match p.active.tx.try_send(frame) {
+                Ok(()) => {}
+                Err(smol::channel::TrySendError::Full(_)) => {
+                    tracing::warn!(peer = %to.id.short(), queued = self.settings.peer_queue_frames, "peer is not keeping up; disconnecting it");
+                    p.active.conn.close(codes::SLOW_PEER.into(), b"too slow");
+                }
+                Err(smol::channel::TrySendError::Closed(_)) => {}
+            }
+            return;
+        }
+        if self.shutting_down {
+            return;
+        }
+        match self.dialing.get_mut(&to.id) {
+            Some(queue) if queue.len() < DIAL_QUEUE => queue.push(frame),
+            Some(_) => tracing::debug!(peer = %to.id.short(), "dial queue full; frame dropped"),
+            None => {
+                self.dialing.insert(to.id, vec![frame]);
+                self.dial(to.addr, Some(to));
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr, expect: Option<NodeInfo>) {
+        let transport = self.transport.clone();
+        let inbox = self.inbox.clone();
+        smol::spawn(async move {
+            let result = transport.dial(addr, expect.map(|n| n.id)).await.map_err(|e| format!("{e:#}"));
+            let _ = inbox.send(Msg::Dialed { addr, expect, result }).await;
+        })
+        .detach();
+    }
+
+    fn on_dialed(&mut self, addr: SocketAddr, expect: Option<NodeInfo>, result: Result<quinn::Connection, String>) {
+        match (expect, result) {
+            (Some(info), Ok(conn)) => self.register(conn, info),
+            (Some(info), Err(e)) => {
+                tracing::debug!(peer = %info.id.short(), %addr, error = %e, "dial failed");
+                self.dialing.remove(&info.id);
+                if !self.peers.contains_key(&info.id) {
+                    self.input(Input::PeerDown(info.id));
+                }
+            }
+            (None, Ok(conn)) => {
+                let peer = crate::tls::peer_id(&conn).map(|id| NodeInfo { id, addr });
+                if let Some(info) = peer {
+                    self.register(conn, info);
+                }
+                self.input(Input::Dialed { addr, peer });
+            }
+            (None, Err(e)) => {
+                tracing::info!(%addr, error = %e, "bootstrap node not reachable yet");
+                self.input(Input::Dialed { addr, peer: None });
+            }
+        }
+    }
+
+    /// Takes a new connection into use for `info`.
+    fn register(&mut self, conn: quinn::Connection, info: NodeInfo) {
+        if info.id == self.node.me().id {
+            conn.close(codes::DUPLICATE.into(), b"connected to self");
+            return;
+        }
+        let conn_id = self.next_conn;
+        self.next_conn += 1;
+        transport::spawn_reader(conn.clone(), conn_id, info, self.max_frame, self.inbox.clone());
+        let (tx, writer) = transport::spawn_writer(conn.clone(), self.settings.peer_queue_frames);
+        let link = Link {
+            conn,
+            conn_id,
+            tx,
+            writer,
+        };
+        tracing::debug!(peer = %info.id.short(), addr = %info.addr, conn_id, "connection up");
+        let queued = self.dialing.remove(&info.id).unwrap_or_default();
+        for f in queued {
+            let _ = link.tx.try_send(f);
+        }
+        match self.peers.get_mut(&info.id) {
+            Some(p) => {
+                let old = std::mem::replace(&mut p.active, link);
+                if let Some(stale) = p.standby.replace(old) {
+                    stale.conn.close(codes::DUPLICATE.into(), b"duplicate connection");
+                }
+            }
+            None => {
+                self.peers.insert(info.id, Peer {
+                    active: link,
+                    standby: None,
+                });
+                self.input(Input::PeerUp(info));
+            }
+        }
+    }
+
+    fn on_closed(&mut self, peer: NodeInfo, conn_id: u64, reason: &str) {
+        let Some(p) = self.peers.get_mut(&peer.id) else { return };
+        if p.standby.as_ref().is_some_and(|l| l.conn_id == conn_id) {
+            p.standby = None;
+            return;
+        }
+        if p.active.conn_id != conn_id {
+            return;
+        }
+        if let Some(standby) = p.standby.take() {
+            p.active = standby;
+            return;
+        }
+        tracing::debug!(peer = %peer.id.short(), reason, "connection lost");
+        self.peers.remove(&peer.id);
+        self.input(Input::PeerDown(peer.id));
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (mid, waiting) in self.joins.iter_mut() {
+            waiting.retain(|&(client, id, deadline)| {
+                let keep = deadline > now;
+                if !keep {
+                    expired.push((client, id, *mid));
+                }
+                keep
+            });
+        }
+        self.joins.retain(|_, w| !w.is_empty());
+        for (client, id, mid) in expired {
+            self.error(client, id, ErrorKind::Timeout, format!(
+                "not attached to the tree of {mid} within {:?}: check that the group's root is running and that this node reaches the overlay (overlay status)",
+                self.settings.join_timeout
+            ));
+        }
+    }
+
+    fn reply(&mut self, client: u64, id: u64, response: Response) {
+        if let Some(tx) = self.clients.get(&client) {
+            if tx.try_send(ServerFrame { id, response }).is_err() {
+                tracing::warn!(client, "control client is not reading its answers; disconnecting it");
+                self.clients.remove(&client);
+            }
+        }
+    }
+
+    fn error(&mut self, client: u64, id: u64, kind: ErrorKind, message: String) {
+        self.reply(client, id, Response::Error(ApiError { kind, message }));
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    fn on_request(&mut self, client: u64, id: u64, request: Request) {
+        if self.shutting_down {
+            return self.error(client, id, ErrorKind::ShuttingDown, "the node is shutting down".into());
+        }
+        match request {
+            Request::Status => {
+                let status = self.status();
+                self.reply(client, id, Response::Status(status));
+            }
+            Request::Create => {
+                let request = self.request_id();
+                self.creates.insert(request, (client, id));
+                self.input(Input::Command(Command::CreateGroup { request }));
+            }
+            Request::Join { mid } => self.start_join(client, id, mid),
+            Request::Subscribe { mid } => {
+                self.subscribers.entry(mid).or_default().push(Subscriber { client, id, missed: 0 });
+                self.start_join(client, id, mid);
+            }
+            Request::Leave { mid } => {
+                self.input(Input::Command(Command::Leave { mid }));
+                self.reply(client, id, Response::Left);
+            }
+            Request::Publish { mid, payload } => {
+                let request = self.request_id();
+                self.publishes.insert(request, (client, id));
+                self.input(Input::Command(Command::Publish { request, mid, payload }));
+            }
+            Request::Tree { mid } => {
+                let request = self.request_id();
+                self.trees.insert(request, (client, id));
+                self.input(Input::Command(Command::QueryTree { request, mid }));
+            }
+        }
+    }
+
+    fn start_join(&mut self, client: u64, id: u64, mid: Mid) {
+        let pending: usize = self.joins.values().map(Vec::len).sum();
+        if pending >= self.settings.proto.max_groups {
+            return self.error(client, id, ErrorKind::Overloaded, "too many joins are under way; retry later".into());
+        }
+        let deadline = Instant::now() + self.settings.join_timeout;
+        self.joins.entry(mid).or_default().push((client, id, deadline));
+        self.input(Input::Command(Command::Join { mid }));
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::OverlayJoined { known } => tracing::info!(known, "entered the overlay"),
+            Event::BootstrapFailed { addrs, attempts } => {
+                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                self.bootstrap_error = Some(format!(
+                    "could not reach any bootstrap node at {} after {attempts} attempts: check that a node runs there and that the address and port are right",
+                    list.join(", ")
+                ));
+            }
+            Event::GroupCreated { request, mid } => {
+                if let Some((client, id)) = self.creates.remove(&request) {
+                    self.reply(client, id, Response::Created { mid });
+                }
+            }
+            Event::Joined { mid, depth } => {
+                for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
+                    self.reply(client, id, Response::Joined { depth });
+                }
+            }
+            Event::JoinFailed { mid, reason } => {
+                let kind = api_kind(reason);
+                for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
+                    self.error(client, id, kind, format!("cannot join {mid}: {reason}"));
+                }
+                self.subscribers.remove(&mid);
+            }
+            Event::Delivered {
+                mid,
+                epoch,
+                seq,
+                publisher,
+                payload,
+            } => self.deliver(Delivery {
+                mid,
+                epoch,
+                seq,
+                publisher,
+                payload,
+            }),
+            Event::PublishAccepted { request, seq, .. } => {
+                if let Some((client, id)) = self.publishes.remove(&request) {
+                    self.reply(client, id, Response::Published { seq });
+                }
+            }
+            Event::PublishFailed { request, mid, error } => {
+                if let Some((client, id)) = self.publishes.remove(&request) {
+                    let kind = match &error {
+                        PublishError::Rejected(r) => api_kind(*r),
+                        PublishError::Timeout => ErrorKind::Timeout,
+                        _ => ErrorKind::Overloaded,
+                    };
+                    self.error(client, id, kind, format!("publish to {mid} failed: {error}"));
+                }
+            }
+            Event::Tree { request, mid, result } => {
+                if let Some((client, id)) = self.trees.remove(&request) {
+                    match result {
+                        Ok(entries) => self.reply(client, id, Response::Tree(entries)),
+                        Err(e) => {
+                            let kind = match e {
+                                TreeError::Rejected(r) => api_kind(r),
+                                _ => ErrorKind::Timeout,
+                            };
+                            self.error(client, id, kind, format!("cannot show the tree of {mid}: {e}"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands a message to every subscriber of its group without waiting: a
+    /// subscriber whose buffer is full misses it and is told how many it
+    /// missed once there is room again.
+    fn deliver(&mut self, d: Delivery) {
+        let Some(subs) = self.subscribers.get_mut(&d.mid) else { return };
+        for s in subs.iter_mut() {
+            let Some(tx) = self.clients.get(&s.client) else { continue };
+            if s.missed > 0 {
+                let lagged = ServerFrame {
+                    id: s.id,
+                    response: Response::Lagged { missed: s.missed },
+                };
+                if tx.try_send(lagged).is_err() {
+                    s.missed += 1;
+                    continue;
+                }
+                s.missed = 0;
+            }
+            let frame = ServerFrame {
+                id: s.id,
+                response: Response::Message(d.clone()),
+            };
+            if tx.try_send(frame).is_err() {
+                s.missed += 1;
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let leaves: Vec<NodeId> = self.node.routing().leaves().iter().map(|n| n.id).collect();
+        let neighbours = self
+            .node
+            .routing()
+            .iter()
+            .map(|n| Neighbour {
+                id: n.id,
+                addr: n.addr.to_string(),
+                connected: self.peers.contains_key(&n.id),
+                leaf: leaves.contains(&n.id),
+            })
+            .collect();
+        let show = |n: &NodeInfo| format!("{}@{}", n.id, n.addr);
+        let groups = self
+            .node
+            .groups()
+            .into_iter()
+            .map(|g| GroupStatus {
+                mid: g.mid,
+                role: if g.root {
+                    "root".into()
+                } else if g.member {
+                    "member".into()
+                } else {
+                    "forwarder".into()
+                },
+                member: g.member,
+                attached: g.attached,
+                depth: g.depth,
+                parent: g.parent.as_ref().map(show),
+                children: g.children.iter().map(show).collect(),
+            })
+            .collect();
+        Status {
+            id: self.node.me().id,
+            addr: self.node.me().addr.to_string(),
+            joined_overlay: self.node.is_joined(),
+            neighbours,
+            groups,
+        }
+    }
+}
+
+fn api_kind(reason: RejectReason) -> ErrorKind {
+    match reason {
+        RejectReason::UnknownGroup => ErrorKind::UnknownGroup,
+        RejectReason::PayloadTooLarge { .. } => ErrorKind::TooLarge,
+        _ => ErrorKind::Overloaded,
+    }
+}
+
+trait MapUnit {
+    fn map_unit(self) -> impl std::future::Future<Output = ()>;
+}
+
+impl<F: std::future::Future> MapUnit for F {
+    async fn map_unit(self) {
+        self.await;
+    }
+}

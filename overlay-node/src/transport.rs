@@ -1,0 +1,267 @@
+//! QUIC transport: the endpoint, and the tasks that move frames on each
+//! connection.
+//!
+//! One UDP socket serves both directions (so a peer's address as seen on an
+//! accepted connection is the address it listens on). Each side of a
+//! connection opens one long-lived unidirectional stream and writes all its
+//! frames there, in order; the peer reads them with one task per stream.
+//! Writes go through a bounded per-connection queue drained by a writer
+//! task, so the daemon's main loop only ever hands a frame over and never
+//! waits for a peer: a slow peer fills its own queue and is disconnected,
+//! while everyone else is unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use overlay_proto::frame::{self, EncodedFrame, LENGTH_PREFIX};
+use overlay_proto::{Message, NodeInfo};
+use smol::channel::{Receiver, Sender};
+
+use crate::config::Settings;
+use crate::identity::Identity;
+use crate::tls;
+
+/// QUIC application error codes used when closing a connection.
+pub mod codes {
+    /// Orderly shutdown of the node.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer sent a frame that does not decode or breaks a limit.
+    pub const PROTOCOL_VIOLATION: u32 = 1;
+    /// The peer did not read fast enough; its queue overflowed.
+    pub const SLOW_PEER: u32 = 2;
+    /// Another connection to the same peer is used instead.
+    pub const DUPLICATE: u32 = 3;
+}
+
+/// Socket buffer size: quinn sets none, and the kernel default (about 208 KiB)
+/// drops datagrams at full speed even on loopback.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// How long a dial may take before the peer counts as unreachable.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's QUIC endpoint.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// The endpoint.
+    pub endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+impl Transport {
+    /// Binds the endpoint at `settings.listen` with `identity`.
+    pub fn bind(settings: &Settings, identity: &Identity) -> anyhow::Result<Transport> {
+        let (server_tls, client_tls) = tls::configs(identity).context("cannot set up TLS")?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(settings.keep_alive))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(settings.idle_timeout).context("idle_timeout_ms is out of range")?,
+            ))
+            .max_concurrent_bidi_streams(0u32.into())
+            .max_concurrent_uni_streams(4u32.into());
+        let transport = Arc::new(transport);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).context("TLS config unusable for QUIC")?,
+        ));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).context("TLS config unusable for QUIC")?,
+        ));
+        client.transport_config(transport);
+
+        let socket = udp_socket(settings.listen)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::SmolRuntime),
+        )
+        .context("cannot start the QUIC endpoint")?;
+        Ok(Transport { endpoint, client })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Connects to `addr`, expecting node `expect` there (`None`: any node).
+    pub async fn dial(&self, addr: SocketAddr, expect: Option<overlay_proto::NodeId>) -> anyhow::Result<quinn::Connection> {
+        let name = match expect {
+            Some(id) => tls::server_name_for(id),
+            None => tls::ANY_PEER.to_string(),
+        };
+        let connecting = self.endpoint.connect_with(self.client.clone(), addr, &name)?;
+        let conn = smol::future::or(async { Some(connecting.await) }, async {
+            smol::Timer::after(DIAL_TIMEOUT).await;
+            None
+        })
+        .await
+        .with_context(|| format!("no answer from {addr} within {DIAL_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+        Ok(conn)
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into()).with_context(|| {
+        format!("cannot listen on {addr}: is another node using this port? Pick another --listen address (port 0 picks a free one)")
+    })?;
+    Ok(socket.into())
+}
+
+/// What a connection's tasks report to the daemon.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A frame arrived and decoded.
+    Frame {
+        /// The connection's number.
+        conn_id: u64,
+        /// The peer.
+        from: NodeInfo,
+        /// The message.
+        msg: Message,
+    },
+    /// The connection is gone.
+    Closed {
+        /// The connection's number.
+        conn_id: u64,
+        /// The peer.
+        peer: NodeInfo,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starts reading `conn`; frames and the connection's end are reported on
+/// `events`.
+pub fn spawn_reader<T: From<ConnEvent> + Send + 'static>(
+    conn: quinn::Connection,
+    conn_id: u64,
+    peer: NodeInfo,
+    max_frame: usize,
+    events: Sender<T>,
+) {
+    smol::spawn(async move {
+        let reason = loop {
+            match conn.accept_uni().await {
+                Ok(stream) => {
+                    let events = events.clone();
+                    let conn = conn.clone();
+                    smol::spawn(read_stream(stream, conn, conn_id, peer, max_frame, events)).detach();
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = events.send(ConnEvent::Closed { conn_id, peer, reason }.into()).await;
+    })
+    .detach();
+}
+
+async fn read_stream<T: From<ConnEvent>>(
+    mut stream: quinn::RecvStream,
+    conn: quinn::Connection,
+    conn_id: u64,
+    from: NodeInfo,
+    max_frame: usize,
+    events: Sender<T>,
+) {
+    loop {
+        match read_frame(&mut stream, max_frame).await {
+            Ok(Some(frame)) => match frame::decode(frame, max_frame) {
+                Ok(msg) => {
+                    if events.send(ConnEvent::Frame { conn_id, from, msg }.into()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: bad frame");
+                    conn.close(codes::PROTOCOL_VIOLATION.into(), e.to_string().as_bytes());
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                if let ReadError::Frame(e) = &e {
+                    tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: bad frame");
+                    conn.close(codes::PROTOCOL_VIOLATION.into(), e.to_string().as_bytes());
+                }
+                return;
+            }
+        }
+    }
+}
+
+enum ReadError {
+    Stream,
+    Frame(frame::DecodeError),
+}
+
+/// Reads one whole frame (length prefix included), checking the length
+/// before allocating. `Ok(None)` at a clean end of stream.
+async fn read_frame(stream: &mut quinn::RecvStream, max_frame: usize) -> Result<Option<Bytes>, ReadError> {
+    let mut prefix = [0u8; LENGTH_PREFIX];
+    match stream.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(_) => return Err(ReadError::Stream),
+    }
+    let len = frame::body_len(prefix, max_frame).map_err(ReadError::Frame)?;
+    let mut buf = BytesMut::zeroed(LENGTH_PREFIX + len);
+    buf[..LENGTH_PREFIX].copy_from_slice(&prefix);
+    stream
+        .read_exact(&mut buf[LENGTH_PREFIX..])
+        .await
+        .map_err(|_| ReadError::Stream)?;
+    Ok(Some(buf.freeze()))
+}
+
+/// Most frames written in one batch.
+const WRITE_BATCH: usize = 64;
+
+/// Starts the writer of `conn` and returns its queue and task. Dropping every
+/// sender finishes the stream cleanly after the queued frames are written;
+/// dropping the task stops it at once.
+pub fn spawn_writer(conn: quinn::Connection, queue: usize) -> (Sender<EncodedFrame>, smol::Task<()>) {
+    let (tx, rx) = smol::channel::bounded(queue);
+    (tx, smol::spawn(write_loop(conn, rx)))
+}
+
+async fn write_loop(conn: quinn::Connection, rx: Receiver<EncodedFrame>) {
+    let Ok(mut stream) = conn.open_uni().await else { return };
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(2 * WRITE_BATCH);
+    while let Ok(first) = rx.recv().await {
+        chunks.clear();
+        push_frame(&mut chunks, first);
+        while chunks.len() < 2 * WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(f) => push_frame(&mut chunks, f),
+                Err(_) => break,
+            }
+        }
+        if stream.write_all_chunks(&mut chunks).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.finish();
+    let _ = stream.stopped().await;
+}
+
+fn push_frame(chunks: &mut Vec<Bytes>, f: EncodedFrame) {
+    chunks.push(f.head);
+    if !f.payload.is_empty() {
+        chunks.push(f.payload);
+    }
+}
