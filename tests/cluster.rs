@@ -1,1 +1,516 @@
+//! End-to-end tests: real `overlay-node` processes on 127.0.0.1, driven
+//! through the `overlay` CLI and the client API.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use overlay_node::client::{Client, SubscriptionEvent};
+use overlay_proto::Mid;
+use overlay_tests::{bins, cli, cluster, fails, ok, run};
+use overlay_tools::cluster::Cluster;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts `n` nodes, each bootstrapped from one or two earlier nodes chosen
+/// by a simple deterministic spread (not all from the same node).
+fn start(n: usize, extra: &[&str]) -> Cluster {
+    let mut c = cluster();
+    for i in 0..n {
+        let boot: Vec<usize> = match i {
+            0 => vec![],
+            1 => vec![0],
+            _ => {
+                let a = (i * 7 + 3) % i;
+                let b = (i * 13 + 5) % i;
+                if a == b {
+                    vec![a]
+                } else {
+                    vec![a, b]
+                }
+            }
+        };
+        c.spawn(&boot, extra).expect("node starts");
+    }
+    c
+}
+
+type Inbox = Arc<Mutex<Vec<(u64, String, String)>>>;
+
+/// Subscribes node `i` and collects (seq, publisher, text) in the background.
+async fn collect(c: &Cluster, i: usize, mid: Mid) -> (Inbox, smol::Task<()>) {
+    let client = c.client(i).await.expect("client");
+    let mut sub = client.subscribe(mid).await.expect("subscribe");
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    let task = smol::spawn(async move {
+        let _client = client;
+        while let Some(Ok(ev)) = sub.next().await {
+            if let SubscriptionEvent::Message(d) = ev {
+                let text = String::from_utf8_lossy(&d.payload).into_owned();
+                sink.lock()
+                    .unwrap()
+                    .push((d.seq, d.publisher.to_string(), text));
+            }
+        }
+    });
+    (inbox, task)
+}
+
+async fn wait_for(inboxes: &[&Inbox], count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if inboxes.iter().all(|i| i.lock().unwrap().len() >= count) {
+            break;
+        }
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+}
+
+struct TreeFacts {
+    members: BTreeSet<String>,
+    all: BTreeSet<String>,
+    depth: usize,
+    max_children: usize,
+    childless_forwarders: usize,
+}
+
+fn tree_facts(v: &Value) -> TreeFacts {
+    fn walk(v: &Value, depth: usize, f: &mut TreeFacts, root: bool) {
+        let id = v["id"].as_str().expect("id").to_string();
+        let children = v["children"].as_array().expect("children");
+        assert!(v["addr"].as_str().is_some(), "addr is listed");
+        f.all.insert(id.clone());
+        if v["member"].as_bool().expect("member") {
+            f.members.insert(id);
+        } else if children.is_empty() && !root {
+            f.childless_forwarders += 1;
+        }
+        f.depth = f.depth.max(depth);
+        f.max_children = f.max_children.max(children.len());
+        for c in children {
+            walk(c, depth + 1, f, false);
+        }
+    }
+    let mut f = TreeFacts {
+        members: BTreeSet::new(),
+        all: BTreeSet::new(),
+        depth: 0,
+        max_children: 0,
+        childless_forwarders: 0,
+    };
+    walk(v, 0, &mut f, true);
+    f
+}
+
+fn tree_json(c: &Cluster, mid: Mid) -> Value {
+    let out = ok(cli(
+        &c.nodes[0].dir,
+        &["tree", &mid.to_string(), "--json"],
+        None,
+        LIMIT,
+    ));
+    serde_json::from_str(&out).expect("tree --json is JSON")
+}
+
+#[test]
+fn sixteen_nodes_build_a_bounded_tree_and_deliver_every_message_once_in_order() {
+    let mut c = start(16, &["--max-children", "3"]);
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(30)).await.unwrap();
+        let root = c.client(0).await.unwrap();
+        let mid = root.create().await.unwrap();
+        // Nodes 0..15 are members; node 15 is not.
+        let mut inboxes = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..15 {
+            let (inbox, task) = collect(&c, i, mid).await;
+            inboxes.push(inbox);
+            tasks.push(task);
+        }
+        let ids: BTreeSet<String> = (0..15).map(|i| c.nodes[i].info.id.to_string()).collect();
+
+        let facts = tree_facts(&tree_json(&c, mid));
+        assert_eq!(facts.members, ids, "tree --json lists every member");
+        assert!(facts.depth >= 3, "depth {} < 3", facts.depth);
+        assert!(
+            facts.max_children <= 3,
+            "a node has {} children",
+            facts.max_children
+        );
+
+        // 100 messages from the non-member through the CLI (stdin), and 100
+        // from a member through the client API, at the same time.
+        let lines: String = (0..100).map(|k| format!("outsider {k}\n")).collect();
+        let outsider_dir = c.nodes[15].dir.clone();
+        let outsider = std::thread::spawn(move || {
+            cli(
+                &outsider_dir,
+                &["publish", &mid.to_string()],
+                Some(&lines),
+                LIMIT,
+            )
+        });
+        let member = c.client(7).await.unwrap();
+        let mut pending = Vec::new();
+        for k in 0..100 {
+            pending.push(
+                member
+                    .start_publish(mid, format!("member {k}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for p in pending {
+            p.accepted().await.unwrap();
+        }
+        let seqs = ok(outsider.join().unwrap());
+        assert_eq!(
+            seqs.lines().count(),
+            100,
+            "one sequence number per published line"
+        );
+
+        let refs: Vec<&Inbox> = inboxes.iter().collect();
+        wait_for(&refs, 200, Duration::from_secs(30)).await;
+        let reference = inboxes[0].lock().unwrap().clone();
+        let texts: HashSet<&str> = reference.iter().map(|(_, _, t)| t.as_str()).collect();
+        assert_eq!(reference.len(), 200, "the root received every message once");
+        assert_eq!(texts.len(), 200, "no message twice");
+        for k in 0..100 {
+            assert!(texts.contains(format!("outsider {k}").as_str()));
+            assert!(texts.contains(format!("member {k}").as_str()));
+        }
+        for (i, inbox) in inboxes.iter().enumerate() {
+            assert_eq!(
+                *inbox.lock().unwrap(),
+                reference,
+                "member {i} saw another sequence"
+            );
+        }
+        drop(tasks);
+    });
+}
+
+#[test]
+fn leaving_prunes_forwarders_and_the_rest_still_receive() {
+    let mut c = start(12, &["--max-children", "2"]);
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(30)).await.unwrap();
+        let mid = c.client(0).await.unwrap().create().await.unwrap();
+        for i in 1..12 {
+            ok(cli(
+                &c.nodes[i].dir,
+                &["join", &mid.to_string()],
+                None,
+                LIMIT,
+            ));
+        }
+        let before = tree_facts(&tree_json(&c, mid));
+        assert_eq!(before.members.len(), 12);
+
+        let leavers: Vec<usize> = (1..12).filter(|i| i % 2 == 1).collect();
+        for &i in &leavers {
+            ok(cli(
+                &c.nodes[i].dir,
+                &["leave", &mid.to_string()],
+                None,
+                LIMIT,
+            ));
+        }
+        smol::Timer::after(Duration::from_millis(500)).await;
+        let after = tree_facts(&tree_json(&c, mid));
+        let stayers: Vec<usize> = (0..12).filter(|i| !leavers.contains(i)).collect();
+        let stayer_ids: BTreeSet<String> = stayers
+            .iter()
+            .map(|&i| c.nodes[i].info.id.to_string())
+            .collect();
+        assert_eq!(after.members, stayer_ids, "leavers are no longer members");
+        assert_eq!(
+            after.childless_forwarders, 0,
+            "a forwarder with no member below it stayed"
+        );
+
+        let mut inboxes = Vec::new();
+        let mut tasks = Vec::new();
+        for &i in &stayers {
+            let (inbox, task) = collect(&c, i, mid).await;
+            inboxes.push(inbox);
+            tasks.push(task);
+        }
+        let leaver = c.client(leavers[0]).await.unwrap();
+        for k in 0..20 {
+            leaver
+                .publish(mid, format!("after leave {k}"))
+                .await
+                .unwrap();
+        }
+        let refs: Vec<&Inbox> = inboxes.iter().collect();
+        wait_for(&refs, 20, Duration::from_secs(20)).await;
+        for (n, inbox) in inboxes.iter().enumerate() {
+            assert_eq!(
+                inbox.lock().unwrap().len(),
+                20,
+                "member {} missed messages",
+                stayers[n]
+            );
+        }
+
+        // A member that forwards for others stops with SIGTERM: it exits
+        // cleanly, its children re-join, and everyone left still receives.
+        let status = c.client(0).await.unwrap().status().await.unwrap();
+        let forwarder_id = status.groups[0].children[0]
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        let f = (0..12)
+            .find(|&i| c.nodes[i].info.id.to_string() == forwarder_id)
+            .unwrap();
+        assert_eq!(c.stop(f), Some(0), "SIGTERM ends the node cleanly");
+        smol::Timer::after(Duration::from_millis(1500)).await;
+        for inbox in &inboxes {
+            inbox.lock().unwrap().clear();
+        }
+        for k in 0..10 {
+            leaver
+                .publish(mid, format!("after stop {k}"))
+                .await
+                .unwrap();
+        }
+        let alive: Vec<&Inbox> = stayers
+            .iter()
+            .zip(&inboxes)
+            .filter(|(&i, _)| i != f)
+            .map(|(_, inbox)| inbox)
+            .collect();
+        wait_for(&alive, 10, Duration::from_secs(20)).await;
+        for inbox in alive {
+            assert_eq!(
+                inbox.lock().unwrap().len(),
+                10,
+                "a member lost messages after a forwarder stopped"
+            );
+        }
+        drop(tasks);
+    });
+}
+
+#[test]
+fn cli_end_to_end() {
+    let mut c = start(4, &[]);
+    smol::block_on(c.wait_overlay(Duration::from_secs(30))).unwrap();
+    let mid = ok(cli(&c.nodes[0].dir, &["create"], None, LIMIT))
+        .trim()
+        .to_string();
+    assert_eq!(mid.len(), 32, "create prints the mid alone");
+    ok(cli(&c.nodes[1].dir, &["join", &mid], None, LIMIT));
+    ok(cli(&c.nodes[2].dir, &["join", &mid], None, LIMIT));
+
+    // A subscriber on node 3 (not yet a member: subscribe joins).
+    let mut sub = Command::new(&bins().cli)
+        .arg("--node")
+        .arg(&c.nodes[3].dir)
+        .args(["subscribe", &mid, "--count", "3", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("subscribed"), "{line}");
+
+    let seqs = ok(cli(
+        &c.nodes[1].dir,
+        &["publish", &mid],
+        Some("one\ntwo\nthree\n"),
+        LIMIT,
+    ));
+    assert_eq!(seqs.lines().collect::<Vec<_>>(), vec!["1", "2", "3"]);
+
+    let deadline = Instant::now() + LIMIT;
+    while sub.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = sub.kill();
+    let mut out = String::new();
+    sub.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let msgs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(msgs.len(), 3, "{out}");
+    let publisher = c.nodes[1].info.id.to_string();
+    for (k, (m, text)) in msgs.iter().zip(["one", "two", "three"]).enumerate() {
+        assert_eq!(m["seq"].as_u64(), Some(k as u64 + 1));
+        assert_eq!(m["publisher"].as_str(), Some(publisher.as_str()));
+        assert_eq!(m["data"].as_str(), Some(text));
+    }
+
+    let tree = ok(cli(&c.nodes[2].dir, &["tree", &mid], None, LIMIT));
+    for n in &c.nodes {
+        assert!(
+            tree.contains(&n.info.id.to_string()),
+            "tree text lists every member:\n{tree}"
+        );
+    }
+    assert!(tree.contains("(root, member)"), "{tree}");
+
+    let status: Value = serde_json::from_str(&ok(cli(
+        &c.nodes[1].dir,
+        &["status", "--json"],
+        None,
+        LIMIT,
+    )))
+    .unwrap();
+    assert_eq!(status["id"].as_str(), Some(publisher.as_str()));
+    assert_eq!(status["joined_overlay"].as_bool(), Some(true));
+    let group = &status["groups"][0];
+    assert_eq!(group["mid"].as_str(), Some(mid.as_str()));
+    assert_eq!(group["role"].as_str(), Some("member"));
+    assert!(group["parent"].as_str().is_some());
+    assert!(!status["neighbours"].as_array().unwrap().is_empty());
+    let text = ok(cli(&c.nodes[1].dir, &["status"], None, LIMIT));
+    assert!(text.contains(&publisher) && text.contains(&mid), "{text}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_loses_nothing() {
+    let mut c = start(2, &["--max-message-size", "1000"]);
+    smol::block_on(c.wait_overlay(Duration::from_secs(30))).unwrap();
+    let dir = c.nodes[1].dir.clone();
+
+    let err = fails(cli(&dir, &["join", "not-a-mid"], None, LIMIT));
+    assert!(err.contains("32 hexadecimal digits"), "{err}");
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let err = fails(cli(&dir, &["join", unknown], None, LIMIT));
+    assert!(err.contains("no group with this mid"), "{err}");
+    let err = fails(cli(&dir, &["publish", unknown, "x"], None, LIMIT));
+    assert!(err.contains("no group with this mid"), "{err}");
+    let err = fails(cli(&c.path().join("nowhere"), &["status"], None, LIMIT));
+    assert!(err.contains("no node is running"), "{err}");
+
+    let mid = ok(cli(&c.nodes[0].dir, &["create"], None, LIMIT))
+        .trim()
+        .to_string();
+    let big = "x".repeat(2000);
+    let err = fails(cli(&dir, &["publish", &mid, &big], None, LIMIT));
+    assert!(
+        err.contains("1000 bytes"),
+        "the error names the limit: {err}"
+    );
+
+    // A bootstrap address where nobody answers: retries, then a clear error.
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = c.path().join("short-bootstrap.toml");
+    std::fs::write(&cfg, "bootstrap_attempts = 3\nbootstrap_backoff_ms = 100\n").unwrap();
+    let mut cmd = Command::new(&bins().node);
+    cmd.arg("--data-dir")
+        .arg(c.path().join("lonely"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &free.to_string(),
+            "--config",
+        ])
+        .arg(&cfg);
+    let err = fails(run(cmd, None, LIMIT));
+    assert!(
+        err.contains("could not reach any bootstrap node") && err.contains(&free.to_string()),
+        "{err}"
+    );
+
+    let node = c.nodes[0].info.clone();
+    smol::block_on(async {
+        // Garbage datagrams at the QUIC port.
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for k in 0..200usize {
+            let junk: Vec<u8> = (0..(k * 37) % 1400 + 1)
+                .map(|b| (b * 31 + k) as u8)
+                .collect();
+            udp.send_to(&junk, node.addr).unwrap();
+        }
+        // A real QUIC peer that sends an oversized frame, then one that
+        // sends a malformed frame: each connection is closed with the
+        // protocol-violation code.
+        let dirs = tempfile::tempdir().unwrap();
+        let args = overlay_node::NodeArgs {
+            data_dir: Some(dirs.path().to_path_buf()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let settings = overlay_node::Settings::resolve(&args).unwrap();
+        let me = overlay_node::identity::Identity::ephemeral().unwrap();
+        let transport = overlay_node::transport::Transport::bind(&settings, &me).unwrap();
+        for bad in [
+            vec![0xff, 0xff, 0xff, 0xff, 1],
+            vec![0, 0, 0, 8, 1, 0xde, 0xad, 0xbe, 0xef, 0xba, 0xad, 0xf0],
+        ] {
+            let conn = transport.dial(node.addr, Some(node.id)).await.unwrap();
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(&bad).await.unwrap();
+            let reason = smol::future::or(async { Some(conn.closed().await) }, async {
+                smol::Timer::after(Duration::from_secs(10)).await;
+                None
+            })
+            .await
+            .expect("the node closes the connection");
+            match reason {
+                quinn::ConnectionError::ApplicationClosed(a) => {
+                    assert_eq!(a.error_code, 1u32.into())
+                }
+                other => panic!("unexpected close: {other}"),
+            }
+        }
+        // A peer that expects another id at that address is refused.
+        let impostor = overlay_proto::NodeId(node.id.0 ^ 1);
+        assert!(transport.dial(node.addr, Some(impostor)).await.is_err());
+    });
+
+    // Garbage and an oversized frame at the control socket.
+    for junk in [&b"\x00\x00\x00\x05hello"[..], &b"\xff\xff\xff\xffxxxx"[..]] {
+        let mut s = std::os::unix::net::UnixStream::connect(&c.nodes[0].info.control).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(junk).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(
+            !answer.is_empty(),
+            "the node answers with an error before closing"
+        );
+    }
+
+    // Nothing was lost: the nodes still serve, and messages still flow.
+    smol::block_on(async {
+        let mid: Mid = mid.parse().unwrap();
+        let (inbox, task) = collect(&c, 1, mid).await;
+        let publisher: Client = c.client(0).await.unwrap();
+        for k in 0..10 {
+            publisher
+                .publish(mid, format!("still here {k}"))
+                .await
+                .unwrap();
+        }
+        wait_for(&[&inbox], 10, Duration::from_secs(20)).await;
+        let got: Vec<String> = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, t)| t.clone())
+            .collect();
+        let want: Vec<String> = (0..10).map(|k| format!("still here {k}")).collect();
+        assert_eq!(got, want);
+        drop(task);
+    });
+    let counts: HashMap<usize, bool> = (0..2).map(|i| (i, c.nodes[i].is_running())).collect();
+    assert!(counts.values().all(|&r| r), "no node died");
+}

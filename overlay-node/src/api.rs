@@ -243,7 +243,10 @@ where
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
-    postcard::from_bytes(&buf)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed control frame: {e}")))
+    postcard::from_bytes(&buf).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed control frame: {e}"),
+        )
+    })
 }

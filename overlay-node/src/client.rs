@@ -31,7 +31,9 @@ use smol::io::AsyncWriteExt;
 use smol::lock::Mutex as AsyncMutex;
 use smol::net::unix::UnixStream;
 
-use crate::api::{self, ApiError, ClientFrame, Delivery, ErrorKind, Request, Response, ServerFrame, Status};
+use crate::api::{
+    self, ApiError, ClientFrame, Delivery, ErrorKind, Request, Response, ServerFrame, Status,
+};
 use crate::daemon::{NodeFile, NODE_FILE};
 
 pub use crate::api::ErrorKind as ApiErrorKind;
@@ -41,7 +43,9 @@ pub use crate::api::ErrorKind as ApiErrorKind;
 #[non_exhaustive]
 pub enum ClientError {
     /// The node's data directory has no `node.json`: no node runs there.
-    #[error("no node is running with data directory {0}: start one with `overlay-node --data-dir {0}`")]
+    #[error(
+        "no node is running with data directory {0}: start one with `overlay-node --data-dir {0}`"
+    )]
     NotRunning(String),
     /// The control socket could not be reached.
     #[error("cannot reach the node's control socket {path}: {source}; is overlay-node running?")]
@@ -138,7 +142,8 @@ impl PendingPublish {
 /// Reads `DIR/node.json` of a running node.
 pub fn node_file(dir: &Path) -> Result<NodeFile, ClientError> {
     let shown = dir.display().to_string();
-    let text = std::fs::read(dir.join(NODE_FILE)).map_err(|_| ClientError::NotRunning(shown.clone()))?;
+    let text =
+        std::fs::read(dir.join(NODE_FILE)).map_err(|_| ClientError::NotRunning(shown.clone()))?;
     serde_json::from_slice(&text).map_err(|_| ClientError::NotRunning(shown))
 }
 
@@ -152,10 +157,12 @@ impl Client {
     /// Connects to the control socket at `path`.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path: PathBuf = path.as_ref().to_path_buf();
-        let stream = UnixStream::connect(&path).await.map_err(|source| ClientError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
         let waiters: Waiters = Arc::default();
         let max_frame = api::max_control_frame(64 << 20);
         smol::spawn(read_loop(stream.clone(), waiters.clone(), max_frame)).detach();
@@ -168,15 +175,23 @@ impl Client {
     }
 
     /// Sends a request; its answers arrive on the returned channel.
-    async fn start(&self, request: Request, capacity: usize) -> Result<Receiver<Response>, ClientError> {
+    async fn start(
+        &self,
+        request: Request,
+        capacity: usize,
+    ) -> Result<Receiver<Response>, ClientError> {
         let streaming = matches!(request, Request::Subscribe { .. });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = api::encode(&ClientFrame { id, request }).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = api::encode(&ClientFrame { id, request })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if bytes.len() > self.max_frame {
             return Err(ClientError::Protocol("request too large".into()));
         }
         let (tx, rx) = smol::channel::bounded(capacity);
-        self.waiters.lock().expect("waiters lock").insert(id, (tx, streaming));
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .insert(id, (tx, streaming));
         let mut w = self.writer.lock().await;
         w.write_all(&bytes).await?;
         Ok(rx)
@@ -242,7 +257,11 @@ impl Client {
     }
 
     /// Writes a publish request without waiting for the answer.
-    pub async fn start_publish(&self, mid: Mid, payload: impl Into<Bytes>) -> Result<PendingPublish, ClientError> {
+    pub async fn start_publish(
+        &self,
+        mid: Mid,
+        payload: impl Into<Bytes>,
+    ) -> Result<PendingPublish, ClientError> {
         let payload = payload.into();
         let rx = self.start(Request::Publish { mid, payload }, 1).await?;
         Ok(PendingPublish { rx })

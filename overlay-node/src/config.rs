@@ -77,6 +77,12 @@ pub struct FileConfig {
     pub max_control_clients: Option<usize>,
     /// Seconds a join through the control socket may take (default 30).
     pub join_timeout_secs: Option<u64>,
+    /// Rounds of dialing the bootstrap addresses before the node gives up
+    /// and exits (default 6).
+    pub bootstrap_attempts: Option<u32>,
+    /// Wait after the first bootstrap round in milliseconds; it doubles each
+    /// round, up to 16 times (default 500).
+    pub bootstrap_backoff_ms: Option<u64>,
 }
 
 /// The daemon's resolved settings.
@@ -154,6 +160,12 @@ impl Settings {
         if let Some(n) = file.max_groups {
             proto.max_groups = n;
         }
+        if let Some(n) = file.bootstrap_attempts {
+            proto.bootstrap_attempts = n.max(1);
+        }
+        if let Some(ms) = file.bootstrap_backoff_ms {
+            proto.bootstrap_backoff = Duration::from_millis(ms);
+        }
         let control = args
             .control
             .clone()
@@ -177,7 +189,8 @@ impl Settings {
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
 }
 
@@ -213,7 +226,9 @@ mod tests {
         };
         let err = format!("{:#}", Settings::resolve(&args).unwrap_err());
         assert!(err.contains("max_childern"), "{err}");
-        let err = Settings::resolve(&NodeArgs::default()).unwrap_err().to_string();
+        let err = Settings::resolve(&NodeArgs::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--data-dir"), "{err}");
     }
 }

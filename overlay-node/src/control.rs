@@ -29,16 +29,25 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("cannot remove the stale control socket {}", path.display())
+        })?;
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("cannot create the control socket {}", path.display()))
+    UnixListener::bind(path)
+        .with_context(|| format!("cannot create the control socket {}", path.display()))
 }
 
 /// Accepts applications on `listener` until the daemon ends.
-pub(crate) async fn serve(listener: UnixListener, inbox: Sender<Msg>, max_frame: usize, queue: usize, max_clients: usize) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    inbox: Sender<Msg>,
+    max_frame: usize,
+    queue: usize,
+    max_clients: usize,
+) {
     let next = AtomicU64::new(1);
     let connected = Arc::new(AtomicUsize::new(0));
     loop {
@@ -72,7 +81,13 @@ fn error_frame(id: u64, kind: ErrorKind, message: String) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-async fn serve_client(client: u64, stream: UnixStream, inbox: Sender<Msg>, max_frame: usize, queue: usize) {
+async fn serve_client(
+    client: u64,
+    stream: UnixStream,
+    inbox: Sender<Msg>,
+    max_frame: usize,
+    queue: usize,
+) {
     let (tx, rx) = smol::channel::bounded::<ServerFrame>(queue);
     if inbox.send(Msg::ClientUp { client, tx }).await.is_err() {
         return;
@@ -88,7 +103,11 @@ async fn serve_client(client: u64, stream: UnixStream, inbox: Sender<Msg>, max_f
                     Ok(bytes) => buf.extend_from_slice(&bytes),
                     Err(e) => tracing::warn!(error = %e, "cannot encode a control answer"),
                 }
-                next = if buf.len() < 256 * 1024 { rx.try_recv().ok() } else { None };
+                next = if buf.len() < 256 * 1024 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             if writer.write_all(&buf).await.is_err() {
                 return;
@@ -99,7 +118,11 @@ async fn serve_client(client: u64, stream: UnixStream, inbox: Sender<Msg>, max_f
     loop {
         match api::read_frame::<ClientFrame, _>(&mut reader, max_frame).await {
             Ok(Some(frame)) => {
-                if inbox.send(Msg::ClientRequest { client, frame }).await.is_err() {
+                if inbox
+                    .send(Msg::ClientRequest { client, frame })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -108,7 +131,9 @@ async fn serve_client(client: u64, stream: UnixStream, inbox: Sender<Msg>, max_f
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     tracing::warn!(client, error = %e, "closing control connection: bad frame");
                     let mut s = stream.clone();
-                    let _ = s.write_all(&error_frame(0, ErrorKind::BadRequest, e.to_string())).await;
+                    let _ = s
+                        .write_all(&error_frame(0, ErrorKind::BadRequest, e.to_string()))
+                        .await;
                 }
                 break;
             }

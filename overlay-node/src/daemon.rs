@@ -24,12 +24,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use overlay_proto::frame::{self, EncodedFrame};
-use overlay_proto::{Command, Event, Input, Message, Mid, Node, NodeId, NodeInfo, Output, PublishError, RejectReason, Timer, TreeError};
+use overlay_proto::{
+    Command, Event, Input, Message, Mid, Node, NodeId, NodeInfo, Output, PublishError,
+    RejectReason, Timer, TreeError,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smol::channel::{Receiver, Sender};
 
-use crate::api::{self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, Request, Response, ServerFrame, Status};
+use crate::api::{
+    self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, Request, Response, ServerFrame,
+    Status,
+};
 use crate::config::Settings;
 use crate::identity::Identity;
 use crate::transport::{self, codes, ConnEvent, Transport};
@@ -137,8 +143,12 @@ const INBOX: usize = 4096;
 
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+    fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let identity = Identity::load_or_create(&settings.data_dir)?;
     let transport = Transport::bind(&settings, &identity)?;
     let bound = transport.local_addr()?;
@@ -183,12 +193,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pid: std::process::id(),
     };
     write_node_file(&settings.data_dir, &node_file)?;
-    println!("overlay-node {} listening on {} (control socket {})", me.id, me.addr, settings.control.display());
+    println!(
+        "overlay-node {} listening on {} (control socket {})",
+        me.id,
+        me.addr,
+        settings.control.display()
+    );
     tracing::info!(id = %me.id, addr = %me.addr, "node started");
 
     let now = Instant::now();
     let mut seed_rng = rand::rng();
-    let node = Node::new(me, settings.proto.clone(), StdRng::from_rng(&mut seed_rng), now);
+    let node = Node::new(
+        me,
+        settings.proto.clone(),
+        StdRng::from_rng(&mut seed_rng),
+        now,
+    );
     let mut actor = Actor {
         node,
         max_frame: settings.proto.max_frame_size(),
@@ -226,7 +246,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 fn write_node_file(dir: &Path, file: &NodeFile) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{NODE_FILE}.tmp"));
     let path = dir.join(NODE_FILE);
-    fs::write(&tmp, serde_json::to_vec_pretty(file)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::write(&tmp, serde_json::to_vec_pretty(file)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -234,7 +255,8 @@ fn write_node_file(dir: &Path, file: &NodeFile) -> anyhow::Result<()> {
 fn spawn_signal_watch(inbox: Sender<Msg>) -> anyhow::Result<()> {
     use async_signal::{Signal, Signals};
     use smol::stream::StreamExt;
-    let mut signals = Signals::new([Signal::Term, Signal::Int]).context("cannot watch for SIGINT/SIGTERM")?;
+    let mut signals =
+        Signals::new([Signal::Term, Signal::Int]).context("cannot watch for SIGINT/SIGTERM")?;
     smol::spawn(async move {
         if signals.next().await.is_some() {
             let _ = inbox.send(Msg::Shutdown).await;
@@ -284,7 +306,12 @@ impl Actor {
     async fn close(&mut self) {
         self.shutting_down = true;
         self.input(Input::Command(Command::Shutdown));
-        for (client, subs) in self.subscribers.drain().flat_map(|(_, s)| s).map(|s| (s.client, s)) {
+        for (client, subs) in self
+            .subscribers
+            .drain()
+            .flat_map(|(_, s)| s)
+            .map(|s| (s.client, s))
+        {
             if let Some(tx) = self.clients.get(&client) {
                 let _ = tx.try_send(ServerFrame {
                     id: subs.id,
@@ -308,18 +335,36 @@ impl Actor {
                 w.await;
             }
         };
-        smol::future::or(flushed, smol::Timer::after(Duration::from_millis(1500)).map_unit()).await;
+        smol::future::or(
+            flushed,
+            smol::Timer::after(Duration::from_millis(1500)).map_unit(),
+        )
+        .await;
         for c in conns {
             c.close(codes::SHUTDOWN.into(), b"shutdown");
         }
-        self.transport.endpoint.close(codes::SHUTDOWN.into(), b"shutdown");
-        smol::future::or(self.transport.endpoint.wait_idle(), smol::Timer::after(Duration::from_secs(1)).map_unit()).await;
+        self.transport
+            .endpoint
+            .close(codes::SHUTDOWN.into(), b"shutdown");
+        smol::future::or(
+            self.transport.endpoint.wait_idle(),
+            smol::Timer::after(Duration::from_secs(1)).map_unit(),
+        )
+        .await;
     }
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Conn(ConnEvent::Frame { conn_id: _, from, msg }) => self.input(Input::Message { from, msg }),
-            Msg::Conn(ConnEvent::Closed { conn_id, peer, reason }) => self.on_closed(peer, conn_id, &reason),
+            Msg::Conn(ConnEvent::Frame {
+                conn_id: _,
+                from,
+                msg,
+            }) => self.input(Input::Message { from, msg }),
+            Msg::Conn(ConnEvent::Closed {
+                conn_id,
+                peer,
+                reason,
+            }) => self.on_closed(peer, conn_id, &reason),
             Msg::Incoming(conn) => match crate::tls::peer_id(&conn) {
                 Some(id) => {
                     let info = NodeInfo {
@@ -330,11 +375,17 @@ impl Actor {
                 }
                 None => conn.close(codes::PROTOCOL_VIOLATION.into(), b"no peer identity"),
             },
-            Msg::Dialed { addr, expect, result } => self.on_dialed(addr, expect, result),
+            Msg::Dialed {
+                addr,
+                expect,
+                result,
+            } => self.on_dialed(addr, expect, result),
             Msg::ClientUp { client, tx } => {
                 self.clients.insert(client, tx);
             }
-            Msg::ClientRequest { client, frame } => self.on_request(client, frame.id, frame.request),
+            Msg::ClientRequest { client, frame } => {
+                self.on_request(client, frame.id, frame.request)
+            }
             Msg::ClientGone { client } => {
                 self.clients.remove(&client);
                 for subs in self.subscribers.values_mut() {
@@ -423,13 +474,27 @@ impl Actor {
         let transport = self.transport.clone();
         let inbox = self.inbox.clone();
         smol::spawn(async move {
-            let result = transport.dial(addr, expect.map(|n| n.id)).await.map_err(|e| format!("{e:#}"));
-            let _ = inbox.send(Msg::Dialed { addr, expect, result }).await;
+            let result = transport
+                .dial(addr, expect.map(|n| n.id))
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = inbox
+                .send(Msg::Dialed {
+                    addr,
+                    expect,
+                    result,
+                })
+                .await;
         })
         .detach();
     }
 
-    fn on_dialed(&mut self, addr: SocketAddr, expect: Option<NodeInfo>, result: Result<quinn::Connection, String>) {
+    fn on_dialed(
+        &mut self,
+        addr: SocketAddr,
+        expect: Option<NodeInfo>,
+        result: Result<quinn::Connection, String>,
+    ) {
         match (expect, result) {
             (Some(info), Ok(conn)) => self.register(conn, info),
             (Some(info), Err(e)) => {
@@ -461,7 +526,13 @@ impl Actor {
         }
         let conn_id = self.next_conn;
         self.next_conn += 1;
-        transport::spawn_reader(conn.clone(), conn_id, info, self.max_frame, self.inbox.clone());
+        transport::spawn_reader(
+            conn.clone(),
+            conn_id,
+            info,
+            self.max_frame,
+            self.inbox.clone(),
+        );
         let (tx, writer) = transport::spawn_writer(conn.clone(), self.settings.peer_queue_frames);
         let link = Link {
             conn,
@@ -478,21 +549,28 @@ impl Actor {
             Some(p) => {
                 let old = std::mem::replace(&mut p.active, link);
                 if let Some(stale) = p.standby.replace(old) {
-                    stale.conn.close(codes::DUPLICATE.into(), b"duplicate connection");
+                    stale
+                        .conn
+                        .close(codes::DUPLICATE.into(), b"duplicate connection");
                 }
             }
             None => {
-                self.peers.insert(info.id, Peer {
-                    active: link,
-                    standby: None,
-                });
+                self.peers.insert(
+                    info.id,
+                    Peer {
+                        active: link,
+                        standby: None,
+                    },
+                );
                 self.input(Input::PeerUp(info));
             }
         }
     }
 
     fn on_closed(&mut self, peer: NodeInfo, conn_id: u64, reason: &str) {
-        let Some(p) = self.peers.get_mut(&peer.id) else { return };
+        let Some(p) = self.peers.get_mut(&peer.id) else {
+            return;
+        };
         if p.standby.as_ref().is_some_and(|l| l.conn_id == conn_id) {
             p.standby = None;
             return;
@@ -533,7 +611,10 @@ impl Actor {
     fn reply(&mut self, client: u64, id: u64, response: Response) {
         if let Some(tx) = self.clients.get(&client) {
             if tx.try_send(ServerFrame { id, response }).is_err() {
-                tracing::warn!(client, "control client is not reading its answers; disconnecting it");
+                tracing::warn!(
+                    client,
+                    "control client is not reading its answers; disconnecting it"
+                );
                 self.clients.remove(&client);
             }
         }
@@ -550,7 +631,12 @@ impl Actor {
 
     fn on_request(&mut self, client: u64, id: u64, request: Request) {
         if self.shutting_down {
-            return self.error(client, id, ErrorKind::ShuttingDown, "the node is shutting down".into());
+            return self.error(
+                client,
+                id,
+                ErrorKind::ShuttingDown,
+                "the node is shutting down".into(),
+            );
         }
         match request {
             Request::Status => {
@@ -564,7 +650,11 @@ impl Actor {
             }
             Request::Join { mid } => self.start_join(client, id, mid),
             Request::Subscribe { mid } => {
-                self.subscribers.entry(mid).or_default().push(Subscriber { client, id, missed: 0 });
+                self.subscribers.entry(mid).or_default().push(Subscriber {
+                    client,
+                    id,
+                    missed: 0,
+                });
                 self.start_join(client, id, mid);
             }
             Request::Leave { mid } => {
@@ -574,7 +664,11 @@ impl Actor {
             Request::Publish { mid, payload } => {
                 let request = self.request_id();
                 self.publishes.insert(request, (client, id));
-                self.input(Input::Command(Command::Publish { request, mid, payload }));
+                self.input(Input::Command(Command::Publish {
+                    request,
+                    mid,
+                    payload,
+                }));
             }
             Request::Tree { mid } => {
                 let request = self.request_id();
@@ -587,10 +681,18 @@ impl Actor {
     fn start_join(&mut self, client: u64, id: u64, mid: Mid) {
         let pending: usize = self.joins.values().map(Vec::len).sum();
         if pending >= self.settings.proto.max_groups {
-            return self.error(client, id, ErrorKind::Overloaded, "too many joins are under way; retry later".into());
+            return self.error(
+                client,
+                id,
+                ErrorKind::Overloaded,
+                "too many joins are under way; retry later".into(),
+            );
         }
         let deadline = Instant::now() + self.settings.join_timeout;
-        self.joins.entry(mid).or_default().push((client, id, deadline));
+        self.joins
+            .entry(mid)
+            .or_default()
+            .push((client, id, deadline));
         self.input(Input::Command(Command::Join { mid }));
     }
 
@@ -639,17 +741,30 @@ impl Actor {
                     self.reply(client, id, Response::Published { seq });
                 }
             }
-            Event::PublishFailed { request, mid, error } => {
+            Event::PublishFailed {
+                request,
+                mid,
+                error,
+            } => {
                 if let Some((client, id)) = self.publishes.remove(&request) {
                     let kind = match &error {
                         PublishError::Rejected(r) => api_kind(*r),
                         PublishError::Timeout => ErrorKind::Timeout,
                         _ => ErrorKind::Overloaded,
                     };
-                    self.error(client, id, kind, format!("publish to {mid} failed: {error}"));
+                    self.error(
+                        client,
+                        id,
+                        kind,
+                        format!("publish to {mid} failed: {error}"),
+                    );
                 }
             }
-            Event::Tree { request, mid, result } => {
+            Event::Tree {
+                request,
+                mid,
+                result,
+            } => {
                 if let Some((client, id)) = self.trees.remove(&request) {
                     match result {
                         Ok(entries) => self.reply(client, id, Response::Tree(entries)),
@@ -658,7 +773,12 @@ impl Actor {
                                 TreeError::Rejected(r) => api_kind(r),
                                 _ => ErrorKind::Timeout,
                             };
-                            self.error(client, id, kind, format!("cannot show the tree of {mid}: {e}"));
+                            self.error(
+                                client,
+                                id,
+                                kind,
+                                format!("cannot show the tree of {mid}: {e}"),
+                            );
                         }
                     }
                 }
@@ -671,9 +791,13 @@ impl Actor {
     /// subscriber whose buffer is full misses it and is told how many it
     /// missed once there is room again.
     fn deliver(&mut self, d: Delivery) {
-        let Some(subs) = self.subscribers.get_mut(&d.mid) else { return };
+        let Some(subs) = self.subscribers.get_mut(&d.mid) else {
+            return;
+        };
         for s in subs.iter_mut() {
-            let Some(tx) = self.clients.get(&s.client) else { continue };
+            let Some(tx) = self.clients.get(&s.client) else {
+                continue;
+            };
             if s.missed > 0 {
                 let lagged = ServerFrame {
                     id: s.id,

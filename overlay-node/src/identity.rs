@@ -52,7 +52,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,7 +66,8 @@ impl Identity {
         let key_der = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = rcgen::KeyPair::generate().map_err(|e| IdentityError::Certificate(e.to_string()))?;
+                let key = rcgen::KeyPair::generate()
+                    .map_err(|e| IdentityError::Certificate(e.to_string()))?;
                 let der = key.serialize_der();
                 write_private(&path, &der).map_err(|source| IdentityError::Io {
                     path: shown.clone(),
@@ -72,25 +75,39 @@ impl Identity {
                 })?;
                 der
             }
-            Err(source) => return Err(IdentityError::Io { path: shown, source }),
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: shown,
+                    source,
+                })
+            }
         };
-        Self::from_pkcs8(key_der).map_err(|reason| IdentityError::BadKey { path: shown, reason })
+        Self::from_pkcs8(key_der).map_err(|reason| IdentityError::BadKey {
+            path: shown,
+            reason,
+        })
     }
 
     /// A fresh identity held only in memory (for tests and tools).
     pub fn ephemeral() -> Result<Self, IdentityError> {
-        let key = rcgen::KeyPair::generate().map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        let key =
+            rcgen::KeyPair::generate().map_err(|e| IdentityError::Certificate(e.to_string()))?;
         Self::from_pkcs8(key.serialize_der()).map_err(IdentityError::Certificate)
     }
 
     fn from_pkcs8(der: Vec<u8>) -> Result<Self, String> {
         let pkcs8 = PrivatePkcs8KeyDer::from(der);
         let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
-        let params = rcgen::CertificateParams::new(vec!["overlay-node".to_string()]).map_err(|e| e.to_string())?;
+        let params = rcgen::CertificateParams::new(vec!["overlay-node".to_string()])
+            .map_err(|e| e.to_string())?;
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         let cert = cert.der().clone();
         let id = crate::tls::node_id_of(&cert).map_err(|e| e.to_string())?;
-        Ok(Identity { id, cert, key: pkcs8 })
+        Ok(Identity {
+            id,
+            cert,
+            key: pkcs8,
+        })
     }
 
     /// The private key, for the TLS configuration.
@@ -129,7 +146,9 @@ mod tests {
     fn a_corrupt_key_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), b"garbage").unwrap();
-        let err = Identity::load_or_create(dir.path()).unwrap_err().to_string();
+        let err = Identity::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid PKCS#8 key"), "{err}");
     }
 }

@@ -35,8 +35,14 @@ pub fn server_name_for(id: NodeId) -> String {
 }
 
 fn expected_id(name: &ServerName<'_>) -> Option<NodeId> {
-    let ServerName::DnsName(dns) = name else { return None };
-    dns.as_ref().strip_prefix('n')?.strip_suffix(".overlay")?.parse().ok()
+    let ServerName::DnsName(dns) = name else {
+        return None;
+    };
+    dns.as_ref()
+        .strip_prefix('n')?
+        .strip_suffix(".overlay")?
+        .parse()
+        .ok()
 }
 
 /// The node id a certificate stands for: the first 16 bytes of the SHA-256
@@ -64,12 +70,24 @@ struct PeerVerifier {
 }
 
 impl PeerVerifier {
-    fn tls13(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -84,18 +102,32 @@ impl ServerCertVerifier for PeerVerifier {
     ) -> Result<ServerCertVerified, Error> {
         let actual = node_id_of(end_entity)?;
         match expected_id(server_name) {
-            Some(expected) if expected != actual => Err(Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(WrongPeer { expected, actual })),
-            ))),
+            Some(expected) if expected != actual => {
+                Err(Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(Arc::new(WrongPeer { expected, actual })),
+                )))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.tls13(message, cert, dss)
     }
 
@@ -109,16 +141,33 @@ impl ClientCertVerifier for PeerVerifier {
         &[]
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, _intermediates: &[CertificateDer<'_>], _now: UnixTime) -> Result<ClientCertVerified, Error> {
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
         node_id_of(end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.tls13(message, cert, dss)
     }
 
@@ -153,7 +202,10 @@ pub fn configs(identity: &Identity) -> Result<(rustls::ServerConfig, rustls::Cli
 
 /// The verified node id of a connection's peer.
 pub fn peer_id(conn: &quinn::Connection) -> Option<NodeId> {
-    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
     node_id_of(certs.first()?).ok()
 }
 

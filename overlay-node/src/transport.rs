@@ -59,17 +59,20 @@ impl Transport {
         transport
             .keep_alive_interval(Some(settings.keep_alive))
             .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(settings.idle_timeout).context("idle_timeout_ms is out of range")?,
+                quinn::IdleTimeout::try_from(settings.idle_timeout)
+                    .context("idle_timeout_ms is out of range")?,
             ))
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(4u32.into());
         let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).context("TLS config unusable for QUIC")?,
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+                .context("TLS config unusable for QUIC")?,
         ));
         server.transport_config(transport.clone());
         let mut client = quinn::ClientConfig::new(Arc::new(
-            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).context("TLS config unusable for QUIC")?,
+            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+                .context("TLS config unusable for QUIC")?,
         ));
         client.transport_config(transport);
 
@@ -90,12 +93,18 @@ impl Transport {
     }
 
     /// Connects to `addr`, expecting node `expect` there (`None`: any node).
-    pub async fn dial(&self, addr: SocketAddr, expect: Option<overlay_proto::NodeId>) -> anyhow::Result<quinn::Connection> {
+    pub async fn dial(
+        &self,
+        addr: SocketAddr,
+        expect: Option<overlay_proto::NodeId>,
+    ) -> anyhow::Result<quinn::Connection> {
         let name = match expect {
             Some(id) => tls::server_name_for(id),
             None => tls::ANY_PEER.to_string(),
         };
-        let connecting = self.endpoint.connect_with(self.client.clone(), addr, &name)?;
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, &name)?;
         let conn = smol::future::or(async { Some(connecting.await) }, async {
             smol::Timer::after(DIAL_TIMEOUT).await;
             None
@@ -160,12 +169,22 @@ pub fn spawn_reader<T: From<ConnEvent> + Send + 'static>(
                 Ok(stream) => {
                     let events = events.clone();
                     let conn = conn.clone();
-                    smol::spawn(read_stream(stream, conn, conn_id, peer, max_frame, events)).detach();
+                    smol::spawn(read_stream(stream, conn, conn_id, peer, max_frame, events))
+                        .detach();
                 }
                 Err(e) => break e.to_string(),
             }
         };
-        let _ = events.send(ConnEvent::Closed { conn_id, peer, reason }.into()).await;
+        let _ = events
+            .send(
+                ConnEvent::Closed {
+                    conn_id,
+                    peer,
+                    reason,
+                }
+                .into(),
+            )
+            .await;
     })
     .detach();
 }
@@ -182,7 +201,11 @@ async fn read_stream<T: From<ConnEvent>>(
         match read_frame(&mut stream, max_frame).await {
             Ok(Some(frame)) => match frame::decode(frame, max_frame) {
                 Ok(msg) => {
-                    if events.send(ConnEvent::Frame { conn_id, from, msg }.into()).await.is_err() {
+                    if events
+                        .send(ConnEvent::Frame { conn_id, from, msg }.into())
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -211,7 +234,10 @@ enum ReadError {
 
 /// Reads one whole frame (length prefix included), checking the length
 /// before allocating. `Ok(None)` at a clean end of stream.
-async fn read_frame(stream: &mut quinn::RecvStream, max_frame: usize) -> Result<Option<Bytes>, ReadError> {
+async fn read_frame(
+    stream: &mut quinn::RecvStream,
+    max_frame: usize,
+) -> Result<Option<Bytes>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match stream.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -234,13 +260,18 @@ const WRITE_BATCH: usize = 64;
 /// Starts the writer of `conn` and returns its queue and task. Dropping every
 /// sender finishes the stream cleanly after the queued frames are written;
 /// dropping the task stops it at once.
-pub fn spawn_writer(conn: quinn::Connection, queue: usize) -> (Sender<EncodedFrame>, smol::Task<()>) {
+pub fn spawn_writer(
+    conn: quinn::Connection,
+    queue: usize,
+) -> (Sender<EncodedFrame>, smol::Task<()>) {
     let (tx, rx) = smol::channel::bounded(queue);
     (tx, smol::spawn(write_loop(conn, rx)))
 }
 
 async fn write_loop(conn: quinn::Connection, rx: Receiver<EncodedFrame>) {
-    let Ok(mut stream) = conn.open_uni().await else { return };
+    let Ok(mut stream) = conn.open_uni().await else {
+        return;
+    };
     let mut chunks: Vec<Bytes> = Vec::with_capacity(2 * WRITE_BATCH);
     while let Ok(first) = rx.recv().await {
         chunks.clear();

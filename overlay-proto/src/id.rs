@@ -72,8 +72,31 @@ fn parse_hex_u128(s: &str, what: &'static str) -> Result<u128, ParseIdError> {
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub u128);
+
+        // Hex text in human-readable formats (JSON), 16 fixed bytes in
+        // binary ones (postcard): a random id would take 19 as a varint.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    self.to_bytes().serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 16]>::deserialize(d).map(Self::from_bytes)
+                }
+            }
+        }
 
         impl $name {
             /// The id as a point in the key space.
@@ -168,6 +191,17 @@ mod tests {
             .parse::<Mid>()
             .unwrap_err();
         assert!(err.to_string().contains("32 hexadecimal digits"));
+    }
+
+    #[test]
+    fn ids_are_hex_in_json_and_16_bytes_in_postcard() {
+        let id = NodeId(0xabc);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
+        let bin = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bin.len(), 16);
+        assert_eq!(postcard::from_bytes::<NodeId>(&bin).unwrap(), id);
     }
 
     #[test]

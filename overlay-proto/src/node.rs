@@ -459,7 +459,11 @@ impl<R: Rng> Node<R> {
         let groups = std::mem::take(&mut self.groups);
         let neighbours = groups
             .values()
-            .flat_map(|g| g.parent.into_iter().chain(g.children.values().map(|c| c.info)))
+            .flat_map(|g| {
+                g.parent
+                    .into_iter()
+                    .chain(g.children.values().map(|c| c.info))
+            })
             .chain(self.table.leaves().iter().copied())
             .collect::<Vec<_>>();
         for n in neighbours {

@@ -55,7 +55,9 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -95,7 +97,12 @@ impl Cluster {
         let dir = self.root.path().join(format!("node{i:03}"));
         fs::create_dir_all(&dir)?;
         let mut args: Vec<String> = self.launcher.prefix.clone();
-        args.extend(["--data-dir".into(), dir.display().to_string(), "--listen".into(), "127.0.0.1:0".into()]);
+        args.extend([
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ]);
         for &b in bootstrap {
             args.extend(["--bootstrap".into(), self.nodes[b].info.addr.to_string()]);
         }

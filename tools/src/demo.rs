@@ -15,6 +15,9 @@ use overlay_node::client::SubscriptionEvent;
 use crate::cluster::{Cluster, Launcher};
 use crate::tree_view;
 
+/// What each node received: (seq, text) in arrival order.
+type Received = Arc<Mutex<Vec<Vec<(u64, String)>>>>;
+
 /// Runs the demo.
 pub fn run(nodes: usize, max_children: usize, messages: usize) -> anyhow::Result<()> {
     if nodes < 2 {
@@ -22,7 +25,10 @@ pub fn run(nodes: usize, max_children: usize, messages: usize) -> anyhow::Result
     }
     let mut cluster = Cluster::new(Launcher::this_exe()?)?;
     let max = max_children.to_string();
-    println!("Starting {nodes} overlay nodes on 127.0.0.1 (--max-children {max_children}) in {}", cluster.path().display());
+    println!(
+        "Starting {nodes} overlay nodes on 127.0.0.1 (--max-children {max_children}) in {}",
+        cluster.path().display()
+    );
     let started = Instant::now();
     for i in 0..nodes {
         // Each node enters through one or two earlier nodes, not all
@@ -36,7 +42,10 @@ pub fn run(nodes: usize, max_children: usize, messages: usize) -> anyhow::Result
     }
     smol::block_on(async {
         cluster.wait_overlay(Duration::from_secs(30)).await?;
-        println!("All {nodes} nodes are in the overlay after {:.1} s.", started.elapsed().as_secs_f64());
+        println!(
+            "All {nodes} nodes are in the overlay after {:.1} s.",
+            started.elapsed().as_secs_f64()
+        );
         demo_group(&cluster, messages).await
     })
 }
@@ -49,7 +58,7 @@ async fn demo_group(cluster: &Cluster, messages: usize) -> anyhow::Result<()> {
 
     // Every node subscribes; for all but the root, that is a join routed
     // toward the root through the overlay.
-    let received: Arc<Mutex<Vec<Vec<(u64, String)>>>> = Arc::new(Mutex::new(vec![Vec::new(); n]));
+    let received: Received = Arc::new(Mutex::new(vec![Vec::new(); n]));
     let mut join_times = Vec::new();
     let mut tasks = Vec::new();
     let mut subscribing = Vec::new();
@@ -91,12 +100,19 @@ async fn demo_group(cluster: &Cluster, messages: usize) -> anyhow::Result<()> {
     for k in 0..messages {
         let from = 1 + (k * 5) % (n - 1);
         let client = cluster.client(from).await?;
-        let seq = client.publish(mid, format!("hello #{k} from node {from}")).await?;
+        let seq = client
+            .publish(mid, format!("hello #{k} from node {from}"))
+            .await?;
         println!("  node {from:>2} published \"hello #{k} from node {from}\" -> seq {seq}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if received.lock().expect("lock").iter().all(|r| r.len() >= messages) {
+        if received
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|r| r.len() >= messages)
+        {
             break;
         }
         smol::Timer::after(Duration::from_millis(20)).await;
@@ -108,9 +124,18 @@ async fn demo_group(cluster: &Cluster, messages: usize) -> anyhow::Result<()> {
     println!("  members           {n}");
     println!("  tree depth        {}", tree.depth());
     println!("  most children     {}", tree.max_children());
-    println!("  forwarders        {}", tree.all().iter().filter(|t| !t.member).count());
-    println!("  delivered         {total} of {} (messages x members)", messages * n);
-    println!("  same order at all {}", if same_order { "yes" } else { "NO" });
+    println!(
+        "  forwarders        {}",
+        tree.all().iter().filter(|t| !t.member).count()
+    );
+    println!(
+        "  delivered         {total} of {} (messages x members)",
+        messages * n
+    );
+    println!(
+        "  same order at all {}",
+        if same_order { "yes" } else { "NO" }
+    );
     if total != messages * n || !same_order {
         bail!("not every member received every message in the same order");
     }

@@ -144,8 +144,12 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
             client.leave(mid).await?;
             eprintln!("left {mid}");
         }
-        Cmd::Subscribe { mid, count, json } => subscribe(&client, parse_mid(&mid)?, count, json, &mut out).await?,
-        Cmd::Publish { mid, message } => publish(&client, parse_mid(&mid)?, message, &mut out).await?,
+        Cmd::Subscribe { mid, count, json } => {
+            subscribe(&client, parse_mid(&mid)?, count, json, &mut out).await?
+        }
+        Cmd::Publish { mid, message } => {
+            publish(&client, parse_mid(&mid)?, message, &mut out).await?
+        }
         Cmd::Tree { mid, json } => {
             let mid = parse_mid(&mid)?;
             let entries = client.tree(mid).await?;
@@ -163,7 +167,15 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
             } else {
                 writeln!(out, "node       {}", s.id)?;
                 writeln!(out, "address    {}", s.addr)?;
-                writeln!(out, "overlay    {}", if s.joined_overlay { "joined" } else { "not joined yet" })?;
+                writeln!(
+                    out,
+                    "overlay    {}",
+                    if s.joined_overlay {
+                        "joined"
+                    } else {
+                        "not joined yet"
+                    }
+                )?;
                 writeln!(out, "neighbours {}", s.neighbours.len())?;
                 for n in &s.neighbours {
                     let mut tags = Vec::new();
@@ -201,7 +213,13 @@ async fn with_timeout<T>(secs: u64, f: impl std::future::Future<Output = T>) -> 
     .await
 }
 
-async fn subscribe(client: &Client, mid: Mid, count: Option<u64>, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+async fn subscribe(
+    client: &Client,
+    mid: Mid,
+    count: Option<u64>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut sub = client.subscribe(mid).await?;
     eprintln!("subscribed to {mid} (depth {})", sub.depth);
     let mut received = 0u64;
@@ -228,7 +246,9 @@ async fn subscribe(client: &Client, mid: Mid, count: Option<u64>, json: bool, ou
                 out.flush()?;
             }
             SubscriptionEvent::Lagged(n) => {
-                eprintln!("warning: {n} messages were dropped because this subscriber read too slowly");
+                eprintln!(
+                    "warning: {n} messages were dropped because this subscriber read too slowly"
+                );
                 if json {
                     writeln!(out, "{}", serde_json::json!({ "lagged": n }))?;
                 }
@@ -242,7 +262,12 @@ async fn subscribe(client: &Client, mid: Mid, count: Option<u64>, json: bool, ou
 /// Publishes with up to this many messages awaiting the root's answer.
 const PUBLISH_WINDOW: usize = 256;
 
-async fn publish(client: &Client, mid: Mid, message: Option<String>, out: &mut impl Write) -> anyhow::Result<()> {
+async fn publish(
+    client: &Client,
+    mid: Mid,
+    message: Option<String>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if let Some(m) = message {
         let seq = client.publish(mid, m.into_bytes()).await?;
         writeln!(out, "{seq}")?;
@@ -254,7 +279,8 @@ async fn publish(client: &Client, mid: Mid, message: Option<String>, out: &mut i
     for line in stdin.lock().lines() {
         let line = line.context("cannot read stdin")?;
         if window.len() >= PUBLISH_WINDOW {
-            let pending: overlay_node::client::PendingPublish = window.pop_front().expect("non-empty");
+            let pending: overlay_node::client::PendingPublish =
+                window.pop_front().expect("non-empty");
             writeln!(out, "{}", pending.accepted().await?)?;
         }
         window.push_back(client.start_publish(mid, line.into_bytes()).await?);
@@ -266,4 +292,3 @@ async fn publish(client: &Client, mid: Mid, message: Option<String>, out: &mut i
     eprintln!("published {n} messages to {mid}");
     Ok(())
 }
-

@@ -40,10 +40,19 @@ pub fn nest(entries: &[TreeEntry]) -> Option<TreeNode> {
     Some(build(root, &by_parent, &mut seen, true))
 }
 
-fn build(e: &TreeEntry, by_parent: &HashMap<NodeId, Vec<&TreeEntry>>, seen: &mut HashSet<NodeId>, is_root: bool) -> TreeNode {
+fn build(
+    e: &TreeEntry,
+    by_parent: &HashMap<NodeId, Vec<&TreeEntry>>,
+    seen: &mut HashSet<NodeId>,
+    is_root: bool,
+) -> TreeNode {
     seen.insert(e.node.id);
     let mut children = Vec::new();
-    for c in by_parent.get(&e.node.id).map(Vec::as_slice).unwrap_or_default() {
+    for c in by_parent
+        .get(&e.node.id)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         if !seen.contains(&c.node.id) {
             children.push(build(c, by_parent, seen, false));
         }
@@ -67,7 +76,11 @@ fn build(e: &TreeEntry, by_parent: &HashMap<NodeId, Vec<&TreeEntry>>, seen: &mut
 impl TreeNode {
     /// Depth of the deepest node (a lone root has depth 0).
     pub fn depth(&self) -> usize {
-        self.children.iter().map(|c| c.depth() + 1).max().unwrap_or(0)
+        self.children
+            .iter()
+            .map(|c| c.depth() + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Most children of any node.
@@ -107,7 +120,11 @@ impl TreeNode {
         out.push_str(&format!("{first}{} {} ({role})\n", &self.id, self.addr));
         for (i, c) in self.children.iter().enumerate() {
             let last = i + 1 == self.children.len();
-            let (f, r) = if last { ("└── ", "    ") } else { ("├── ", "│   ") };
+            let (f, r) = if last {
+                ("└── ", "    ")
+            } else {
+                ("├── ", "│   ")
+            };
             c.render_into(out, &format!("{rest}{f}"), &format!("{rest}{r}"));
         }
     }
@@ -132,7 +149,13 @@ mod tests {
 
     #[test]
     fn nests_and_measures() {
-        let t = nest(&[e(1, None, true), e(2, Some(1), false), e(3, Some(2), true), e(4, Some(1), true)]).unwrap();
+        let t = nest(&[
+            e(1, None, true),
+            e(2, Some(1), false),
+            e(3, Some(2), true),
+            e(4, Some(1), true),
+        ])
+        .unwrap();
         assert_eq!(t.depth(), 2);
         assert_eq!(t.max_children(), 2);
         assert_eq!(t.all().len(), 4);
