@@ -442,15 +442,7 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
         // A real QUIC peer that sends an oversized frame, then one that
         // sends a malformed frame: each connection is closed with the
         // protocol-violation code.
-        let dirs = tempfile::tempdir().unwrap();
-        let args = overlay_node::NodeArgs {
-            data_dir: Some(dirs.path().to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        };
-        let settings = overlay_node::Settings::resolve(&args).unwrap();
-        let me = overlay_node::identity::Identity::ephemeral().unwrap();
-        let transport = overlay_node::transport::Transport::bind(&settings, &me).unwrap();
+        let (transport, _me, _dir) = rogue_transport();
         for bad in [
             vec![0xff, 0xff, 0xff, 0xff, 1],
             vec![0, 0, 0, 8, 1, 0xde, 0xad, 0xbe, 0xef, 0xba, 0xad, 0xf0],
@@ -513,4 +505,111 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
     });
     let counts: HashMap<usize, bool> = (0..2).map(|i| (i, c.nodes[i].is_running())).collect();
     assert!(counts.values().all(|&r| r), "no node died");
+}
+
+/// A QUIC endpoint with its own fresh identity, speaking to nodes directly.
+fn rogue_transport() -> (
+    overlay_node::transport::Transport,
+    overlay_node::identity::Identity,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = overlay_node::NodeArgs {
+        data_dir: Some(dir.path().to_path_buf()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let settings = overlay_node::Settings::resolve(&args).unwrap();
+    let me = overlay_node::identity::Identity::ephemeral().unwrap();
+    let transport = overlay_node::transport::Transport::bind(&settings, &me).unwrap();
+    (transport, me, dir)
+}
+
+#[test]
+fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
+    let mut c = cluster();
+    let cfg = c.path().join("small-queues.toml");
+    std::fs::write(&cfg, "peer_queue_frames = 256\n").unwrap();
+    let cfg = cfg.display().to_string();
+    c.spawn(&[], &["--config", &cfg]).unwrap();
+    c.spawn(&[0], &["--config", &cfg]).unwrap();
+    c.spawn(&[0], &["--config", &cfg]).unwrap();
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(30)).await.unwrap();
+        let root = c.client(0).await.unwrap();
+        let mid = root.create().await.unwrap();
+        let (a, task_a) = collect(&c, 1, mid).await;
+        let (b, task_b) = collect(&c, 2, mid).await;
+
+        // The rogue joins as the root's child with a real handshake and a
+        // well-formed join, then never reads anything.
+        let (transport, me, _dir) = rogue_transport();
+        let node = c.nodes[0].info.clone();
+        let conn = transport.dial(node.addr, Some(node.id)).await.unwrap();
+        let joiner = overlay_proto::NodeInfo {
+            id: me.id,
+            addr: transport.local_addr().unwrap(),
+        };
+        let join = overlay_proto::Message::Join { mid, joiner };
+        let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(&frame.head).await.unwrap();
+        smol::Timer::after(Duration::from_millis(300)).await;
+        let children = root.status().await.unwrap().groups[0].children.clone();
+        assert!(
+            children.iter().any(|ch| ch.starts_with(&me.id.to_string())),
+            "the rogue became a child"
+        );
+
+        // 3,000 messages of 4 KiB: far more than the rogue's flow-control
+        // window and the root's 256-frame queue for it.
+        let publisher = c.client(1).await.unwrap();
+        let payload = "x".repeat(4096);
+        let mut window = std::collections::VecDeque::new();
+        for k in 0..3000 {
+            if window.len() >= 256 {
+                let p: overlay_node::client::PendingPublish = window.pop_front().unwrap();
+                p.accepted().await.unwrap();
+            }
+            window.push_back(
+                publisher
+                    .start_publish(mid, format!("{k} {payload}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for p in window {
+            p.accepted().await.unwrap();
+        }
+        wait_for(&[&a, &b], 3000, Duration::from_secs(60)).await;
+        assert_eq!(
+            a.lock().unwrap().len(),
+            3000,
+            "a sibling of the stuck child lost messages"
+        );
+        assert_eq!(
+            b.lock().unwrap().len(),
+            3000,
+            "a sibling of the stuck child lost messages"
+        );
+
+        let reason = smol::future::or(async { Some(conn.closed().await) }, async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            None
+        })
+        .await
+        .expect("the root disconnects the stuck child");
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(a) => {
+                assert_eq!(a.error_code, 2u32.into(), "closed as a slow peer")
+            }
+            other => panic!("unexpected close: {other}"),
+        }
+        let children = root.status().await.unwrap().groups[0].children.clone();
+        assert!(
+            !children.iter().any(|ch| ch.starts_with(&me.id.to_string())),
+            "the stuck child was dropped"
+        );
+        drop((task_a, task_b));
+    });
 }

@@ -76,9 +76,18 @@ impl ClientError {
     }
 }
 
-/// Who waits for answers to which request; `true` marks a subscription,
-/// which keeps receiving after its first answer.
-type Waiters = Arc<Mutex<HashMap<u64, (Sender<Response>, bool)>>>;
+/// Who waits for answers to which request.
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+#[derive(Debug)]
+struct Waiter {
+    tx: Sender<Response>,
+    /// A subscription keeps receiving after its first answer.
+    streaming: bool,
+    /// Messages dropped because the application did not read them in time,
+    /// not yet reported to it.
+    missed: u64,
+}
 
 /// A connection to a node's control socket.
 #[derive(Debug, Clone)]
@@ -188,10 +197,15 @@ impl Client {
             return Err(ClientError::Protocol("request too large".into()));
         }
         let (tx, rx) = smol::channel::bounded(capacity);
+        let waiter = Waiter {
+            tx,
+            streaming,
+            missed: 0,
+        };
         self.waiters
             .lock()
             .expect("waiters lock")
-            .insert(id, (tx, streaming));
+            .insert(id, waiter);
         let mut w = self.writer.lock().await;
         w.write_all(&bytes).await?;
         Ok(rx)
@@ -278,29 +292,44 @@ impl Client {
 
 async fn read_loop(mut stream: UnixStream, waiters: Waiters, max_frame: usize) {
     while let Ok(Some(frame)) = api::read_frame::<ServerFrame, _>(&mut stream, max_frame).await {
-        let tx = {
-            let mut w = waiters.lock().expect("waiters lock");
-            if frame.id == 0 {
-                // A connection-level error: tell everyone waiting.
-                let all: Vec<_> = w.drain().map(|(_, (tx, _))| tx).collect();
-                drop(w);
-                for tx in all {
-                    let _ = tx.try_send(frame.response.clone());
-                }
-                continue;
+        let mut w = waiters.lock().expect("waiters lock");
+        if frame.id == 0 {
+            // A connection-level error: tell everyone waiting.
+            for (_, waiter) in w.drain() {
+                let _ = waiter.tx.try_send(frame.response.clone());
             }
-            match w.get(&frame.id) {
-                Some((tx, true)) => Some(tx.clone()),
-                Some(_) => w.remove(&frame.id).map(|(tx, _)| tx),
-                None => None,
-            }
+            continue;
+        }
+        let Some(waiter) = w.get_mut(&frame.id) else {
+            continue;
         };
-        if let Some(tx) = tx {
-            // A subscriber that stopped reading loses messages here only
-            // after its own 65,536-message buffer is full.
-            if tx.try_send(frame.response).is_err() && tx.is_closed() {
-                waiters.lock().expect("waiters lock").remove(&frame.id);
-            }
+        if !waiter.streaming {
+            let waiter = w.remove(&frame.id).expect("present");
+            let _ = waiter.tx.try_send(frame.response);
+            continue;
+        }
+        if waiter.tx.is_closed() {
+            w.remove(&frame.id);
+            continue;
+        }
+        // A subscriber that stopped reading loses messages here only after
+        // its own buffer is full, and is told how many it lost.
+        if waiter.missed > 0
+            && waiter
+                .tx
+                .try_send(Response::Lagged {
+                    missed: waiter.missed,
+                })
+                .is_ok()
+        {
+            waiter.missed = 0;
+        }
+        let missed = match frame.response {
+            Response::Lagged { missed } => missed,
+            _ => 1,
+        };
+        if waiter.missed > 0 || waiter.tx.try_send(frame.response).is_err() {
+            waiter.missed += missed;
         }
     }
     waiters.lock().expect("waiters lock").clear();

@@ -75,6 +75,8 @@ pub struct FileConfig {
     pub subscriber_buffer: Option<usize>,
     /// Most applications connected to the control socket at once (default 64).
     pub max_control_clients: Option<usize>,
+    /// Most peer connections at once (default 1024).
+    pub max_connections: Option<usize>,
     /// Seconds a join through the control socket may take (default 30).
     pub join_timeout_secs: Option<u64>,
     /// Rounds of dialing the bootstrap addresses before the node gives up
@@ -110,6 +112,8 @@ pub struct Settings {
     pub subscriber_buffer: usize,
     /// Most control connections at once.
     pub max_control_clients: usize,
+    /// Most peer connections at once.
+    pub max_connections: usize,
     /// How long a join through the control socket may take.
     pub join_timeout: Duration,
 }
@@ -183,6 +187,7 @@ impl Settings {
             peer_queue_frames: file.peer_queue_frames.unwrap_or(8192).max(16),
             subscriber_buffer: file.subscriber_buffer.unwrap_or(8192).max(16),
             max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
+            max_connections: file.max_connections.unwrap_or(1024).max(8),
             join_timeout: Duration::from_secs(file.join_timeout_secs.unwrap_or(30)),
         })
     }

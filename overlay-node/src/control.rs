@@ -51,8 +51,14 @@ pub(crate) async fn serve(
     let next = AtomicU64::new(1);
     let connected = Arc::new(AtomicUsize::new(0));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let (mut stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
+                tracing::warn!(error = %e, "cannot accept a control connection");
+                smol::Timer::after(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if connected.load(Ordering::Relaxed) >= max_clients {
             let frame = error_frame(0, ErrorKind::Overloaded, format!(

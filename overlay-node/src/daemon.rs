@@ -90,7 +90,7 @@ impl From<ConnEvent> for Msg {
 /// Actor-level timers beside the protocol's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Tick {
-    Proto(u64),
+    Proto,
     Housekeeping,
 }
 
@@ -137,6 +137,9 @@ struct Actor {
 
 /// Frames queued for a peer while it is being dialed.
 const DIAL_QUEUE: usize = 1024;
+/// Dials under way at once; frames for further new peers are dropped (the
+/// protocol's retries cover them).
+const MAX_DIALS: usize = 256;
 /// Inbox capacity: readers wait (and QUIC flow control pushes back on the
 /// peer) when the actor falls this far behind.
 const INBOX: usize = 4096;
@@ -365,6 +368,13 @@ impl Actor {
                 peer,
                 reason,
             }) => self.on_closed(peer, conn_id, &reason),
+            Msg::Incoming(conn) if self.peers.len() >= self.settings.max_connections => {
+                tracing::debug!(
+                    peers = self.peers.len(),
+                    "connection refused: max_connections reached"
+                );
+                conn.close(codes::OVERLOADED.into(), b"too many connections");
+            }
             Msg::Incoming(conn) => match crate::tls::peer_id(&conn) {
                 Some(id) => {
                     let info = NodeInfo {
@@ -415,7 +425,7 @@ impl Actor {
             }
             self.timers.pop();
             match self.timer_kinds.remove(&n) {
-                Some((Tick::Proto(_), Some(t))) => self.input(Input::Timer(t)),
+                Some((Tick::Proto, Some(t))) => self.input(Input::Timer(t)),
                 Some((Tick::Housekeeping, _)) => {
                     self.housekeeping();
                     self.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
@@ -432,7 +442,7 @@ impl Actor {
             match out {
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Dial(addr) => self.dial(addr, None),
-                Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto(0), Some(timer)),
+                Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto, Some(timer)),
                 Output::Event(e) => self.on_event(e),
             }
         }
@@ -460,9 +470,14 @@ impl Actor {
         if self.shutting_down {
             return;
         }
+        let crowded =
+            self.dialing.len() >= MAX_DIALS || self.peers.len() >= self.settings.max_connections;
         match self.dialing.get_mut(&to.id) {
             Some(queue) if queue.len() < DIAL_QUEUE => queue.push(frame),
             Some(_) => tracing::debug!(peer = %to.id.short(), "dial queue full; frame dropped"),
+            None if crowded => {
+                tracing::debug!(peer = %to.id.short(), "too many connections or dials; frame dropped")
+            }
             None => {
                 self.dialing.insert(to.id, vec![frame]);
                 self.dial(to.addr, Some(to));

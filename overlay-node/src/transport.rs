@@ -34,6 +34,8 @@ pub mod codes {
     pub const SLOW_PEER: u32 = 2;
     /// Another connection to the same peer is used instead.
     pub const DUPLICATE: u32 = 3;
+    /// The node has as many connections as its config allows.
+    pub const OVERLOADED: u32 = 4;
 }
 
 /// Socket buffer size: quinn sets none, and the kernel default (about 208 KiB)

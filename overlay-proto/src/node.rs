@@ -75,8 +75,10 @@ pub enum Timer {
     Bootstrap,
     /// Check that a join was acknowledged, or send it again.
     JoinRetry(Mid),
-    /// A publish's acknowledgement is overdue.
-    PublishTimeout(u64),
+    /// Fail the publishes whose acknowledgement is overdue. One timer serves
+    /// all pending publishes, so a fast publisher does not fill the timer
+    /// heap with one entry per message.
+    PublishSweep,
     /// A tree collection must answer with what it has.
     CollectTimeout(u64),
     /// A tree query's answer is overdue.
@@ -258,6 +260,7 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingPublish {
     pub(crate) mid: Mid,
+    pub(crate) deadline: Instant,
 }
 
 /// One overlay node's protocol state. Feed it [`Input`]s with
@@ -274,6 +277,7 @@ pub struct Node<R> {
     pub(crate) phase: Phase,
     pub(crate) groups: HashMap<Mid, Group>,
     pub(crate) publishes: HashMap<u64, PendingPublish>,
+    pub(crate) publish_sweep_armed: bool,
     pub(crate) collections: HashMap<u64, crate::query::Collection>,
     pub(crate) next_collection: u64,
     pub(crate) queries: HashMap<u64, Mid>,
@@ -291,6 +295,7 @@ impl<R: Rng> Node<R> {
             phase: Phase::Idle,
             groups: HashMap::new(),
             publishes: HashMap::new(),
+            publish_sweep_armed: false,
             collections: HashMap::new(),
             next_collection: 1,
             queries: HashMap::new(),
@@ -413,15 +418,7 @@ impl<R: Rng> Node<R> {
             Timer::Bootstrap => self.on_bootstrap_timer(),
             Timer::Maintenance => self.on_maintenance(),
             Timer::JoinRetry(mid) => self.on_join_retry(mid),
-            Timer::PublishTimeout(id) => {
-                if let Some(p) = self.publishes.remove(&id) {
-                    self.emit(Event::PublishFailed {
-                        request: id,
-                        mid: p.mid,
-                        error: PublishError::Timeout,
-                    });
-                }
-            }
+            Timer::PublishSweep => self.sweep_publishes(),
             Timer::CollectTimeout(id) => self.on_collect_timeout(id),
             Timer::QueryTimeout(id) => {
                 if let Some(mid) = self.queries.remove(&id) {
@@ -451,6 +448,35 @@ impl<R: Rng> Node<R> {
             } => self.publish(request, mid, payload),
             Command::QueryTree { request, mid } => self.query_tree(request, mid),
             Command::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// Fails every publish past its deadline; re-arms while any is pending.
+    fn sweep_publishes(&mut self) {
+        self.publish_sweep_armed = false;
+        let now = self.now;
+        let expired: Vec<(u64, Mid)> = self
+            .publishes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, p)| (*id, p.mid))
+            .collect();
+        for (request, mid) in expired {
+            self.publishes.remove(&request);
+            self.emit(Event::PublishFailed {
+                request,
+                mid,
+                error: PublishError::Timeout,
+            });
+        }
+        self.arm_publish_sweep();
+    }
+
+    pub(crate) fn arm_publish_sweep(&mut self) {
+        if !self.publish_sweep_armed && !self.publishes.is_empty() {
+            self.publish_sweep_armed = true;
+            // A quarter of the timeout: publishes fail at most 25% late.
+            self.set_timer(self.cfg.publish_timeout / 4, Timer::PublishSweep);
         }
     }
 

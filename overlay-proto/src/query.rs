@@ -45,6 +45,14 @@ impl<R: Rng> Node<R> {
             self.start_collection(mid, Answer::Local { request }, budget);
             return;
         }
+        if self.queries.len() >= self.cfg.max_collections {
+            self.emit(Event::Tree {
+                request,
+                mid,
+                result: Err(TreeError::Rejected(RejectReason::Overloaded)),
+            });
+            return;
+        }
         match self.table.next_hop(mid.key(), None) {
             Some(next) => {
                 let reply_to = self.me();

@@ -475,8 +475,10 @@ impl<R: Rng> Node<R> {
             });
             return;
         }
-        self.publishes.insert(request, PendingPublish { mid });
-        self.set_timer(self.cfg.publish_timeout, Timer::PublishTimeout(request));
+        let deadline = self.now + self.cfg.publish_timeout;
+        self.publishes
+            .insert(request, PendingPublish { mid, deadline });
+        self.arm_publish_sweep();
         let publisher = self.me();
         self.on_publish(Publish {
             mid,
