@@ -112,7 +112,8 @@ pub enum SubscriptionEvent {
 /// A stream of a group's messages; see [`Client::subscribe`].
 #[derive(Debug)]
 pub struct Subscription {
-    rx: Receiver<Response>,
+    // Boxed once so that a Subscription is Unpin and easy to poll.
+    rx: std::pin::Pin<Box<Receiver<Response>>>,
     /// Depth of the node in the group's tree when the subscription started.
     pub depth: u16,
 }
@@ -120,12 +121,32 @@ pub struct Subscription {
 impl Subscription {
     /// The next event; `None` once the node or connection is gone.
     pub async fn next(&mut self) -> Option<Result<SubscriptionEvent, ClientError>> {
-        match self.rx.recv().await.ok()? {
-            Response::Message(d) => Some(Ok(SubscriptionEvent::Message(d))),
-            Response::Lagged { missed } => Some(Ok(SubscriptionEvent::Lagged(missed))),
-            Response::Error(e) => Some(Err(e.into())),
-            other => Some(Err(ClientError::Protocol(format!("{other:?}")))),
-        }
+        smol::stream::StreamExt::next(self).await
+    }
+}
+
+fn subscription_event(r: Response) -> Result<SubscriptionEvent, ClientError> {
+    match r {
+        Response::Message(d) => Ok(SubscriptionEvent::Message(d)),
+        Response::Lagged { missed } => Ok(SubscriptionEvent::Lagged(missed)),
+        Response::Error(e) => Err(e.into()),
+        other => Err(ClientError::Protocol(format!("{other:?}"))),
+    }
+}
+
+/// A subscription is an async stream of events, for use with any
+/// `futures`-style combinators.
+impl smol::stream::Stream for Subscription {
+    type Item = Result<SubscriptionEvent, ClientError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx
+            .as_mut()
+            .poll_next(cx)
+            .map(|r| r.map(subscription_event))
     }
 }
 
@@ -257,7 +278,10 @@ impl Client {
         // slow reader's messages are counted as missed.
         let rx = self.start(Request::Subscribe { mid }, 1 << 16).await?;
         match rx.recv().await {
-            Ok(Response::Joined { depth }) => Ok(Subscription { rx, depth }),
+            Ok(Response::Joined { depth }) => Ok(Subscription {
+                rx: Box::pin(rx),
+                depth,
+            }),
             Ok(Response::Error(e)) => Err(e.into()),
             Ok(other) => Err(ClientError::Protocol(format!("{other:?}"))),
             Err(_) => Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into())),

@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// File in the data directory that holds the private key (PKCS#8 DER).
 pub const KEY_FILE: &str = "node.key";
+/// File in the data directory that holds the self-signed certificate (DER).
+pub const CERT_FILE: &str = "node.crt";
 
 /// Why the identity could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,8 @@ mod tests {
         let a = Identity::load_or_create(dir.path()).unwrap();
         let b = Identity::load_or_create(dir.path()).unwrap();
         assert_eq!(a.id, b.id);
+        assert_eq!(a.cert, b.cert, "the kept certificate is presented again");
+        assert!(dir.path().join(CERT_FILE).exists());
         assert_ne!(a.id, Identity::ephemeral().unwrap().id);
     }
 

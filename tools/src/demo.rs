@@ -23,6 +23,11 @@ pub fn run(nodes: usize, max_children: usize, messages: usize) -> anyhow::Result
     if nodes < 2 {
         bail!("--nodes must be at least 2");
     }
+    // Ctrl-C must not leave nodes or directories behind: the signal ends the
+    // demo's future, and dropping the cluster cleans up.
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+            .context("cannot watch for Ctrl-C")?;
     let mut cluster = Cluster::new(Launcher::this_exe()?)?;
     let max = max_children.to_string();
     println!(
@@ -40,14 +45,20 @@ pub fn run(nodes: usize, max_children: usize, messages: usize) -> anyhow::Result
         };
         cluster.spawn(&bootstrap, &["--max-children", &max])?;
     }
-    smol::block_on(async {
+    let demo = async {
         cluster.wait_overlay(Duration::from_secs(30)).await?;
         println!(
             "All {nodes} nodes are in the overlay after {:.1} s.",
             started.elapsed().as_secs_f64()
         );
         demo_group(&cluster, messages).await
-    })
+    };
+    let interrupted = async {
+        use smol::stream::StreamExt;
+        signals.next().await;
+        bail!("interrupted; stopping the nodes and removing their directories")
+    };
+    smol::block_on(smol::future::or(demo, interrupted))
 }
 
 async fn demo_group(cluster: &Cluster, messages: usize) -> anyhow::Result<()> {
