@@ -529,7 +529,7 @@ fn rogue_transport() -> (
 fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
     let mut c = cluster();
     let cfg = c.path().join("small-queues.toml");
-    std::fs::write(&cfg, "peer_queue_frames = 256\n").unwrap();
+    std::fs::write(&cfg, "peer_queue_bytes = 4194304\n").unwrap();
     let cfg = cfg.display().to_string();
     c.spawn(&[], &["--config", &cfg]).unwrap();
     c.spawn(&[0], &["--config", &cfg]).unwrap();
@@ -561,8 +561,8 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             "the rogue became a child"
         );
 
-        // 3,000 messages of 4 KiB: far more than the rogue's flow-control
-        // window and the root's 256-frame queue for it.
+        // 3,000 messages of 4 KiB (12 MiB): far more than the rogue's
+        // flow-control window and the root's 4 MiB queue for it.
         let publisher = c.client(1).await.unwrap();
         let payload = "x".repeat(4096);
         let mut window = std::collections::VecDeque::new();

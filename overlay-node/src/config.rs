@@ -67,9 +67,9 @@ pub struct FileConfig {
     /// QUIC idle timeout in milliseconds: a peer silent this long is lost
     /// (default 10000).
     pub idle_timeout_ms: Option<u64>,
-    /// Frames queued per peer connection before the peer counts as stalled
-    /// and is disconnected (default 8192).
-    pub peer_queue_frames: Option<usize>,
+    /// Bytes queued per peer connection before the peer counts as too slow
+    /// and is disconnected (default 33554432, 32 MiB).
+    pub peer_queue_bytes: Option<usize>,
     /// Messages buffered per control connection for subscribers before
     /// they are dropped and reported as missed (default 8192).
     pub subscriber_buffer: Option<usize>,
@@ -106,8 +106,8 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
-    /// Frames queued per peer before it counts as stalled.
-    pub peer_queue_frames: usize,
+    /// Bytes queued per peer before it counts as too slow.
+    pub peer_queue_bytes: usize,
     /// Messages buffered per control connection for subscribers.
     pub subscriber_buffer: usize,
     /// Most control connections at once.
@@ -175,6 +175,11 @@ impl Settings {
             .clone()
             .or(file.control.clone())
             .unwrap_or_else(|| data_dir.join("control.sock"));
+        // At least two maximal frames, so one large message always fits.
+        let peer_queue_bytes = file
+            .peer_queue_bytes
+            .unwrap_or(32 << 20)
+            .max(2 * proto.max_frame_size());
         Ok(Settings {
             data_dir,
             listen,
@@ -184,7 +189,7 @@ impl Settings {
             proto,
             keep_alive: Duration::from_millis(file.keep_alive_ms.unwrap_or(1000)),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(10_000)),
-            peer_queue_frames: file.peer_queue_frames.unwrap_or(8192).max(16),
+            peer_queue_bytes,
             subscriber_buffer: file.subscriber_buffer.unwrap_or(8192).max(16),
             max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
             max_connections: file.max_connections.unwrap_or(1024).max(8),

@@ -97,7 +97,7 @@ enum Tick {
 struct Link {
     conn: quinn::Connection,
     conn_id: u64,
-    tx: Sender<EncodedFrame>,
+    queue: transport::PeerQueue,
     writer: smol::Task<()>,
 }
 
@@ -328,7 +328,7 @@ impl Actor {
         let mut writers = Vec::new();
         for (_, p) in self.peers.drain() {
             for link in std::iter::once(p.active).chain(p.standby) {
-                drop(link.tx);
+                link.queue.close();
                 writers.push((link.conn, link.writer));
             }
         }
@@ -457,13 +457,12 @@ impl Actor {
             }
         };
         if let Some(p) = self.peers.get(&to.id) {
-            match p.active.tx.try_send(frame) {
-                Ok(()) => {}
-                Err(smol::channel::TrySendError::Full(_)) => {
-                    tracing::warn!(peer = %to.id.short(), queued = self.settings.peer_queue_frames, "peer is not keeping up; disconnecting it");
-                    p.active.conn.close(codes::SLOW_PEER.into(), b"too slow");
-                }
-                Err(smol::channel::TrySendError::Closed(_)) => {}
+            if let Err(e) = p.active.queue.push(frame) {
+                // The peer takes our frames more slowly than we produce them
+                // for it, or not at all: drop it rather than hold more, and
+                // let the protocol route and re-join around it.
+                tracing::warn!(peer = %to.id.short(), error = %e, "peer is not keeping up; disconnecting it");
+                p.active.conn.close(codes::SLOW_PEER.into(), b"too slow");
             }
             return;
         }
@@ -548,17 +547,17 @@ impl Actor {
             self.max_frame,
             self.inbox.clone(),
         );
-        let (tx, writer) = transport::spawn_writer(conn.clone(), self.settings.peer_queue_frames);
+        let (queue, writer) = transport::spawn_writer(conn.clone(), self.settings.peer_queue_bytes);
         let link = Link {
             conn,
             conn_id,
-            tx,
+            queue,
             writer,
         };
         tracing::debug!(peer = %info.id.short(), addr = %info.addr, conn_id, "connection up");
         let queued = self.dialing.remove(&info.id).unwrap_or_default();
         for f in queued {
-            let _ = link.tx.try_send(f);
+            let _ = link.queue.push(f);
         }
         match self.peers.get_mut(&info.id) {
             Some(p) => {

@@ -84,10 +84,31 @@ impl Identity {
                 })
             }
         };
-        Self::from_pkcs8(key_der).map_err(|reason| IdentityError::BadKey {
+        let mut identity = Self::from_pkcs8(key_der).map_err(|reason| IdentityError::BadKey {
             path: shown,
             reason,
-        })
+        })?;
+        // Keep the certificate beside the key, and present the kept one as
+        // long as it carries this key; a missing or foreign one is replaced.
+        let cert_path = dir.join(CERT_FILE);
+        match fs::read(&cert_path) {
+            Ok(der)
+                if crate::tls::node_id_of(&CertificateDer::from(der.clone())).ok()
+                    == Some(identity.id) =>
+            {
+                identity.cert = CertificateDer::from(der);
+            }
+            _ => {
+                let tmp = dir.join(format!("{CERT_FILE}.tmp"));
+                fs::write(&tmp, identity.cert.as_ref())
+                    .and_then(|()| fs::rename(&tmp, &cert_path))
+                    .map_err(|source| IdentityError::Io {
+                        path: cert_path.display().to_string(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(identity)
     }
 
     /// A fresh identity held only in memory (for tests and tools).

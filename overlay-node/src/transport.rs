@@ -10,8 +10,9 @@
 //! waits for a peer: a slow peer fills its own queue and is disconnected,
 //! while everyone else is unaffected.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -259,42 +260,119 @@ async fn read_frame(
 /// Most frames written in one batch.
 const WRITE_BATCH: usize = 64;
 
-/// Starts the writer of `conn` and returns its queue and task. Dropping every
-/// sender finishes the stream cleanly after the queued frames are written;
-/// dropping the task stops it at once.
-pub fn spawn_writer(
-    conn: quinn::Connection,
-    queue: usize,
-) -> (Sender<EncodedFrame>, smol::Task<()>) {
-    let (tx, rx) = smol::channel::bounded(queue);
-    (tx, smol::spawn(write_loop(conn, rx)))
+/// Why a frame could not be queued for a peer.
+#[derive(Debug, thiserror::Error)]
+#[error("{queued} bytes are already queued for this peer (peer_queue_bytes = {cap})")]
+pub struct QueueFull {
+    /// Bytes queued.
+    pub queued: usize,
+    /// The cap.
+    pub cap: usize,
 }
 
-async fn write_loop(conn: quinn::Connection, rx: Receiver<EncodedFrame>) {
+#[derive(Debug)]
+struct QueueState {
+    frames: VecDeque<EncodedFrame>,
+    /// Bytes queued or being written.
+    bytes: usize,
+    closed: bool,
+}
+
+/// The outgoing frames of one connection, bounded in bytes, shared by the
+/// daemon (which pushes without waiting) and the connection's writer task.
+///
+/// The bound is in bytes because frames share payloads: a frame count says
+/// nothing about the memory a stalled peer pins.
+#[derive(Debug, Clone)]
+pub struct PeerQueue {
+    state: Arc<Mutex<QueueState>>,
+    wake: Sender<()>,
+    cap: usize,
+}
+
+impl PeerQueue {
+    /// Queues a frame for the writer, or refuses it when the peer already
+    /// has `cap` bytes waiting.
+    pub fn push(&self, frame: EncodedFrame) -> Result<(), QueueFull> {
+        {
+            let mut s = self.state.lock().expect("queue lock");
+            if s.bytes + frame.len() > self.cap {
+                return Err(QueueFull {
+                    queued: s.bytes,
+                    cap: self.cap,
+                });
+            }
+            s.bytes += frame.len();
+            s.frames.push_back(frame);
+        }
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// Bytes queued or being written.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().expect("queue lock").bytes
+    }
+
+    /// Lets the writer finish the stream once the queue is written.
+    pub fn close(&self) {
+        self.state.lock().expect("queue lock").closed = true;
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Starts the writer of `conn`, with a queue of at most `cap` bytes.
+/// [`PeerQueue::close`] finishes the stream cleanly after the queued frames
+/// are written; dropping the task stops it at once.
+pub fn spawn_writer(conn: quinn::Connection, cap: usize) -> (PeerQueue, smol::Task<()>) {
+    let (wake, woken) = smol::channel::bounded(1);
+    let queue = PeerQueue {
+        state: Arc::new(Mutex::new(QueueState {
+            frames: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+        })),
+        wake,
+        cap,
+    };
+    let task = smol::spawn(write_loop(conn, queue.state.clone(), woken));
+    (queue, task)
+}
+
+async fn write_loop(conn: quinn::Connection, state: Arc<Mutex<QueueState>>, woken: Receiver<()>) {
     let Ok(mut stream) = conn.open_uni().await else {
         return;
     };
     let mut chunks: Vec<Bytes> = Vec::with_capacity(2 * WRITE_BATCH);
-    while let Ok(first) = rx.recv().await {
-        chunks.clear();
-        push_frame(&mut chunks, first);
-        while chunks.len() < 2 * WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(f) => push_frame(&mut chunks, f),
-                Err(_) => break,
+    loop {
+        let (batch_bytes, closed) = {
+            let mut s = state.lock().expect("queue lock");
+            chunks.clear();
+            let mut bytes = 0;
+            while chunks.len() < 2 * WRITE_BATCH {
+                let Some(f) = s.frames.pop_front() else { break };
+                bytes += f.len();
+                chunks.push(f.head);
+                if !f.payload.is_empty() {
+                    chunks.push(f.payload);
+                }
             }
+            (bytes, s.closed)
+        };
+        if chunks.is_empty() {
+            if closed {
+                break;
+            }
+            if woken.recv().await.is_err() {
+                break;
+            }
+            continue;
         }
         if stream.write_all_chunks(&mut chunks).await.is_err() {
             return;
         }
+        state.lock().expect("queue lock").bytes -= batch_bytes;
     }
     let _ = stream.finish();
     let _ = stream.stopped().await;
-}
-
-fn push_frame(chunks: &mut Vec<Bytes>, f: EncodedFrame) {
-    chunks.push(f.head);
-    if !f.payload.is_empty() {
-        chunks.push(f.payload);
-    }
 }
