@@ -33,6 +33,23 @@ impl Launcher {
         }
     }
 
+    /// Runs the `overlay` executable that sits beside the current one, as
+    /// `overlay node` (for tools built in the same package).
+    pub fn sibling_overlay() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the current executable")?;
+        let program = exe.with_file_name("overlay");
+        if !program.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p overlay-tools`",
+                program.display()
+            );
+        }
+        Ok(Launcher {
+            program,
+            prefix: vec!["node".into()],
+        })
+    }
+
     /// Runs the current executable as `overlay node`.
     pub fn this_exe() -> anyhow::Result<Self> {
         Ok(Launcher {
@@ -198,6 +215,13 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Resident memory of node `i` in KiB, from `/proc` (Linux).
+    pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.nodes[i].info.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// The log of node `i`.
