@@ -451,18 +451,11 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
             let conn = transport.dial(node.addr, Some(node.id)).await.unwrap();
             let mut s = conn.open_uni().await.unwrap();
             s.write_all(&bad).await.unwrap();
-            let reason = smol::future::or(async { Some(conn.closed().await) }, async {
-                smol::Timer::after(Duration::from_secs(10)).await;
-                None
-            })
-            .await
-            .expect("the node closes the connection");
-            match reason {
-                quinn::ConnectionError::ApplicationClosed(a) => {
-                    assert_eq!(a.error_code, 1u32.into())
-                }
-                other => panic!("unexpected close: {other}"),
-            }
+            assert_eq!(
+                closed_within(&conn, 10).await,
+                1,
+                "closed as a protocol violation"
+            );
         }
         // A peer that expects another id at that address is refused.
         let impostor = overlay_proto::NodeId(node.id.0 ^ 1);
@@ -594,18 +587,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             "a sibling of the stuck child lost messages"
         );
 
-        let reason = smol::future::or(async { Some(conn.closed().await) }, async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            None
-        })
-        .await
-        .expect("the root disconnects the stuck child");
-        match reason {
-            quinn::ConnectionError::ApplicationClosed(a) => {
-                assert_eq!(a.error_code, 2u32.into(), "closed as a slow peer")
-            }
-            other => panic!("unexpected close: {other}"),
-        }
+        assert_eq!(closed_within(&conn, 10).await, 2, "closed as a slow peer");
         let children = root.status().await.unwrap().groups[0].children.clone();
         assert!(
             !children.iter().any(|ch| ch.starts_with(&me.id.to_string())),
@@ -613,4 +595,19 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
         );
         drop((task_a, task_b));
     });
+}
+
+/// Waits for the peer to close `conn` and returns its application error
+/// code; fails the test after `secs` seconds or on any other kind of close.
+async fn closed_within(conn: &quinn::Connection, secs: u64) -> u64 {
+    let reason = smol::future::or(async { Some(conn.closed().await) }, async {
+        smol::Timer::after(Duration::from_secs(secs)).await;
+        None
+    })
+    .await
+    .expect("the node closes the connection");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(a) => a.error_code.into_inner(),
+        other => panic!("unexpected close: {other}"),
+    }
 }

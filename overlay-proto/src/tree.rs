@@ -488,54 +488,53 @@ impl<R: Rng> Node<R> {
         });
     }
 
-    /// Routes a publish toward the root, or sequences it if we are the root.
-    pub(crate) fn on_publish(&mut self, p: Publish) {
-        let me = self.me().id;
-        let mid = p.mid;
-        let reply = |node: &mut Self, msg: Message, event: Event| {
-            if p.publisher.id == me {
-                node.publishes.remove(&p.pub_id);
-                node.emit(event);
-            } else {
-                node.send(p.publisher, msg);
-            }
-        };
-        let is_root = self.groups.get(&mid).is_some_and(|g| g.root);
-        if !is_root {
-            if let Some(next) = self.table.next_hop(mid.key(), None) {
-                self.send(next, Message::Publish(p));
+    /// Answers a publish: an event if it is our own, else a message to its
+    /// publisher.
+    fn answer_publish(&mut self, p: &Publish, result: Result<u64, RejectReason>) {
+        let (mid, pub_id) = (p.mid, p.pub_id);
+        if p.publisher.id == self.me().id {
+            if self.publishes.remove(&pub_id).is_none() {
                 return;
             }
-            let reason = RejectReason::UnknownGroup;
-            let msg = Message::PublishReject {
-                mid,
-                pub_id: p.pub_id,
-                reason,
+            let event = match result {
+                Ok(seq) => Event::PublishAccepted {
+                    request: pub_id,
+                    mid,
+                    seq,
+                },
+                Err(reason) => Event::PublishFailed {
+                    request: pub_id,
+                    mid,
+                    error: reason.into(),
+                },
             };
-            let event = Event::PublishFailed {
-                request: p.pub_id,
-                mid,
-                error: reason.into(),
+            self.emit(event);
+        } else {
+            let msg = match result {
+                Ok(seq) => Message::PublishAck { mid, pub_id, seq },
+                Err(reason) => Message::PublishReject {
+                    mid,
+                    pub_id,
+                    reason,
+                },
             };
-            reply(self, msg, event);
+            self.send(p.publisher, msg);
+        }
+    }
+
+    /// Routes a publish toward the root, or sequences it if we are the root.
+    pub(crate) fn on_publish(&mut self, p: Publish) {
+        let mid = p.mid;
+        if !self.groups.get(&mid).is_some_and(|g| g.root) {
+            match self.table.next_hop(mid.key(), None) {
+                Some(next) => self.send(next, Message::Publish(p)),
+                None => self.answer_publish(&p, Err(RejectReason::UnknownGroup)),
+            }
             return;
         }
         if p.payload.len() > self.cfg.max_message_size {
-            let reason = RejectReason::PayloadTooLarge {
-                limit: self.cfg.max_message_size as u32,
-            };
-            let msg = Message::PublishReject {
-                mid,
-                pub_id: p.pub_id,
-                reason,
-            };
-            let event = Event::PublishFailed {
-                request: p.pub_id,
-                mid,
-                error: reason.into(),
-            };
-            reply(self, msg, event);
-            return;
+            let limit = self.cfg.max_message_size as u32;
+            return self.answer_publish(&p, Err(RejectReason::PayloadTooLarge { limit }));
         }
         let max_frame = self.cfg.max_frame_size();
         let Some(g) = self.groups.get_mut(&mid) else {
@@ -569,17 +568,7 @@ impl<R: Rng> Node<R> {
                 payload: data.payload.clone(),
             });
         }
-        let msg = Message::PublishAck {
-            mid,
-            pub_id: p.pub_id,
-            seq,
-        };
-        let event = Event::PublishAccepted {
-            request: p.pub_id,
-            mid,
-            seq,
-        };
-        reply(self, msg, event);
+        self.answer_publish(&p, Ok(seq));
     }
 }
 
