@@ -156,18 +156,12 @@ fn sixteen_nodes_build_a_bounded_tree_and_deliver_every_message_once_in_order() 
             )
         });
         let member = c.client(7).await.unwrap();
-        let mut pending = Vec::new();
-        for k in 0..100 {
-            pending.push(
-                member
-                    .start_publish(mid, format!("member {k}"))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for p in pending {
-            p.accepted().await.unwrap();
-        }
+        let payloads = (0..100).map(|k| format!("member {k}"));
+        let published = member
+            .publish_all(mid, payloads, 100, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(published, 100);
         let seqs = ok(outsider.join().unwrap());
         assert_eq!(
             seqs.lines().count(),
@@ -559,22 +553,11 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
         // flow-control window and the root's 4 MiB queue for it.
         let publisher = c.client(1).await.unwrap();
         let payload = "x".repeat(4096);
-        let mut window = std::collections::VecDeque::new();
-        for k in 0..3000 {
-            if window.len() >= 256 {
-                let p: overlay_node::client::PendingPublish = window.pop_front().unwrap();
-                p.accepted().await.unwrap();
-            }
-            window.push_back(
-                publisher
-                    .start_publish(mid, format!("{k} {payload}"))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for p in window {
-            p.accepted().await.unwrap();
-        }
+        let payloads = (0..3000).map(|k| format!("{k} {payload}"));
+        publisher
+            .publish_all(mid, payloads, 256, |_| {})
+            .await
+            .unwrap();
         wait_for(&[&a, &b], 3000, Duration::from_secs(60)).await;
         assert_eq!(
             a.lock().unwrap().len(),

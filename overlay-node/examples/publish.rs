@@ -29,25 +29,14 @@ fn main() -> anyhow::Result<()> {
     smol::block_on(async {
         let client = Client::connect_dir(&dir).await?;
         let start = Instant::now();
-        let mut window = std::collections::VecDeque::new();
         let (mut first, mut last) = (None, 0);
-        for k in 0..count {
-            if window.len() >= 128 {
-                let p: overlay_node::client::PendingPublish =
-                    window.pop_front().expect("non-empty");
-                last = p.accepted().await?;
-                first.get_or_insert(last);
-            }
-            window.push_back(
-                client
-                    .start_publish(mid, format!("message {k} from the example"))
-                    .await?,
-            );
-        }
-        for p in window {
-            last = p.accepted().await?;
-            first.get_or_insert(last);
-        }
+        let payloads = (0..count).map(|k| format!("message {k} from the example"));
+        client
+            .publish_all(mid, payloads, 128, |seq| {
+                first.get_or_insert(seq);
+                last = seq;
+            })
+            .await?;
         let secs = start.elapsed().as_secs_f64();
         println!(
             "published {count} messages to {mid}: seq {}..{last}, {:.0} messages/s",

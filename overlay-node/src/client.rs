@@ -305,6 +305,37 @@ impl Client {
         Ok(PendingPublish { rx })
     }
 
+    /// Publishes every payload in order, keeping up to `window` publishes
+    /// awaiting the root's answer at once, and calls `accepted` with each
+    /// sequence number, in order, as the root accepts them. Returns how many
+    /// were published; stops at the first failure.
+    pub async fn publish_all<I, P>(
+        &self,
+        mid: Mid,
+        payloads: I,
+        window: usize,
+        mut accepted: impl FnMut(u64),
+    ) -> Result<u64, ClientError>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut n = 0;
+        for payload in payloads {
+            if in_flight.len() >= window.max(1) {
+                let p: PendingPublish = in_flight.pop_front().expect("window is not empty");
+                accepted(p.accepted().await?);
+            }
+            in_flight.push_back(self.start_publish(mid, payload).await?);
+            n += 1;
+        }
+        for p in in_flight {
+            accepted(p.accepted().await?);
+        }
+        Ok(n)
+    }
+
     /// The group's whole tree as the root sees it, root first.
     pub async fn tree(&self, mid: Mid) -> Result<Vec<TreeEntry>, ClientError> {
         match self.call(Request::Tree { mid }).await? {

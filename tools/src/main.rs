@@ -273,21 +273,26 @@ async fn publish(
         writeln!(out, "{seq}")?;
         return Ok(());
     }
-    let stdin = std::io::stdin();
-    let mut window = std::collections::VecDeque::new();
-    let mut n = 0u64;
-    for line in stdin.lock().lines() {
-        let line = line.context("cannot read stdin")?;
-        if window.len() >= PUBLISH_WINDOW {
-            let pending: overlay_node::client::PendingPublish =
-                window.pop_front().expect("non-empty");
-            writeln!(out, "{}", pending.accepted().await?)?;
-        }
-        window.push_back(client.start_publish(mid, line.into_bytes()).await?);
-        n += 1;
+    // Each line of stdin is one message; a read error ends the input and
+    // is reported once the lines before it are published.
+    let mut read_error = None;
+    let lines = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(|l| l.map_err(|e| read_error = Some(e)).ok());
+    let mut write_error = None;
+    let n = client
+        .publish_all(mid, lines.map(String::into_bytes), PUBLISH_WINDOW, |seq| {
+            if let Err(e) = writeln!(out, "{seq}") {
+                write_error.get_or_insert(e);
+            }
+        })
+        .await?;
+    if let Some(e) = read_error {
+        return Err(anyhow::Error::new(e).context("cannot read stdin"));
     }
-    for pending in window {
-        writeln!(out, "{}", pending.accepted().await?)?;
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
     eprintln!("published {n} messages to {mid}");
     Ok(())

@@ -100,17 +100,10 @@ async fn bench(cluster: &mut Cluster, args: &Args) -> anyhow::Result<()> {
     let publisher = cluster.client(1).await?;
     let payload = bytes::Bytes::from(vec![b'x'; args.size]);
     let start = Instant::now();
-    let mut window = std::collections::VecDeque::new();
-    for _ in 0..args.messages {
-        if window.len() >= args.window {
-            let p: overlay_node::client::PendingPublish = window.pop_front().expect("non-empty");
-            p.accepted().await?;
-        }
-        window.push_back(publisher.start_publish(mid, payload.clone()).await?);
-    }
-    for p in window {
-        p.accepted().await?;
-    }
+    let payloads = (0..args.messages).map(|_| payload.clone());
+    publisher
+        .publish_all(mid, payloads, args.window, |_| {})
+        .await?;
     let accepted = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
     while counts
