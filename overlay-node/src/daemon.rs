@@ -137,6 +137,8 @@ struct Actor {
 
 /// Frames queued for a peer while it is being dialed.
 const DIAL_QUEUE: usize = 1024;
+/// Subscriptions one control connection may hold.
+const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 256;
 /// Dials under way at once; frames for further new peers are dropped (the
 /// protocol's retries cover them).
 const MAX_DIALS: usize = 256;
@@ -664,6 +666,17 @@ impl Actor {
             }
             Request::Join { mid } => self.start_join(client, id, mid),
             Request::Subscribe { mid } => {
+                let held = self
+                    .subscribers
+                    .values()
+                    .flatten()
+                    .filter(|s| s.client == client)
+                    .count();
+                if held >= MAX_SUBSCRIPTIONS_PER_CLIENT {
+                    return self.error(client, id, ErrorKind::Overloaded, format!(
+                        "this connection already holds {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions; open another connection"
+                    ));
+                }
                 self.subscribers.entry(mid).or_default().push(Subscriber {
                     client,
                     id,
