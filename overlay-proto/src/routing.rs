@@ -143,7 +143,10 @@ impl RoutingTable {
     pub fn next_hop(&self, key: Key, skip: Option<NodeId>) -> Option<NodeInfo> {
         let mut best = None;
         let mut best_d = distance(self.me.id.key(), key);
-        for n in self.iter() {
+        // Runs for every routed message: scan the entries as they lie, with
+        // no de-duplication (a node in both places is just compared twice).
+        let table = self.rows.iter().flat_map(|r| r.iter().flatten());
+        for &n in self.leaves.iter().chain(table) {
             if Some(n.id) == skip {
                 continue;
             }

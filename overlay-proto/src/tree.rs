@@ -35,7 +35,7 @@ use rand::Rng;
 use crate::frame::seal_data;
 use crate::id::{Mid, NodeId};
 use crate::message::{Data, Message, NodeInfo, Publish, RejectReason};
-use crate::node::{Event, Node, PendingPublish, PublishError, Timer};
+use crate::node::{Event, Node, Output, PendingPublish, PublishError, Timer};
 
 /// A child in a group tree.
 #[derive(Debug, Clone)]
@@ -441,7 +441,6 @@ impl<R: Rng> Node<R> {
             return;
         }
         g.seen = (data.epoch, data.seq);
-        let children: Vec<NodeInfo> = g.children.values().map(|c| c.info).collect();
         if g.member {
             self.emit(Event::Delivered {
                 mid: data.mid,
@@ -451,8 +450,18 @@ impl<R: Rng> Node<R> {
                 payload: data.payload.clone(),
             });
         }
-        for c in children {
-            self.send(c, Message::Data(data.clone()));
+        self.forward_to_children(&data);
+    }
+
+    /// Queues `data` for every child of its group. Runs once per message at
+    /// every node, so it borrows the children instead of collecting them.
+    fn forward_to_children(&mut self, data: &Data) {
+        let Node { groups, out, .. } = self;
+        if let Some(g) = groups.get(&data.mid) {
+            out.extend(g.children.values().map(|c| Output::Send {
+                to: c.info,
+                msg: Message::Data(data.clone()),
+            }));
         }
     }
 
@@ -553,12 +562,9 @@ impl<R: Rng> Node<R> {
                 return;
             }
         };
-        let children: Vec<NodeInfo> = g.children.values().map(|c| c.info).collect();
         let member = g.member;
         g.seen = (epoch, seq);
-        for c in children {
-            self.send(c, Message::Data(data.clone()));
-        }
+        self.forward_to_children(&data);
         if member {
             self.emit(Event::Delivered {
                 mid,
