@@ -538,10 +538,29 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             id: me.id,
             addr: transport.local_addr().unwrap(),
         };
-        let join = overlay_proto::Message::Join { mid, joiner };
+        let join = overlay_proto::Message::Join {
+            mid,
+            joiner,
+            want: None,
+        };
         let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
         let mut s = conn.open_uni().await.unwrap();
         s.write_all(&frame.head).await.unwrap();
+        // It keeps sending heartbeats, so it is alive as far as the root
+        // can tell: only its full queue gives it away.
+        let beats = smol::spawn(async move {
+            let beat = overlay_proto::Message::Heartbeat {
+                tree: vec![(mid, 1)],
+                replica: vec![],
+            };
+            let frame = overlay_proto::frame::encode(&beat, 1 << 20).unwrap();
+            loop {
+                if s.write_all(&frame.head).await.is_err() {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(200)).await;
+            }
+        });
         smol::Timer::after(Duration::from_millis(300)).await;
         let children = root.status().await.unwrap().groups[0].children.clone();
         assert!(
@@ -576,7 +595,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             !children.iter().any(|ch| ch.starts_with(&me.id.to_string())),
             "the stuck child was dropped"
         );
-        drop((task_a, task_b));
+        drop((task_a, task_b, beats));
     });
 }
 

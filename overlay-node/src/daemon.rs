@@ -738,7 +738,7 @@ impl Actor {
                     self.reply(client, id, Response::Created { mid });
                 }
             }
-            Event::Joined { mid, depth } => {
+            Event::Joined { mid, depth, .. } => {
                 for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
                     self.reply(client, id, Response::Joined { depth });
                 }

@@ -20,14 +20,19 @@ pub struct Config {
     /// Largest application payload accepted, in bytes (1 MiB).
     pub max_message_size: usize,
     /// How long a join waits for its acknowledgement before it is sent again.
-    /// Two seconds covers several overlay hops on a loaded machine.
+    /// Short, because a re-join after a parent's crash is on the repair
+    /// path; the interval doubles on every retry.
     pub join_retry: Duration,
     /// Longest wait between two join attempts (the retry interval doubles).
     pub join_retry_max: Duration,
     /// How long a publish waits for the root's acknowledgement.
     pub publish_timeout: Duration,
-    /// Most publishes of this node waiting for their acknowledgement.
+    /// Most publishes of this node waiting for their acknowledgement; at
+    /// the root, also the most messages waiting for their replication.
     pub max_pending_publishes: usize,
+    /// Most payload bytes of this node's publishes waiting for their
+    /// acknowledgement (they are kept to be sent again).
+    pub max_pending_publish_bytes: usize,
     /// Time the root gives its tree to report itself for `overlay tree`.
     pub tree_query_budget: Duration,
     /// Most tree collections a node takes part in at once.
@@ -41,6 +46,37 @@ pub struct Config {
     /// How often a node asks a random neighbour for its routing state, which
     /// fills gaps in the table and repairs it after departures.
     pub maintenance_interval: Duration,
+    /// How often a node sends a heartbeat to each tree neighbour (parent,
+    /// children, root or replicas).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a tree neighbour is taken for dead. With the
+    /// heartbeat interval this bounds detection: a dead parent or child is
+    /// noticed within `failure_timeout + heartbeat_interval` (1.25 s).
+    pub failure_timeout: Duration,
+    /// How long a publish waits for the root's acknowledgement before it is
+    /// sent again (to whichever node is root by then). The root
+    /// de-duplicates, so a retry is never delivered twice.
+    pub publish_retry: Duration,
+    /// Nodes besides the root that hold a copy of a group's state (epoch,
+    /// sequence, retained messages). The root acknowledges a publish only
+    /// once every replica holds it, so the group survives the loss of the
+    /// root together with `replicas - 1` of them.
+    pub replicas: usize,
+    /// Messages the root retains per group, for replay (`subscribe --from`)
+    /// and for members that were cut off.
+    pub retain_messages: usize,
+    /// Bytes the root retains per group (frames counted whole).
+    pub retain_bytes: usize,
+    /// Recent messages every tree node keeps per group, to serve children
+    /// that re-attach after losing their parent.
+    pub buffer_messages: usize,
+    /// Bytes of that buffer.
+    pub buffer_bytes: usize,
+    /// Most retained messages one fetch is answered with; a longer gap is
+    /// fetched in several rounds.
+    pub max_fetch: usize,
+    /// How long a gap fetch waits for its answer before it is asked again.
+    pub repair_retry: Duration,
 }
 
 impl Default for Config {
@@ -50,16 +86,27 @@ impl Default for Config {
             leaf_set_size: 16,
             max_groups: 4096,
             max_message_size: 1 << 20,
-            join_retry: Duration::from_secs(2),
-            join_retry_max: Duration::from_secs(16),
+            join_retry: Duration::from_millis(750),
+            join_retry_max: Duration::from_secs(8),
             publish_timeout: Duration::from_secs(10),
             max_pending_publishes: 4096,
+            max_pending_publish_bytes: 16 << 20,
             tree_query_budget: Duration::from_secs(3),
             max_collections: 64,
             max_tree_entries: 20_000,
             bootstrap_attempts: 6,
             bootstrap_backoff: Duration::from_millis(500),
             maintenance_interval: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_millis(250),
+            failure_timeout: Duration::from_millis(1000),
+            publish_retry: Duration::from_millis(1000),
+            replicas: 2,
+            retain_messages: 10_000,
+            retain_bytes: 8 << 20,
+            buffer_messages: 2048,
+            buffer_bytes: 2 << 20,
+            max_fetch: 512,
+            repair_retry: Duration::from_millis(750),
         }
     }
 }

@@ -13,7 +13,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::message::{Message, MAX_NEIGHBOURS_PER_MESSAGE, PROTOCOL_VERSION};
+use crate::message::{
+    Message, MAX_HEARTBEAT_GROUPS, MAX_NEIGHBOURS_PER_MESSAGE, MAX_PATH, MAX_REPLICAS,
+    PROTOCOL_VERSION,
+};
 
 /// Bytes in the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -184,15 +187,21 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
         None if rest_len > 0 => return Err(DecodeError::TrailingBytes(rest_len)),
         None => {}
     }
-    match &mut msg {
-        Message::Data(d) => d.frame = frame,
-        Message::Neighbours { nodes, .. } if nodes.len() > MAX_NEIGHBOURS_PER_MESSAGE => {
-            return Err(DecodeError::TooManyEntries {
-                len: nodes.len(),
-                max: MAX_NEIGHBOURS_PER_MESSAGE,
-            })
+    let (len, max) = match &mut msg {
+        Message::Data(d) => {
+            d.frame = frame;
+            (0, 0)
         }
-        _ => {}
+        Message::Neighbours { nodes, .. } => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
+        Message::JoinAck { path, .. } => (path.len(), MAX_PATH),
+        Message::ReplicaSync { replicas, .. } => (replicas.len(), MAX_REPLICAS),
+        Message::Heartbeat { tree, replica } => {
+            (tree.len().max(replica.len()), MAX_HEARTBEAT_GROUPS)
+        }
+        _ => (0, 0),
+    };
+    if len > max {
+        return Err(DecodeError::TooManyEntries { len, max });
     }
     Ok(msg)
 }
@@ -248,6 +257,20 @@ mod tests {
         )
     }
 
+    fn arb_data(payload: impl Strategy<Value = Bytes>) -> impl Strategy<Value = Data> {
+        (
+            any::<u128>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u128>(),
+            any::<u64>(),
+            payload,
+        )
+            .prop_map(|(mid, epoch, seq, p, pub_id, payload)| {
+                Data::new(Mid(mid), epoch, seq, NodeId(p), pub_id, payload)
+            })
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         let mid = any::<u128>().prop_map(Mid);
         let payload = prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from);
@@ -255,8 +278,20 @@ mod tests {
             arb_info().prop_map(|joiner| Message::JoinOverlay { joiner }),
             (prop::collection::vec(arb_info(), 0..40), any::<bool>())
                 .prop_map(|(nodes, reply)| Message::Neighbours { nodes, reply }),
-            (mid.clone(), arb_info()).prop_map(|(mid, joiner)| Message::Join { mid, joiner }),
-            (mid.clone(), any::<u16>()).prop_map(|(mid, depth)| Message::JoinAck { mid, depth }),
+            (mid.clone(), arb_info(), any::<Option<u64>>())
+                .prop_map(|(mid, joiner, want)| Message::Join { mid, joiner, want }),
+            (
+                mid.clone(),
+                any::<u64>(),
+                any::<u32>(),
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+            )
+                .prop_map(|(mid, next, epoch, path)| Message::JoinAck {
+                    mid,
+                    next,
+                    epoch,
+                    path
+                }),
             (mid.clone(), arb_reason())
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
@@ -280,20 +315,57 @@ mod tests {
                     reason,
                 }
             }),
+            arb_data(payload.clone()).prop_map(Message::Data),
+            arb_data(payload.clone()).prop_map(Message::Replicate),
+            (any::<u64>(), arb_data(payload))
+                .prop_map(|(request, data)| Message::Fetched { request, data }),
+            (
+                prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
+                prop::collection::vec((mid.clone(), any::<u64>()), 0..5)
+            )
+                .prop_map(|(tree, replica)| Message::Heartbeat { tree, replica }),
+            (
+                mid.clone(),
+                any::<u64>(),
+                any::<u64>(),
+                arb_info(),
+                any::<u64>()
+            )
+                .prop_map(|(mid, from, to, reply_to, request)| Message::Fetch {
+                    mid,
+                    from,
+                    to,
+                    reply_to,
+                    request
+                }),
+            (mid.clone(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(mid, request, from, to)| Message::Lost {
+                    mid,
+                    request,
+                    from,
+                    to
+                }
+            ),
             (
                 mid.clone(),
                 any::<u32>(),
+                arb_info(),
                 any::<u64>(),
-                any::<u128>(),
-                payload
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..4)
             )
-                .prop_map(|(mid, epoch, seq, p, payload)| Message::Data(Data::new(
-                    mid,
-                    epoch,
-                    seq,
-                    NodeId(p),
-                    payload
-                ))),
+                .prop_map(|(mid, epoch, root, first, replicas)| {
+                    Message::ReplicaSync {
+                        mid,
+                        epoch,
+                        root,
+                        first,
+                        replicas,
+                    }
+                }),
+            (mid.clone(), any::<u32>(), any::<u64>())
+                .prop_map(|(mid, epoch, seq)| Message::ReplicaAck { mid, epoch, seq }),
+            (mid.clone(), any::<u32>(), arb_info())
+                .prop_map(|(mid, epoch, root)| Message::NotRoot { mid, epoch, root }),
             (mid.clone(), any::<u64>(), arb_info()).prop_map(|(mid, query, reply_to)| {
                 Message::TreeQuery {
                     mid,
@@ -357,7 +429,7 @@ mod tests {
     #[test]
     fn sealed_data_shares_one_buffer() {
         let payload = Bytes::from_static(b"hello tree");
-        let d = seal_data(Data::new(Mid(1), 1, 7, NodeId(2), payload.clone()), MAX).unwrap();
+        let d = seal_data(Data::new(Mid(1), 1, 7, NodeId(2), 9, payload.clone()), MAX).unwrap();
         assert_eq!(d.payload, payload);
         let f = encode(&Message::Data(d.clone()), MAX).unwrap();
         assert!(f.payload.is_empty());

@@ -29,21 +29,38 @@
 //!   forwarder, the first node already on the tree ends it, and a node at its
 //!   fan-out bound hands the joiner down to a child. Messages are sequenced
 //!   by the root and flow down the tree.
+//! - [`stream`]: each node's ordered, gap-free stream of a group's messages,
+//!   its repair buffer, and gap repair from the parent and the root.
+//! - [`publish`] and [`root`]: publishing with retries, and the root that
+//!   orders messages, de-duplicates retries, retains messages, and commits
+//!   each only once its replicas hold it.
+//! - [`replica`]: the copies of a root's state, and the takeover by the next
+//!   responsible node when the root dies.
+//! - [`liveness`]: heartbeats between tree neighbours, failure detection
+//!   within 1.25 s, and the soft state that keeps both ends of a link
+//!   agreeing.
 //! - [`query`]: collecting the whole tree at the root for display.
 
 pub mod config;
 pub mod frame;
 pub mod id;
+pub mod liveness;
+mod log;
 pub mod message;
 pub mod node;
 pub mod overlay;
+pub mod publish;
 pub mod query;
+pub mod replica;
+pub mod root;
 pub mod routing;
 pub mod sim;
+pub mod stream;
 pub mod tree;
 
 pub use config::Config;
 pub use id::{Mid, NodeId};
 pub use message::{Message, NodeInfo, RejectReason, TreeEntry};
 pub use node::{Command, Event, Input, Node, Output, PublishError, Timer, TreeError};
+pub use replica::ReplicaView;
 pub use tree::GroupView;

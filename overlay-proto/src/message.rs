@@ -22,6 +22,17 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// and the populated rows of a routing table fit with room to spare.
 pub const MAX_NEIGHBOURS_PER_MESSAGE: usize = 512;
 
+/// Deepest tree a node takes part in: the longest root path a
+/// [`Message::JoinAck`] may carry. Trees of a million members with fan-out 2
+/// are 20 deep; this leaves room for the hand-downs of a churning tree.
+pub const MAX_PATH: usize = 128;
+
+/// Most groups one [`Message::Heartbeat`] may report on per list.
+pub const MAX_HEARTBEAT_GROUPS: usize = 4096;
+
+/// Most replicas a group may have.
+pub const MAX_REPLICAS: usize = 8;
+
 /// A node's id and the address it accepts QUIC connections on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -103,6 +114,9 @@ pub struct Data {
     pub seq: u64,
     /// The node that published it.
     pub publisher: NodeId,
+    /// The publisher's own number for it; with `publisher`, what the root
+    /// de-duplicates retried publishes by.
+    pub pub_id: u64,
     /// The application's bytes.
     #[serde(skip)]
     pub payload: Bytes,
@@ -138,13 +152,25 @@ pub enum Message {
         mid: Mid,
         /// The node that becomes the receiver's child.
         joiner: NodeInfo,
+        /// The first sequence number the joiner still needs, if it has
+        /// received any before (a re-join); `None` for a new member, which
+        /// starts with the live messages.
+        want: Option<u64>,
     },
     /// The sender is now the receiver's parent and is attached to the root.
     JoinAck {
         /// The group.
         mid: Mid,
-        /// The sender's depth in the tree (root = 0).
-        depth: u16,
+        /// The sequence number of the first message the sender will send on
+        /// this link; anything the receiver wants before it comes from the
+        /// root's retention.
+        next: u64,
+        /// The root's epoch as the sender knows it.
+        epoch: u32,
+        /// The sender's path from the root: the root first, the sender last
+        /// (at most [`MAX_PATH`]). A receiver that finds itself on it would
+        /// close a cycle, and refuses.
+        path: Vec<NodeId>,
     },
     /// The join cannot succeed.
     JoinReject {
@@ -219,6 +245,92 @@ pub enum Message {
         /// The tree, root first, or why there is none.
         result: Result<Vec<TreeEntry>, RejectReason>,
     },
+    /// Sent to every tree neighbour a few times a second: the sender is
+    /// alive, and this is where it stands in each group the two share.
+    /// A list that leaves out a group the receiver thinks they share tells
+    /// the receiver the relation is gone.
+    Heartbeat {
+        /// `(mid, next)` for each group where the receiver is the sender's
+        /// parent or child: the next sequence number the sender expects.
+        tree: Vec<(Mid, u64)>,
+        /// `(mid, seq)` for each group where the receiver is the sender's
+        /// root or replica: the last sequence number the sender holds
+        /// (root: committed; replica: received).
+        replica: Vec<(Mid, u64)>,
+    },
+    /// Asks for messages `from..to` of a group, to fill a gap. Routed toward
+    /// the root, which answers with [`Message::Fetched`] and
+    /// [`Message::Lost`].
+    Fetch {
+        /// The group.
+        mid: Mid,
+        /// First sequence number wanted.
+        from: u64,
+        /// One past the last sequence number wanted.
+        to: u64,
+        /// Who to answer.
+        reply_to: NodeInfo,
+        /// The asker's number for a replay; 0 for the repair of its own
+        /// stream.
+        request: u64,
+    },
+    /// One retained message, answering [`Message::Fetch`]. The payload
+    /// follows the header on the wire.
+    Fetched {
+        /// The asker's number from the fetch.
+        request: u64,
+        /// The message.
+        data: Data,
+    },
+    /// Messages `from..to` are no longer retained: the asker will never get
+    /// them, and tells its application so.
+    Lost {
+        /// The group.
+        mid: Mid,
+        /// The asker's number from the fetch.
+        request: u64,
+        /// First lost sequence number.
+        from: u64,
+        /// One past the last lost one.
+        to: u64,
+    },
+    /// The root makes the receiver a replica of the group's state, starting
+    /// a log at `first`: the [`Message::Replicate`]s that follow fill it.
+    ReplicaSync {
+        /// The group.
+        mid: Mid,
+        /// The root's epoch.
+        epoch: u32,
+        /// The root.
+        root: NodeInfo,
+        /// Sequence number of the first message that follows.
+        first: u64,
+        /// The root's replica set, closest to the mid first (at most
+        /// [`MAX_REPLICAS`]): the order in which replicas take over.
+        replicas: Vec<NodeId>,
+    },
+    /// One message of the root's log, for a replica. The payload follows
+    /// the header on the wire.
+    Replicate(Data),
+    /// A replica holds the root's log up to `seq`.
+    ReplicaAck {
+        /// The group.
+        mid: Mid,
+        /// The epoch the replica follows.
+        epoch: u32,
+        /// The last sequence number it holds.
+        seq: u64,
+    },
+    /// The receiver is not, or no longer, this group's root: the sender
+    /// follows a newer root. A root that gets this steps down.
+    NotRoot {
+        /// The group.
+        mid: Mid,
+        /// The epoch the sender follows.
+        epoch: u32,
+        /// The root the sender follows.
+        root: NodeInfo,
+    },
 }
 
 impl Message {
@@ -226,7 +338,9 @@ impl Message {
     pub fn payload(&self) -> Option<&Bytes> {
         match self {
             Message::Publish(p) => Some(&p.payload),
-            Message::Data(d) => Some(&d.payload),
+            Message::Data(d) | Message::Replicate(d) | Message::Fetched { data: d, .. } => {
+                Some(&d.payload)
+            }
             _ => None,
         }
     }
@@ -234,7 +348,9 @@ impl Message {
     pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
         match self {
             Message::Publish(p) => Some(&mut p.payload),
-            Message::Data(d) => Some(&mut d.payload),
+            Message::Data(d) | Message::Replicate(d) | Message::Fetched { data: d, .. } => {
+                Some(&mut d.payload)
+            }
             _ => None,
         }
     }
@@ -257,20 +373,46 @@ impl Message {
             Message::Collected { .. } => "collected",
             Message::Depart => "depart",
             Message::TreeReply { .. } => "tree-reply",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Fetch { .. } => "fetch",
+            Message::Fetched { .. } => "fetched",
+            Message::Lost { .. } => "lost",
+            Message::ReplicaSync { .. } => "replica-sync",
+            Message::Replicate(_) => "replicate",
+            Message::ReplicaAck { .. } => "replica-ack",
+            Message::NotRoot { .. } => "not-root",
         }
     }
 }
 
 impl Data {
     /// A data message that has not been encoded yet.
-    pub fn new(mid: Mid, epoch: u32, seq: u64, publisher: NodeId, payload: Bytes) -> Self {
+    pub fn new(
+        mid: Mid,
+        epoch: u32,
+        seq: u64,
+        publisher: NodeId,
+        pub_id: u64,
+        payload: Bytes,
+    ) -> Self {
         Data {
             mid,
             epoch,
             seq,
             publisher,
+            pub_id,
             payload,
             frame: Bytes::new(),
+        }
+    }
+
+    /// Bytes this message holds on to: its frame, or its payload before it
+    /// was encoded. What bounded buffers count.
+    pub fn size(&self) -> usize {
+        if self.frame.is_empty() {
+            self.payload.len() + 64
+        } else {
+            self.frame.len()
         }
     }
 }
@@ -281,6 +423,7 @@ impl PartialEq for Data {
             && self.epoch == other.epoch
             && self.seq == other.seq
             && self.publisher == other.publisher
+            && self.pub_id == other.pub_id
             && self.payload == other.payload
     }
 }
@@ -303,6 +446,7 @@ impl fmt::Debug for Data {
             .field("epoch", &self.epoch)
             .field("seq", &self.seq)
             .field("publisher", &self.publisher)
+            .field("pub_id", &self.pub_id)
             .field("payload_len", &self.payload.len())
             .finish()
     }

@@ -1,6 +1,7 @@
 //! The state machine of one overlay node: its inputs, its outputs and the
 //! dispatch between the parts that handle them ([`crate::overlay`],
-//! [`crate::tree`], [`crate::query`]).
+//! [`crate::tree`], [`crate::stream`], [`crate::publish`], [`crate::root`],
+//! [`crate::replica`], [`crate::liveness`], [`crate::query`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,7 +13,10 @@ use rand::Rng;
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
 use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
+use crate::publish::PendingPublish;
+use crate::replica::Replica;
 use crate::routing::RoutingTable;
+use crate::stream::Replay;
 use crate::tree::Group;
 
 /// A local request from the node's user (the daemon's control socket).
@@ -63,6 +67,28 @@ pub enum Command {
         /// The group.
         mid: Mid,
     },
+    /// Report messages `from..to` of a group again, from this node's buffer
+    /// or the root's retention: answered by [`Event::Replayed`] for each,
+    /// [`Event::ReplayLost`] for those no longer retained, then
+    /// [`Event::ReplayDone`].
+    Replay {
+        /// Caller's number for the request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// First sequence number.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// Become a member of a group again after a restart, and catch up from
+    /// `next` on (what the node had passed on before it stopped).
+    Resume {
+        /// The group.
+        mid: Mid,
+        /// The first sequence number the node did not have.
+        next: u64,
+    },
 }
 
 /// A timer the node asked for with [`Output::SetTimer`]. When it fires, the
@@ -85,6 +111,12 @@ pub enum Timer {
     QueryTimeout(u64),
     /// Periodic routing table maintenance.
     Maintenance,
+    /// Heartbeats to tree neighbours, and failure detection.
+    Heartbeat,
+    /// A gap fetch of this group is overdue.
+    Repair(Mid),
+    /// A replay's fetch is overdue.
+    Replay(u64),
 }
 
 /// Something that happened to the node, for the driver to act on.
@@ -140,6 +172,9 @@ pub enum TreeError {
     /// The root did not answer in time.
     #[error("the group's root did not answer in time; check that it is running and reachable")]
     Timeout,
+    /// Too many such requests are under way at this node.
+    #[error("too many requests of this kind are under way at this node; retry later")]
+    Busy,
 }
 
 /// What the node tells its user.
@@ -171,6 +206,8 @@ pub enum Event {
         mid: Mid,
         /// Depth in the tree (root = 0).
         depth: u16,
+        /// Sequence number of the first message that will be delivered.
+        next: u64,
     },
     /// A join cannot succeed.
     JoinFailed {
@@ -191,6 +228,49 @@ pub enum Event {
         publisher: NodeId,
         /// The bytes.
         payload: Bytes,
+    },
+    /// Messages `from..to` of a group will never be delivered here: they
+    /// were no longer retained when this node asked for them.
+    Lost {
+        /// The group.
+        mid: Mid,
+        /// First lost sequence number.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// A message of a replay.
+    Replayed {
+        /// The request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// The root's epoch.
+        epoch: u32,
+        /// Position in the root's order.
+        seq: u64,
+        /// Who published it.
+        publisher: NodeId,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// Messages `from..to` of a replay are no longer retained.
+    ReplayLost {
+        /// The request.
+        request: u64,
+        /// The group.
+        mid: Mid,
+        /// First lost sequence number.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// A replay is over.
+    ReplayDone {
+        /// The request.
+        request: u64,
+        /// Whether all of it was reported (or reported lost).
+        result: Result<(), TreeError>,
     },
     /// The root accepted a publish.
     PublishAccepted {
@@ -256,13 +336,6 @@ pub(crate) enum Phase {
     Joined,
 }
 
-/// A publish of this node waiting for the root's answer.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingPublish {
-    pub(crate) mid: Mid,
-    pub(crate) deadline: Instant,
-}
-
 /// One overlay node's protocol state. Feed it [`Input`]s with
 /// [`Node::handle`], then drain [`Output`]s with [`Node::poll_output`].
 ///
@@ -276,8 +349,13 @@ pub struct Node<R> {
     pub(crate) table: RoutingTable,
     pub(crate) phase: Phase,
     pub(crate) groups: HashMap<Mid, Group>,
+    pub(crate) replicas: HashMap<Mid, Replica>,
     pub(crate) publishes: HashMap<u64, PendingPublish>,
+    pub(crate) publish_bytes: usize,
     pub(crate) publish_sweep_armed: bool,
+    pub(crate) replays: HashMap<u64, Replay>,
+    /// When each watched tree neighbour was last heard from.
+    pub(crate) heard: HashMap<NodeId, Instant>,
     pub(crate) collections: HashMap<u64, crate::query::Collection>,
     pub(crate) next_collection: u64,
     pub(crate) queries: HashMap<u64, Mid>,
@@ -294,8 +372,12 @@ impl<R: Rng> Node<R> {
             rng,
             phase: Phase::Idle,
             groups: HashMap::new(),
+            replicas: HashMap::new(),
             publishes: HashMap::new(),
+            publish_bytes: 0,
             publish_sweep_armed: false,
+            replays: HashMap::new(),
+            heard: HashMap::new(),
             collections: HashMap::new(),
             next_collection: 1,
             queries: HashMap::new(),
@@ -345,38 +427,28 @@ impl<R: Rng> Node<R> {
 
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
+        self.heard_from(from.id);
         match msg {
             Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
             Message::Neighbours { nodes, reply } => self.on_neighbours(from, nodes, reply),
-            Message::Join { mid, joiner } => self.on_join(from, mid, joiner),
-            Message::JoinAck { mid, depth } => self.on_join_ack(from, mid, depth),
+            Message::Join { mid, joiner, want } => self.on_join(from, mid, joiner, want),
+            Message::JoinAck {
+                mid,
+                next,
+                epoch,
+                path,
+            } => self.on_join_ack(from, mid, next, epoch, path),
             Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::Publish(p) => self.on_publish(p),
-            Message::PublishAck { mid, pub_id, seq } => {
-                if self.publishes.remove(&pub_id).is_some() {
-                    self.emit(Event::PublishAccepted {
-                        request: pub_id,
-                        mid,
-                        seq,
-                    });
-                }
-            }
+            Message::PublishAck { mid, pub_id, seq } => self.publish_answered(mid, pub_id, Ok(seq)),
             Message::PublishReject {
                 mid,
                 pub_id,
                 reason,
-            } => {
-                if self.publishes.remove(&pub_id).is_some() {
-                    self.emit(Event::PublishFailed {
-                        request: pub_id,
-                        mid,
-                        error: reason.into(),
-                    });
-                }
-            }
+            } => self.publish_answered(mid, pub_id, Err(reason)),
             Message::Data(d) => self.on_data(from, d),
-            Message::Depart => self.on_peer_down(from.id),
+            Message::Depart => self.peer_lost(from.id),
             Message::TreeQuery {
                 mid,
                 query,
@@ -401,6 +473,31 @@ impl<R: Rng> Node<R> {
                     });
                 }
             }
+            Message::Heartbeat { tree, replica } => self.on_heartbeat(from, tree, replica),
+            Message::Fetch {
+                mid,
+                from: first,
+                to,
+                reply_to,
+                request,
+            } => self.on_fetch(mid, first, to, reply_to, request),
+            Message::Fetched { request, data } => self.on_fetched(request, data),
+            Message::Lost {
+                mid,
+                request,
+                from: first,
+                to,
+            } => self.on_lost(mid, request, first, to),
+            Message::ReplicaSync {
+                mid,
+                epoch,
+                root,
+                first,
+                replicas,
+            } => self.on_replica_sync(from, mid, epoch, root, first, replicas),
+            Message::Replicate(d) => self.on_replicate(from, d),
+            Message::ReplicaAck { mid, epoch, seq } => self.on_replica_ack(from, mid, epoch, seq),
+            Message::NotRoot { mid, epoch, root } => self.on_not_root(mid, epoch, root),
         }
     }
 
@@ -409,8 +506,7 @@ impl<R: Rng> Node<R> {
     }
 
     fn on_peer_down(&mut self, peer: NodeId) {
-        self.table.remove(peer);
-        self.tree_peer_lost(peer);
+        self.peer_lost(peer);
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -420,6 +516,9 @@ impl<R: Rng> Node<R> {
             Timer::JoinRetry(mid) => self.on_join_retry(mid),
             Timer::PublishSweep => self.sweep_publishes(),
             Timer::CollectTimeout(id) => self.on_collect_timeout(id),
+            Timer::Heartbeat => self.on_heartbeat_timer(),
+            Timer::Repair(mid) => self.on_repair_timer(mid),
+            Timer::Replay(request) => self.on_replay_timer(request),
             Timer::QueryTimeout(id) => {
                 if let Some(mid) = self.queries.remove(&id) {
                     self.emit(Event::Tree {
@@ -447,49 +546,34 @@ impl<R: Rng> Node<R> {
                 payload,
             } => self.publish(request, mid, payload),
             Command::QueryTree { request, mid } => self.query_tree(request, mid),
-            Command::Shutdown => self.shutdown(),
-        }
-    }
-
-    /// Fails every publish past its deadline; re-arms while any is pending.
-    fn sweep_publishes(&mut self) {
-        self.publish_sweep_armed = false;
-        let now = self.now;
-        let expired: Vec<(u64, Mid)> = self
-            .publishes
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, p)| (*id, p.mid))
-            .collect();
-        for (request, mid) in expired {
-            self.publishes.remove(&request);
-            self.emit(Event::PublishFailed {
+            Command::Replay {
                 request,
                 mid,
-                error: PublishError::Timeout,
-            });
-        }
-        self.arm_publish_sweep();
-    }
-
-    pub(crate) fn arm_publish_sweep(&mut self) {
-        if !self.publish_sweep_armed && !self.publishes.is_empty() {
-            self.publish_sweep_armed = true;
-            // A quarter of the timeout: publishes fail at most 25% late.
-            self.set_timer(self.cfg.publish_timeout / 4, Timer::PublishSweep);
+                from,
+                to,
+            } => self.replay(request, mid, from, to),
+            Command::Resume { mid, next } => self.resume(mid, next),
+            Command::Shutdown => self.shutdown(),
         }
     }
 
     fn shutdown(&mut self) {
         let mut told = std::collections::HashSet::new();
         let groups = std::mem::take(&mut self.groups);
+        let replicas = std::mem::take(&mut self.replicas);
         let neighbours = groups
             .values()
             .flat_map(|g| {
                 g.parent
                     .into_iter()
                     .chain(g.children.values().map(|c| c.info))
+                    .chain(
+                        g.root
+                            .iter()
+                            .flat_map(|r| r.replicas.iter().map(|x| x.info)),
+                    )
             })
+            .chain(replicas.values().map(|r| r.root))
             .chain(self.table.leaves().iter().copied())
             .collect::<Vec<_>>();
         for n in neighbours {

@@ -32,6 +32,7 @@ impl<R: Rng> Node<R> {
             self.phase = Phase::Bootstrapping { addrs, round: 0 };
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
+        self.arm_heartbeat();
         let jitter = self
             .rng
             .random_range(0..=self.cfg.maintenance_interval.as_millis() as u64 / 4);

@@ -40,7 +40,7 @@ pub(crate) struct Collection {
 
 impl<R: Rng> Node<R> {
     pub(crate) fn query_tree(&mut self, request: u64, mid: Mid) {
-        if self.groups.get(&mid).is_some_and(|g| g.root) {
+        if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
             let budget = self.cfg.tree_query_budget;
             self.start_collection(mid, Answer::Local { request }, budget);
             return;
@@ -76,7 +76,7 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_tree_query(&mut self, mid: Mid, query: u64, reply_to: NodeInfo) {
-        if self.groups.get(&mid).is_some_and(|g| g.root) {
+        if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
             let budget = self.cfg.tree_query_budget;
             self.start_collection(
                 mid,

@@ -2,8 +2,12 @@
 //!
 //! Every message goes through the real codec (encoded and decoded) and
 //! arrives after a fixed latency, in order per link. Connections come up
-//! when a node first sends to another, as QUIC connections do in the daemon,
-//! and a crashed node's peers learn of it when they next send to it. Given
+//! when a node first sends to another, as QUIC connections do in the daemon.
+//! A crashed node goes silent, as a killed process does: what is sent to it
+//! vanishes, its connected peers hear of it only when their connection's
+//! idle timeout expires (`idle_timeout`), and a new connection to it fails
+//! after `dial_timeout`. Messages can also be dropped at random (`loss`),
+//! to check that the protocol recovers from any single lost message. Given
 //! the same seed, a run is identical every time.
 //!
 //! This drives the protocol in this crate's tests. The simulator in `tools/`
@@ -41,6 +45,14 @@ pub struct Sim {
     cfg: Config,
     /// One-way delay of every link.
     pub latency: Duration,
+    /// When the peers connected to a crashed node notice it.
+    pub idle_timeout: Duration,
+    /// When a connection attempt to a crashed node fails.
+    pub dial_timeout: Duration,
+    /// Probability that any one message is dropped.
+    pub loss: f64,
+    /// Messages dropped at random so far.
+    pub dropped: u64,
     events: Vec<(usize, Event)>,
     /// Messages delivered so far.
     pub messages: u64,
@@ -64,6 +76,10 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             cfg,
             latency: Duration::from_millis(10),
+            idle_timeout: Duration::from_millis(1500),
+            dial_timeout: Duration::from_secs(2),
+            loss: 0.0,
+            dropped: 0,
             events: Vec::new(),
             messages: 0,
         }
@@ -133,7 +149,33 @@ impl Sim {
     /// Stops node `i` without a word to anyone.
     pub fn crash(&mut self, i: usize) {
         self.alive[i] = false;
+        let id = self.nodes[i].me().id;
+        let peers: Vec<usize> = self
+            .links
+            .iter()
+            .filter_map(|&(a, b)| match (a == i, b == i) {
+                (true, _) => Some(b),
+                (_, true) => Some(a),
+                _ => None,
+            })
+            .collect();
         self.links.retain(|&(a, b)| a != i && b != i);
+        let at = self.now + self.idle_timeout;
+        for j in peers {
+            self.schedule(at, j, Input::PeerDown(id));
+        }
+    }
+
+    /// Index of a random running node for which `pick` holds, if any.
+    pub fn random_node(&mut self, mut pick: impl FnMut(&Node<StdRng>) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.alive[i] && pick(&self.nodes[i]))
+            .collect();
+        if candidates.is_empty() {
+            None
+        } else {
+            Some(candidates[self.rng.random_range(0..candidates.len())])
+        }
     }
 
     /// Takes the events every node reported so far, with the node's index.
@@ -168,6 +210,8 @@ impl Sim {
         if !self.alive[i] {
             return;
         }
+        let t = (self.now - self.start).as_millis() as u64;
+        let _span = tracing::debug_span!("node", i, t).entered();
         self.nodes[i].handle(self.now, input);
         while let Some(out) = self.nodes[i].poll_output() {
             self.output(i, out);
@@ -190,7 +234,15 @@ impl Sim {
                     return;
                 };
                 if !self.alive[j] {
-                    self.schedule(arrive + self.latency, i, Input::PeerDown(to.id));
+                    // Connected: the idle timeout will tell. Not connected:
+                    // the dial fails.
+                    if !self.links.contains(&(i.min(j), i.max(j))) {
+                        self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id));
+                    }
+                    return;
+                }
+                if self.loss > 0.0 && self.rng.random_bool(self.loss.min(1.0)) {
+                    self.dropped += 1;
                     return;
                 }
                 self.connect(i, j, arrive);

@@ -1,5 +1,4 @@
-//! Group trees: how joins build them, how messages flow down them, how
-//! leaves prune them.
+//! Group trees: how joins build them, how they heal, how leaves prune them.
 //!
 //! The join rule is the one of the seed notes ("Building multicast tree in
 //! ALM"), as Scribe implements it. A node P that wants to join sends a
@@ -14,28 +13,39 @@
 //!   grows deeper instead of failing.
 //!
 //! A node is *attached* once a [`Message::JoinAck`] from its parent says the
-//! parent is attached too; the root is attached by definition. Joins travel
-//! toward the root along strictly decreasing XOR distance (see
-//! [`crate::routing`]) and hand-downs only go to children, which are farther
-//! from the root than their parent, so the parent links can never form a
-//! cycle.
+//! parent is attached too; the root is attached by definition. The ack
+//! carries the parent's path from the root.
 //!
-//! The root numbers every message it accepts; data flows from parent to
-//! children only, over one ordered stream per link, so every member sees the
-//! root's order. A member that leaves stays on as a forwarder while it has
-//! children; a forwarder with neither membership nor children leaves its
-//! parent, which may prune itself in turn.
+//! Healing. A node whose parent is lost (a crash noticed by
+//! [`crate::liveness`], a closed connection, a goodbye) sends a new join
+//! toward the root through the overlay, which routes around the dead node,
+//! and keeps its subtree: the children stay attached to it and catch up when
+//! it does. The join says which message the node needs next (`want`), and
+//! the new parent sends what it holds of the gap right after its ack, on the
+//! same ordered link; the rest comes from the root's retention (see
+//! [`crate::stream`]).
+//!
+//! Cycles. A re-joining node's route can reach a node of its own subtree
+//! (hand-downs place children regardless of their distance to the root).
+//! Every node knows its path from the root, so a node that finds the joiner
+//! on its own path does not adopt it but passes the join on toward the root,
+//! and a joiner that finds itself on the path of an ack refuses that parent.
+//! Parent links therefore never close a cycle.
+//!
+//! A member that leaves stays on as a forwarder while it has children; a
+//! forwarder with neither membership nor children leaves its parent, which
+//! may prune itself in turn.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rand::Rng;
 
-use crate::frame::seal_data;
 use crate::id::{Mid, NodeId};
-use crate::message::{Data, Message, NodeInfo, Publish, RejectReason};
-use crate::node::{Event, Node, Output, PendingPublish, PublishError, Timer};
+use crate::message::{Message, NodeInfo, RejectReason, MAX_PATH};
+use crate::node::{Event, Node, Timer};
+use crate::root::Root;
+use crate::stream::Stream;
 
 /// A child in a group tree.
 #[derive(Debug, Clone)]
@@ -43,43 +53,103 @@ pub(crate) struct Child {
     pub(crate) info: NodeInfo,
     /// Joins handed down to this child, to spread hand-downs evenly.
     pub(crate) handed: u32,
+    /// What its join asked for, until we acknowledge it.
+    pub(crate) want: Option<u64>,
+    /// When we acknowledged it; from then on it receives the group's
+    /// messages and heartbeats.
+    pub(crate) acked: Option<Instant>,
+}
+
+impl Child {
+    fn new(info: NodeInfo, want: Option<u64>) -> Self {
+        Child {
+            info,
+            handed: 0,
+            want,
+            acked: None,
+        }
+    }
 }
 
 /// One node's part in one group's tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
-    pub(crate) root: bool,
+    /// The root's state, if this node is the root.
+    pub(crate) root: Option<Box<Root>>,
     pub(crate) member: bool,
     pub(crate) parent: Option<NodeInfo>,
+    /// When the current parent acknowledged us.
+    pub(crate) parent_since: Instant,
     /// Connected to the root through acknowledged parents.
     pub(crate) attached: bool,
-    pub(crate) depth: u16,
+    /// The path from the root to our parent (empty at the root).
+    pub(crate) path: Vec<NodeId>,
     pub(crate) children: BTreeMap<NodeId, Child>,
     /// The node our last join went to, whose acknowledgement we expect.
     pub(crate) join_target: Option<NodeId>,
     pub(crate) join_backoff: Duration,
-    /// Root: its epoch and the last sequence number it gave.
-    pub(crate) epoch: u32,
-    pub(crate) last_seq: u64,
-    /// The last (epoch, seq) received and passed on.
-    pub(crate) seen: (u32, u64),
+    /// A node the next join must not go to: it closed a cycle.
+    pub(crate) avoid: Option<NodeId>,
+    /// What a forwarder asks for before it has a stream of its own: the
+    /// `want` of the join that created it.
+    pub(crate) want_hint: Option<u64>,
+    /// Was attached once: a re-join keeps trying where a first join fails.
+    pub(crate) established: bool,
+    /// The messages: order, gaps, repair buffer.
+    pub(crate) stream: Stream,
 }
 
 impl Group {
-    fn new(root: bool, member: bool) -> Self {
+    pub(crate) fn new(member: bool, cfg: &crate::Config, now: Instant) -> Self {
         Group {
-            root,
+            root: None,
             member,
             parent: None,
-            attached: root,
-            depth: 0,
+            parent_since: now,
+            attached: false,
+            path: Vec::new(),
             children: BTreeMap::new(),
             join_target: None,
             join_backoff: Duration::ZERO,
-            epoch: if root { 1 } else { 0 },
-            last_seq: 0,
-            seen: (0, 0),
+            avoid: None,
+            want_hint: None,
+            established: false,
+            stream: Stream::new(cfg),
         }
+    }
+
+    pub(crate) fn is_root(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// Depth in the tree (root = 0).
+    pub(crate) fn depth(&self) -> u16 {
+        if self.is_root() {
+            0
+        } else {
+            self.path.len() as u16
+        }
+    }
+
+    /// The next sequence number this node will pass on, if it knows.
+    pub(crate) fn next(&self) -> Option<u64> {
+        match &self.root {
+            Some(r) => Some(r.committed + 1),
+            None => self.stream.next,
+        }
+    }
+
+    /// The recent messages this node can serve a child or a fetch from.
+    pub(crate) fn held(&self) -> &crate::log::Log {
+        match &self.root {
+            Some(r) => &r.log,
+            None => &self.stream.buf,
+        }
+    }
+
+    /// The children that receive the group's messages.
+    pub(crate) fn acked_children(&self) -> impl Iterator<Item = &Child> + '_ {
+        self.children.values().filter(|c| c.acked.is_some())
     }
 }
 
@@ -100,8 +170,21 @@ pub struct GroupView {
     pub parent: Option<NodeInfo>,
     /// The children.
     pub children: Vec<NodeInfo>,
-    /// Root: the last sequence number given.
+    /// The root's epoch as this node last saw it.
+    pub epoch: u32,
+    /// Root: the last sequence number committed (replicated and sent down
+    /// the tree). Others: the last one received in order.
     pub last_seq: u64,
+    /// Messages held for repair (root: retained for replay).
+    pub held: usize,
+    /// Bytes of those.
+    pub held_bytes: usize,
+    /// Messages received ahead of a gap, waiting for it to be filled.
+    pub pending: usize,
+    /// Messages this node's application will never get (beyond retention).
+    pub lost: u64,
+    /// Root: its replicas.
+    pub replicas: Vec<NodeInfo>,
 }
 
 impl<R: Rng> Node<R> {
@@ -112,37 +195,36 @@ impl<R: Rng> Node<R> {
             .iter()
             .map(|(mid, g)| GroupView {
                 mid: *mid,
-                root: g.root,
+                root: g.is_root(),
                 member: g.member,
                 attached: g.attached,
-                depth: g.depth,
+                depth: g.depth(),
                 parent: g.parent,
                 children: g.children.values().map(|c| c.info).collect(),
-                last_seq: g.last_seq,
+                epoch: g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch),
+                last_seq: g.next().unwrap_or(1).saturating_sub(1),
+                held: g.held().len(),
+                held_bytes: g.held().bytes(),
+                pending: g.stream.pending.len(),
+                lost: g.stream.lost,
+                replicas: g
+                    .root
+                    .as_ref()
+                    .map(|r| r.replicas.iter().map(|p| p.info).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         v.sort_by_key(|g| g.mid);
         v
     }
 
-    pub(crate) fn create_group(&mut self) -> Mid {
-        let mid = loop {
-            let mid = Mid::issue(self.me().id, &mut self.rng);
-            if !self.groups.contains_key(&mid) {
-                break mid;
-            }
-        };
-        tracing::debug!(mid = %mid, "group created");
-        self.groups.insert(mid, Group::new(true, true));
-        mid
-    }
-
     pub(crate) fn join(&mut self, mid: Mid) {
         if let Some(g) = self.groups.get_mut(&mid) {
             g.member = true;
             if g.attached {
-                let depth = g.depth;
-                self.emit(Event::Joined { mid, depth });
+                let depth = g.depth();
+                let next = g.next().unwrap_or(1);
+                self.emit(Event::Joined { mid, depth, next });
             }
             return;
         }
@@ -153,45 +235,96 @@ impl<R: Rng> Node<R> {
             });
             return;
         }
-        self.groups.insert(mid, Group::new(false, true));
+        let g = Group::new(true, &self.cfg, self.now);
+        self.groups.insert(mid, g);
         self.send_join(mid);
     }
 
-    /// Sends this node's own join one hop toward the mid, or fails the join
-    /// when this node is the closest to the mid and holds no such group.
-    fn send_join(&mut self, mid: Mid) {
+    /// Re-joins a group this node was a member of before a restart, asking
+    /// for what it missed from `next` on.
+    pub(crate) fn resume(&mut self, mid: Mid, next: u64) {
+        if self.groups.contains_key(&mid) || self.groups.len() >= self.cfg.max_groups {
+            return self.join(mid);
+        }
+        let mut g = Group::new(true, &self.cfg, self.now);
+        g.stream.resume_at(next);
+        g.established = true;
+        self.groups.insert(mid, g);
+        self.send_join(mid);
+    }
+
+    /// The next node on the way to the group's root: an overlay hop toward
+    /// the mid, or, for the node responsible for the mid that only holds a
+    /// replica, the root the replica follows.
+    pub(crate) fn toward_root(&self, mid: Mid, skip: Option<NodeId>) -> Option<NodeInfo> {
+        if self.groups.get(&mid).is_some_and(Group::is_root) {
+            return None;
+        }
+        if let Some(next) = self.table.next_hop(mid.key(), skip) {
+            return Some(next);
+        }
+        self.replicas
+            .get(&mid)
+            .filter(|r| r.orphaned.is_none() && r.root.id != self.me().id)
+            .map(|r| r.root)
+    }
+
+    /// Sends this node's own join one hop toward the root, or fails the join
+    /// when this node is the closest to the mid and knows no such group.
+    pub(crate) fn send_join(&mut self, mid: Mid) {
         let me = self.me();
-        let next = self.table.next_hop(mid.key(), None);
-        let retry = {
-            let Some(g) = self.groups.get_mut(&mid) else {
-                return;
-            };
-            g.join_target = next.map(|n| n.id);
-            g.join_backoff =
-                (g.join_backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
-            g.join_backoff
+        let Some(g) = self.groups.get(&mid) else {
+            return;
         };
+        let avoid = g.avoid;
+        let next = self.toward_root(mid, avoid);
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        g.join_target = next.map(|n| n.id);
+        g.join_backoff = (g.join_backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
+        let retry = g.join_backoff;
+        let want = g.stream.next.or(g.want_hint);
+        let established = g.established;
         match next {
             Some(next) => {
-                self.send(next, Message::Join { mid, joiner: me });
+                self.send(
+                    next,
+                    Message::Join {
+                        mid,
+                        joiner: me,
+                        want,
+                    },
+                );
                 self.set_timer(retry, Timer::JoinRetry(mid));
             }
-            None if self.is_joined() => self.fail_join(mid, RejectReason::UnknownGroup),
-            // Not in the overlay yet: try again once we may be.
+            // A group we were on does not vanish because its root did: the
+            // node taking over may not have noticed yet. Keep trying.
+            None if self.is_joined() && !established => {
+                self.fail_join(mid, RejectReason::UnknownGroup)
+            }
+            // Not in the overlay yet, or the group's new root is not known
+            // yet: try again later.
             None => self.set_timer(retry, Timer::JoinRetry(mid)),
         }
     }
 
     pub(crate) fn on_join_retry(&mut self, mid: Mid) {
-        let Some(g) = self.groups.get(&mid) else {
+        let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.attached || g.root {
+        if g.attached || g.is_root() {
             return;
         }
         if !g.member && g.children.is_empty() {
             self.groups.remove(&mid);
             return;
+        }
+        // The node we joined through did not answer: try around it.
+        if g.avoid.is_none() {
+            g.avoid = g.join_target;
+        } else {
+            g.avoid = None;
         }
         tracing::debug!(mid = %mid, "join not acknowledged yet, sending it again");
         self.send_join(mid);
@@ -211,66 +344,66 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    pub(crate) fn on_join(&mut self, from: NodeInfo, mid: Mid, joiner: NodeInfo) {
+    pub(crate) fn on_join(
+        &mut self,
+        from: NodeInfo,
+        mid: Mid,
+        joiner: NodeInfo,
+        want: Option<u64>,
+    ) {
         let me = self.me().id;
         if joiner.id == me {
             return;
         }
         let max_children = self.cfg.max_children.max(1);
         if let Some(g) = self.groups.get_mut(&mid) {
-            // Already on the tree: the joiner becomes our child, or one of our
-            // children's if we are full. The join ends here either way.
-            if g.parent.is_some_and(|p| p.id == joiner.id) {
-                // Our own parent asks to join below us: it lost its state. We
-                // are cut off from the root; leave it to re-join elsewhere
-                // rather than make a cycle.
-                tracing::debug!(mid = %mid, "parent re-joins below us; detaching");
-                g.parent = None;
-                g.attached = false;
-                self.send_join(mid);
+            if g.path.contains(&joiner.id) || g.parent.is_some_and(|p| p.id == joiner.id) {
+                // The joiner is our ancestor: adopting it would close a
+                // cycle. Pass its join on toward the root instead, as a
+                // router, around both of us.
+                tracing::debug!(mid = %mid, joiner = %joiner.id.short(), "join from an ancestor, passing it on");
+                let next = self
+                    .table
+                    .next_hop(mid.key(), Some(joiner.id))
+                    .filter(|n| n.id != from.id);
+                if let Some(next) = next {
+                    self.send(next, Message::Join { mid, joiner, want });
+                }
                 return;
             }
+            // Already on the tree: the joiner becomes our child, or one of
+            // our children's if we are full. The join ends here either way.
             if let Some(c) = g.children.get_mut(&joiner.id) {
+                // A child that joins again lost track of us; start over.
                 c.info = joiner;
+                c.want = want;
+                c.acked = None;
             } else if g.children.len() >= max_children {
                 let child = g
                     .children
                     .values_mut()
-                    .filter(|c| c.info.id != from.id)
+                    .filter(|c| c.info.id != from.id && c.info.id != joiner.id)
                     .min_by_key(|c| c.handed);
                 if let Some(child) = child {
                     child.handed += 1;
                     let to = child.info;
                     tracing::trace!(mid = %mid, joiner = %joiner.id.short(), to = %to.id.short(), "fan-out bound reached, handing join down");
-                    self.send(to, Message::Join { mid, joiner });
+                    self.send(to, Message::Join { mid, joiner, want });
                     return;
                 }
-                // Our only children sent us this join: take it over the bound
-                // rather than bounce it back.
-                g.children.insert(
-                    joiner.id,
-                    Child {
-                        info: joiner,
-                        handed: 0,
-                    },
-                );
+                // Our only children sent us this join: take it over the
+                // bound rather than bounce it back.
+                g.children.insert(joiner.id, Child::new(joiner, want));
             } else {
-                g.children.insert(
-                    joiner.id,
-                    Child {
-                        info: joiner,
-                        handed: 0,
-                    },
-                );
+                g.children.insert(joiner.id, Child::new(joiner, want));
             }
             if g.attached {
-                let depth = g.depth;
-                self.send(joiner, Message::JoinAck { mid, depth });
+                self.ack_child(mid, joiner.id);
             }
             return;
         }
         // Not on the tree: become a forwarder and join on our own behalf.
-        if self.table.is_responsible(mid.key()) {
+        if self.toward_root(mid, None).is_none() {
             self.send(
                 joiner,
                 Message::JoinReject {
@@ -290,26 +423,70 @@ impl<R: Rng> Node<R> {
             );
             return;
         }
-        let mut g = Group::new(false, false);
-        g.children.insert(
-            joiner.id,
-            Child {
-                info: joiner,
-                handed: 0,
-            },
-        );
+        let mut g = Group::new(false, &self.cfg, self.now);
+        g.want_hint = want;
+        g.children.insert(joiner.id, Child::new(joiner, want));
         self.groups.insert(mid, g);
         self.send_join(mid);
     }
 
-    pub(crate) fn on_join_ack(&mut self, from: NodeInfo, mid: Mid, depth: u16) {
+    /// Acknowledges a child (we are attached): the ack with our path, then
+    /// what we hold of what it asked for, on the same ordered link, so the
+    /// child gets it before the live messages that follow.
+    pub(crate) fn ack_child(&mut self, mid: Mid, child: NodeId) {
+        let me = self.me().id;
+        let now = self.now;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let Some(next) = g.next() else {
+            return;
+        };
+        let epoch = g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch);
+        let mut path = g.path.clone();
+        path.push(me);
+        let Some(c) = g.children.get_mut(&child) else {
+            return;
+        };
+        let first_acked = c.acked.is_none();
+        c.acked = Some(now);
+        let info = c.info;
+        // Where this link starts: what the child wants, if we still hold it.
+        let start = match c.want.take() {
+            Some(w) if first_acked => w.clamp(g.held().first().min(next), next),
+            _ => next,
+        };
+        let backlog: Vec<_> = g.held().range(start, next).cloned().collect();
+        self.send(
+            info,
+            Message::JoinAck {
+                mid,
+                next: start,
+                epoch,
+                path,
+            },
+        );
+        for d in backlog {
+            self.send(info, Message::Data(d));
+        }
+    }
+
+    pub(crate) fn on_join_ack(
+        &mut self,
+        from: NodeInfo,
+        mid: Mid,
+        next: u64,
+        epoch: u32,
+        path: Vec<NodeId>,
+    ) {
+        let me = self.me().id;
         let unwanted = match self.groups.get(&mid) {
             // We no longer want this group, or the sender is below us, or we
             // are attached through another parent (a late answer to an
             // earlier join attempt): make sure the sender drops us.
             None => true,
             Some(g) => {
-                g.root
+                g.is_root()
                     || g.children.contains_key(&from.id)
                     || (g.attached && g.parent.is_some_and(|p| p.id != from.id))
             }
@@ -318,37 +495,60 @@ impl<R: Rng> Node<R> {
             self.send(from, Message::Leave { mid });
             return;
         }
+        if path.contains(&me) || path.len() >= MAX_PATH || path.last() != Some(&from.id) {
+            // Taking this parent would close a cycle (or make the tree
+            // deeper than any node accepts): refuse it and join around it.
+            tracing::debug!(mid = %mid, parent = %from.id.short(), "refusing a parent on our own path");
+            self.send(from, Message::Leave { mid });
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.avoid = Some(from.id);
+                if g.parent.is_some_and(|p| p.id == from.id) {
+                    g.parent = None;
+                    g.attached = false;
+                }
+            }
+            let retry = self.cfg.join_retry;
+            self.set_timer(retry, Timer::JoinRetry(mid));
+            return;
+        }
+        let now = self.now;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
         let old = g.parent.replace(from).filter(|p| p.id != from.id);
         let was_attached = g.attached;
+        g.attached = true;
+        g.established = true;
+        g.parent_since = now;
+        g.path = path;
+        g.join_target = None;
+        g.join_backoff = Duration::ZERO;
+        g.avoid = None;
+        g.want_hint = None;
+        g.stream.epoch = g.stream.epoch.max(epoch);
         if let Some(old) = old {
             // We had sent a join that a parent took but never acknowledged.
             self.send(old, Message::Leave { mid });
         }
-        self.attach(mid, from, depth, was_attached);
-    }
-
-    /// Our parent `from` acknowledged us: we are attached, and so are the
-    /// children that waited on us.
-    fn attach(&mut self, mid: Mid, from: NodeInfo, depth: u16, was_attached: bool) {
-        let Some(g) = self.groups.get_mut(&mid) else {
+        // The link starts at `next`; anything we need before it is a gap.
+        self.stream_starts(mid, next);
+        let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        g.attached = true;
-        g.join_target = None;
-        g.join_backoff = Duration::ZERO;
-        g.depth = depth.saturating_add(1);
-        let depth = g.depth;
+        let depth = g.depth();
         let member = g.member;
-        let children: Vec<NodeInfo> = g.children.values().map(|c| c.info).collect();
+        let stream_next = g.next().unwrap_or(next);
         tracing::debug!(mid = %mid, parent = %from.id.short(), depth, "attached to the tree");
+        let children: Vec<NodeId> = g.children.keys().copied().collect();
         for c in children {
-            self.send(c, Message::JoinAck { mid, depth });
+            self.ack_child(mid, c);
         }
         if member && !was_attached {
-            self.emit(Event::Joined { mid, depth });
+            self.emit(Event::Joined {
+                mid,
+                depth,
+                next: stream_next,
+            });
         }
     }
 
@@ -357,7 +557,12 @@ impl<R: Rng> Node<R> {
             return;
         };
         let expected = g.join_target == Some(from.id) || g.parent.is_some_and(|p| p.id == from.id);
-        if g.root || !expected {
+        if g.is_root() || !expected {
+            return;
+        }
+        if g.established && reason == RejectReason::UnknownGroup {
+            // The root's successor may not have taken over yet.
+            tracing::debug!(mid = %mid, "group not found while re-joining; retrying");
             return;
         }
         tracing::debug!(mid = %mid, %reason, "join rejected");
@@ -379,18 +584,31 @@ impl<R: Rng> Node<R> {
             self.prune(mid);
         } else if g.parent.is_some_and(|p| p.id == from.id) {
             // Our parent dropped us (it does not know us as its child).
-            g.parent = None;
-            g.attached = false;
-            self.send_join(mid);
+            self.detach(mid);
         }
     }
 
+    /// We lost our parent: join again, keeping our subtree.
+    pub(crate) fn detach(&mut self, mid: Mid) {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if g.is_root() {
+            return;
+        }
+        g.parent = None;
+        g.attached = false;
+        g.join_backoff = Duration::ZERO;
+        tracing::debug!(mid = %mid, "parent lost, joining again");
+        self.send_join(mid);
+    }
+
     /// A forwarder with no member below it removes itself from the tree.
-    fn prune(&mut self, mid: Mid) {
+    pub(crate) fn prune(&mut self, mid: Mid) {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        if g.root || g.member || !g.children.is_empty() {
+        if g.is_root() || g.member || !g.children.is_empty() {
             return;
         }
         if let Some(p) = g.parent {
@@ -400,7 +618,8 @@ impl<R: Rng> Node<R> {
         self.groups.remove(&mid);
     }
 
-    /// A peer is gone: drop it as a child, and re-join if it was our parent.
+    /// A peer is gone: drop it as a child, and re-join where it was our
+    /// parent.
     pub(crate) fn tree_peer_lost(&mut self, peer: NodeId) {
         let mids: Vec<Mid> = self
             .groups
@@ -418,163 +637,8 @@ impl<R: Rng> Node<R> {
                 self.prune(mid);
                 continue;
             }
-            g.parent = None;
-            g.attached = false;
-            g.join_backoff = Duration::ZERO;
-            tracing::debug!(mid = %mid, "parent lost, joining again");
-            self.send_join(mid);
+            self.detach(mid);
         }
-    }
-
-    pub(crate) fn on_data(&mut self, from: NodeInfo, data: Data) {
-        let Some(g) = self.groups.get_mut(&data.mid) else {
-            self.send(from, Message::Leave { mid: data.mid });
-            return;
-        };
-        if g.root || g.parent.is_none_or(|p| p.id != from.id) {
-            // Only our parent feeds us; anything else is stale.
-            return;
-        }
-        // One ordered stream per link means data arrives in the root's
-        // order; anything not newer than what we saw is a duplicate.
-        if (data.epoch, data.seq) <= g.seen {
-            return;
-        }
-        g.seen = (data.epoch, data.seq);
-        if g.member {
-            self.emit(Event::Delivered {
-                mid: data.mid,
-                epoch: data.epoch,
-                seq: data.seq,
-                publisher: data.publisher,
-                payload: data.payload.clone(),
-            });
-        }
-        self.forward_to_children(&data);
-    }
-
-    /// Queues `data` for every child of its group. Runs once per message at
-    /// every node, so it borrows the children instead of collecting them.
-    fn forward_to_children(&mut self, data: &Data) {
-        let Node { groups, out, .. } = self;
-        if let Some(g) = groups.get(&data.mid) {
-            out.extend(g.children.values().map(|c| Output::Send {
-                to: c.info,
-                msg: Message::Data(data.clone()),
-            }));
-        }
-    }
-
-    pub(crate) fn publish(&mut self, request: u64, mid: Mid, payload: Bytes) {
-        if payload.len() > self.cfg.max_message_size {
-            let limit = self.cfg.max_message_size as u32;
-            self.emit(Event::PublishFailed {
-                request,
-                mid,
-                error: PublishError::Rejected(RejectReason::PayloadTooLarge { limit }),
-            });
-            return;
-        }
-        if self.publishes.len() >= self.cfg.max_pending_publishes {
-            let max = self.cfg.max_pending_publishes;
-            self.emit(Event::PublishFailed {
-                request,
-                mid,
-                error: PublishError::TooManyInFlight(max),
-            });
-            return;
-        }
-        let deadline = self.now + self.cfg.publish_timeout;
-        self.publishes
-            .insert(request, PendingPublish { mid, deadline });
-        self.arm_publish_sweep();
-        let publisher = self.me();
-        self.on_publish(Publish {
-            mid,
-            publisher,
-            pub_id: request,
-            payload,
-        });
-    }
-
-    /// Answers a publish: an event if it is our own, else a message to its
-    /// publisher.
-    fn answer_publish(&mut self, p: &Publish, result: Result<u64, RejectReason>) {
-        let (mid, pub_id) = (p.mid, p.pub_id);
-        if p.publisher.id == self.me().id {
-            if self.publishes.remove(&pub_id).is_none() {
-                return;
-            }
-            let event = match result {
-                Ok(seq) => Event::PublishAccepted {
-                    request: pub_id,
-                    mid,
-                    seq,
-                },
-                Err(reason) => Event::PublishFailed {
-                    request: pub_id,
-                    mid,
-                    error: reason.into(),
-                },
-            };
-            self.emit(event);
-        } else {
-            let msg = match result {
-                Ok(seq) => Message::PublishAck { mid, pub_id, seq },
-                Err(reason) => Message::PublishReject {
-                    mid,
-                    pub_id,
-                    reason,
-                },
-            };
-            self.send(p.publisher, msg);
-        }
-    }
-
-    /// Routes a publish toward the root, or sequences it if we are the root.
-    pub(crate) fn on_publish(&mut self, p: Publish) {
-        let mid = p.mid;
-        if !self.groups.get(&mid).is_some_and(|g| g.root) {
-            match self.table.next_hop(mid.key(), None) {
-                Some(next) => self.send(next, Message::Publish(p)),
-                None => self.answer_publish(&p, Err(RejectReason::UnknownGroup)),
-            }
-            return;
-        }
-        if p.payload.len() > self.cfg.max_message_size {
-            let limit = self.cfg.max_message_size as u32;
-            return self.answer_publish(&p, Err(RejectReason::PayloadTooLarge { limit }));
-        }
-        let max_frame = self.cfg.max_frame_size();
-        let Some(g) = self.groups.get_mut(&mid) else {
-            return;
-        };
-        g.last_seq += 1;
-        let (epoch, seq) = (g.epoch, g.last_seq);
-        let data = match seal_data(
-            Data::new(mid, epoch, seq, p.publisher.id, p.payload.clone()),
-            max_frame,
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(mid = %mid, error = %e, "could not encode a group message");
-                g.last_seq -= 1;
-                return;
-            }
-        };
-        let member = g.member;
-        g.seen = (epoch, seq);
-        self.forward_to_children(&data);
-        if member {
-            self.emit(Event::Delivered {
-                mid,
-                epoch,
-                seq,
-                publisher: p.publisher.id,
-                payload: data.payload.clone(),
-            });
-        }
-        self.answer_publish(&p, Ok(seq));
     }
 }
 
@@ -637,6 +701,7 @@ mod tests {
         let msg = Message::Join {
             mid,
             joiner: info(joiner),
+            want: None,
         };
         n.handle(
             Instant::now(),
@@ -669,12 +734,19 @@ mod tests {
             Instant::now(),
             Input::Message {
                 from: info(ROOT),
-                msg: Message::JoinAck { mid: MID, depth: 0 },
+                msg: Message::JoinAck {
+                    mid: MID,
+                    next: 1,
+                    epoch: 1,
+                    path: vec![NodeId(ROOT)],
+                },
             },
         );
         let sent = drain(&mut q);
         assert_eq!(sent.len(), 1);
-        assert!(matches!(sent[0], (id, Message::JoinAck { depth: 1, .. }) if id == NodeId(P)));
+        assert!(
+            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
+        );
     }
 
     #[test]
@@ -688,7 +760,9 @@ mod tests {
         let mid = root.groups()[0].mid;
         let sent = join_from(&mut root, mid, Q, Q);
         assert_eq!(sent.len(), 1, "only the acknowledgement, no forwarding");
-        assert!(matches!(sent[0], (id, Message::JoinAck { depth: 0, .. }) if id == NodeId(Q)));
+        assert!(
+            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(Q) && path.len() == 1)
+        );
 
         // Q is on the tree: a later join through Q stops at Q.
         let mut q = node(Q, &[ROOT, P], 16);
@@ -698,13 +772,20 @@ mod tests {
             Instant::now(),
             Input::Message {
                 from: info(ROOT),
-                msg: Message::JoinAck { mid, depth: 0 },
+                msg: Message::JoinAck {
+                    mid,
+                    next: 1,
+                    epoch: 1,
+                    path: vec![NodeId(ROOT)],
+                },
             },
         );
         drain(&mut q);
         let sent = join_from(&mut q, mid, P, P);
         assert_eq!(sent.len(), 1);
-        assert!(matches!(sent[0], (id, Message::JoinAck { depth: 1, .. }) if id == NodeId(P)));
+        assert!(
+            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
+        );
     }
 
     #[test]

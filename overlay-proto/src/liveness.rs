@@ -1,0 +1,201 @@
+//! Failure detection between tree neighbours, and the soft state that keeps
+//! both ends of every tree link in agreement.
+//!
+//! Every `heartbeat_interval` (250 ms) a node sends a
+//! [`Message::Heartbeat`] to each of its tree neighbours: its parents and
+//! acknowledged children in every group, the replicas of the groups it is
+//! root of, and the roots of the groups it replicates. Any message from a
+//! neighbour counts as a sign of life; a neighbour silent for
+//! `failure_timeout` (1 s) is taken for dead, so a crash is noticed within
+//! 1.25 s, well before the QUIC idle timeout, and whatever the transport
+//! says. A dead neighbour is removed from the routing state and handled like
+//! a closed connection: children re-join, roots replace replicas, replicas
+//! take over.
+//!
+//! A heartbeat also lists the groups the two share, with the sender's
+//! position in each. That repairs what a lost or reordered message could
+//! leave inconsistent: a parent that does not list a group no longer has us
+//! as its child (we re-join); a child that does not list it no longer has us
+//! as its parent (we drop it); a parent ahead of us means we missed the tail
+//! of the stream (we fetch it); a root that does not list a group we
+//! replicate no longer counts on us (we forget the replica).
+
+use std::collections::{HashMap, HashSet};
+
+use rand::Rng;
+
+use crate::id::{Mid, NodeId};
+use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
+use crate::node::{Node, Timer};
+
+/// What one heartbeat to one neighbour says.
+#[derive(Debug, Default)]
+struct Beat {
+    info: Option<NodeInfo>,
+    tree: Vec<(Mid, u64)>,
+    replica: Vec<(Mid, u64)>,
+}
+
+impl<R: Rng> Node<R> {
+    /// Any message from `peer` is a sign of life.
+    pub(crate) fn heard_from(&mut self, peer: NodeId) {
+        if let Some(t) = self.heard.get_mut(&peer) {
+            *t = self.now;
+        }
+    }
+
+    pub(crate) fn arm_heartbeat(&mut self) {
+        self.set_timer(self.cfg.heartbeat_interval, Timer::Heartbeat);
+    }
+
+    /// Every neighbour we share tree or replica state with, and what we tell
+    /// it.
+    fn beats(&self) -> HashMap<NodeId, Beat> {
+        let mut beats: HashMap<NodeId, Beat> = HashMap::new();
+        let mut add = |info: NodeInfo, tree: Option<(Mid, u64)>, replica: Option<(Mid, u64)>| {
+            let b = beats.entry(info.id).or_default();
+            b.info = Some(info);
+            if let Some(t) = tree {
+                if b.tree.len() < MAX_HEARTBEAT_GROUPS {
+                    b.tree.push(t);
+                }
+            }
+            if let Some(r) = replica {
+                if b.replica.len() < MAX_HEARTBEAT_GROUPS {
+                    b.replica.push(r);
+                }
+            }
+        };
+        for (mid, g) in &self.groups {
+            let next = g.next().unwrap_or(0);
+            if let (Some(p), true) = (g.parent, g.attached) {
+                add(p, Some((*mid, next)), None);
+            }
+            for c in g.acked_children() {
+                add(c.info, Some((*mid, next)), None);
+            }
+            if let Some(r) = &g.root {
+                for x in &r.replicas {
+                    add(x.info, None, Some((*mid, r.committed)));
+                }
+            }
+        }
+        for (mid, r) in &self.replicas {
+            if r.orphaned.is_none() {
+                add(r.root, None, Some((*mid, r.log.next() - 1)));
+            }
+        }
+        beats
+    }
+
+    pub(crate) fn on_heartbeat_timer(&mut self) {
+        self.arm_heartbeat();
+        if !self.is_joined() {
+            return;
+        }
+        let now = self.now;
+        let beats = self.beats();
+        // Neighbours we no longer share anything with are not watched.
+        self.heard.retain(|id, _| beats.contains_key(id));
+        let mut dead = Vec::new();
+        for (id, beat) in beats {
+            let heard = *self.heard.entry(id).or_insert(now);
+            if now.duration_since(heard) > self.cfg.failure_timeout {
+                dead.push(id);
+                continue;
+            }
+            if let Some(info) = beat.info {
+                self.send(
+                    info,
+                    Message::Heartbeat {
+                        tree: beat.tree,
+                        replica: beat.replica,
+                    },
+                );
+            }
+        }
+        for id in dead {
+            tracing::info!(peer = %id.short(), "no sign of life from a tree neighbour; taking it for dead");
+            self.heard.remove(&id);
+            self.peer_lost(id);
+        }
+        self.root_tick();
+        self.replica_tick();
+    }
+
+    /// Reconciles what `from` says we share with what we think we share.
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        from: NodeInfo,
+        tree: Vec<(Mid, u64)>,
+        replica: Vec<(Mid, u64)>,
+    ) {
+        let now = self.now;
+        let grace = self.cfg.failure_timeout;
+        let listed: HashMap<Mid, u64> = tree.into_iter().collect();
+        let mut rejoin = Vec::new();
+        let mut drop_child = Vec::new();
+        let mut tail = Vec::new();
+        for (mid, g) in self.groups.iter_mut() {
+            if g.parent.is_some_and(|p| p.id == from.id) && g.attached {
+                match listed.get(mid) {
+                    Some(&parent_next) if g.stream.next.is_some_and(|n| n < parent_next) => {
+                        g.stream.head = g.stream.head.max(parent_next);
+                        tail.push(*mid);
+                    }
+                    Some(_) => {}
+                    None if now.duration_since(g.parent_since) > grace => rejoin.push(*mid),
+                    None => {}
+                }
+            }
+            if let Some(c) = g.children.get(&from.id) {
+                let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
+                if settled && !listed.contains_key(mid) {
+                    drop_child.push(*mid);
+                }
+            }
+        }
+        for mid in tail {
+            self.request_repair(mid);
+        }
+        for mid in rejoin {
+            tracing::debug!(mid = %mid, "parent no longer lists us; joining again");
+            self.detach(mid);
+        }
+        for mid in drop_child {
+            tracing::debug!(mid = %mid, child = %from.id.short(), "child no longer lists us; dropping it");
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.children.remove(&from.id);
+            }
+            self.prune(mid);
+        }
+        let listed: HashSet<Mid> = replica.iter().map(|(m, _)| *m).collect();
+        for (mid, seq) in replica {
+            if let Some(r) = self.replicas.get_mut(&mid) {
+                if r.root.id == from.id {
+                    r.committed = r.committed.max(seq.min(r.log.next() - 1));
+                }
+            }
+        }
+        self.replicas.retain(|mid, r| {
+            let dropped = r.root.id == from.id
+                && r.orphaned.is_none()
+                && !listed.contains(mid)
+                && now.duration_since(r.since) > grace;
+            if dropped {
+                tracing::debug!(mid = %mid, "the root no longer counts on us as a replica");
+            }
+            !dropped
+        });
+    }
+
+    /// A neighbour is gone (connection lost, goodbye, or silence): routing,
+    /// trees and replicas work around it.
+    pub(crate) fn peer_lost(&mut self, peer: NodeId) {
+        self.table.remove(peer);
+        self.heard.remove(&peer);
+        self.tree_peer_lost(peer);
+        self.replica_lost(peer);
+        self.replica_root_lost(peer);
+    }
+}

@@ -1,0 +1,388 @@
+//! The root of a group: it orders the group's messages, keeps them, and
+//! keeps a copy of its state on its replicas so that the group outlives it.
+//!
+//! A publish that reaches the root is checked against the publishes the
+//! root already holds, by `(publisher, pub_id)`: a publisher that retries
+//! (because its acknowledgement was lost, or the root crashed) gets the
+//! sequence number the first attempt got, and the message is never ordered
+//! twice. A new message gets the next sequence number in the current epoch,
+//! goes into the root's log, and is sent to every replica
+//! ([`Message::Replicate`]). It is *committed* once every replica holds it
+//! ([`Message::ReplicaAck`]): only then does it go down the tree and is its
+//! publisher told it was accepted. So whatever any member has seen, and
+//! whatever any publisher was told succeeded, is held by every replica, and
+//! the replica that takes over as root (see [`crate::replica`]) continues
+//! from a log that has all of it.
+//!
+//! The log is also the group's retention: the last `retain_messages`
+//! (at most `retain_bytes`) committed messages, from which gaps are repaired
+//! and replays are served. Messages not yet committed are never dropped from
+//! it; at most `max_pending_publishes` of them wait at a time, and beyond
+//! that the root answers [`RejectReason::Overloaded`] and the publisher
+//! retries later.
+//!
+//! The replicas are the `replicas` nodes closest to the mid in the root's
+//! routing state, which are the nodes that routing makes responsible for the
+//! mid when the root is gone. The set is re-evaluated every heartbeat; a new
+//! replica gets the whole log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use rand::Rng;
+
+use crate::frame::seal_data;
+use crate::id::{distance, Mid, NodeId};
+use crate::log::Log;
+use crate::message::{Data, Message, NodeInfo, Publish, RejectReason, MAX_REPLICAS};
+use crate::node::Node;
+use crate::tree::Group;
+
+/// A replica as the root sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaPeer {
+    pub(crate) info: NodeInfo,
+    /// The last sequence number it acknowledged.
+    pub(crate) acked: u64,
+    /// When `acked` last moved (or the replica was added, or was last sent
+    /// a catch-up).
+    pub(crate) progress_at: Instant,
+}
+
+/// The root's state of one group.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub(crate) epoch: u32,
+    /// Retained messages, then the ones waiting for their replication.
+    pub(crate) log: Log,
+    /// The last committed sequence number.
+    pub(crate) committed: u64,
+    /// `(publisher, pub_id)` of every message in the log.
+    index: HashMap<(NodeId, u64), u64>,
+    /// Publishers to answer once their message is committed.
+    waiting: BTreeMap<u64, (NodeInfo, u64)>,
+    pub(crate) replicas: Vec<ReplicaPeer>,
+}
+
+impl Root {
+    /// A root in `epoch` continuing from `log`, of which everything up to
+    /// `committed` is committed.
+    pub(crate) fn new(epoch: u32, log: Log, committed: u64) -> Self {
+        let index = log
+            .iter()
+            .map(|d| ((d.publisher, d.pub_id), d.seq))
+            .collect();
+        Root {
+            epoch,
+            log,
+            committed,
+            index,
+            waiting: BTreeMap::new(),
+            replicas: Vec::new(),
+        }
+    }
+
+    fn last(&self) -> u64 {
+        self.log.next() - 1
+    }
+
+    fn uncommitted(&self) -> usize {
+        (self.last() - self.committed) as usize
+    }
+
+    /// Forgets retained messages beyond the bounds, never uncommitted ones.
+    fn trim(&mut self) {
+        let keep = self.uncommitted();
+        while let Some(d) = self.log.evict(keep) {
+            // Only messages still in the log are de-duplicated: a retry
+            // older than the retention is beyond any publisher's timeout.
+            self.index.remove(&(d.publisher, d.pub_id));
+        }
+    }
+}
+
+impl<R: Rng> Node<R> {
+    pub(crate) fn create_group(&mut self) -> Mid {
+        let mid = loop {
+            let mid = Mid::issue(self.me().id, &mut self.rng);
+            if !self.groups.contains_key(&mid) {
+                break mid;
+            }
+        };
+        tracing::debug!(mid = %mid, "group created");
+        let mut g = Group::new(true, &self.cfg, self.now);
+        let log = Log::new(1, self.cfg.retain_messages, self.cfg.retain_bytes);
+        g.root = Some(Box::new(Root::new(1, log, 0)));
+        g.attached = true;
+        g.established = true;
+        self.groups.insert(mid, g);
+        self.choose_replicas(mid);
+        mid
+    }
+
+    /// Orders a publish that reached the root.
+    pub(crate) fn sequence(&mut self, p: Publish) {
+        let mid = p.mid;
+        if p.payload.len() > self.cfg.max_message_size {
+            let limit = self.cfg.max_message_size as u32;
+            return self.answer_publish(&p, Err(RejectReason::PayloadTooLarge { limit }));
+        }
+        let max_frame = self.cfg.max_frame_size();
+        let max_waiting = self.cfg.max_pending_publishes;
+        let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        if let Some(&seq) = r.index.get(&(p.publisher.id, p.pub_id)) {
+            // A retry of a message we hold.
+            if seq <= r.committed {
+                return self.answer_publish(&p, Ok(seq));
+            }
+            r.waiting.insert(seq, (p.publisher, p.pub_id));
+            return;
+        }
+        if r.uncommitted() >= max_waiting {
+            return self.answer_publish(&p, Err(RejectReason::Overloaded));
+        }
+        let seq = r.log.next();
+        let data = Data::new(
+            mid,
+            r.epoch,
+            seq,
+            p.publisher.id,
+            p.pub_id,
+            p.payload.clone(),
+        );
+        let data = match seal_data(data, max_frame) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(mid = %mid, error = %e, "could not encode a group message");
+                return;
+            }
+        };
+        r.log.push(data.clone());
+        r.index.insert((p.publisher.id, p.pub_id), seq);
+        r.waiting.insert(seq, (p.publisher, p.pub_id));
+        let replicas: Vec<NodeInfo> = r.replicas.iter().map(|x| x.info).collect();
+        for to in replicas {
+            self.send(to, Message::Replicate(data.clone()));
+        }
+        self.try_commit(mid);
+    }
+
+    /// Commits what every replica holds: down the tree, to the local
+    /// application, and the publishers' answers.
+    pub(crate) fn try_commit(&mut self, mid: Mid) {
+        loop {
+            let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+                return;
+            };
+            let target = r
+                .replicas
+                .iter()
+                .map(|x| x.acked)
+                .min()
+                .unwrap_or(u64::MAX)
+                .min(r.last());
+            if target <= r.committed {
+                r.trim();
+                return;
+            }
+            let seq = r.committed + 1;
+            let Some(data) = r.log.get(seq).cloned() else {
+                // Not expected: uncommitted messages are never trimmed.
+                r.committed = target;
+                continue;
+            };
+            r.committed = seq;
+            let answer = r.waiting.remove(&seq);
+            self.hand_on(mid, &data);
+            if let Some((publisher, pub_id)) = answer {
+                let p = Publish {
+                    mid,
+                    publisher,
+                    pub_id,
+                    payload: bytes::Bytes::new(),
+                };
+                self.answer_publish(&p, Ok(seq));
+            }
+        }
+    }
+
+    /// The nodes that should hold this group's state: the closest to the
+    /// mid that we know. New ones get our whole log.
+    pub(crate) fn choose_replicas(&mut self, mid: Mid) {
+        let me = self.me();
+        let want = self.cfg.replicas.min(MAX_REPLICAS);
+        let mut candidates: Vec<NodeInfo> = self.table.iter().collect();
+        candidates.sort_by_key(|n| distance(n.id.key(), mid.key()));
+        candidates.truncate(want);
+        let now = self.now;
+        let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        let same = candidates.len() == r.replicas.len()
+            && candidates
+                .iter()
+                .zip(&r.replicas)
+                .all(|(a, b)| a.id == b.info.id);
+        if same {
+            return;
+        }
+        let before = r.log.first().saturating_sub(1);
+        let mut fresh = Vec::new();
+        let old = std::mem::take(&mut r.replicas);
+        for c in &candidates {
+            match old.iter().find(|o| o.info.id == c.id) {
+                Some(o) => r.replicas.push(o.clone()),
+                None => {
+                    fresh.push(*c);
+                    r.replicas.push(ReplicaPeer {
+                        info: *c,
+                        acked: before,
+                        progress_at: now,
+                    });
+                }
+            }
+        }
+        tracing::debug!(mid = %mid, replicas = r.replicas.len(), new = fresh.len(), "replica set changed");
+        let order: Vec<NodeId> = r.replicas.iter().map(|x| x.info.id).collect();
+        let sync = Message::ReplicaSync {
+            mid,
+            epoch: r.epoch,
+            root: me,
+            first: r.log.first(),
+            replicas: order,
+        };
+        let log: Vec<Data> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            r.log.iter().cloned().collect()
+        };
+        for c in &candidates {
+            self.send(*c, sync.clone());
+        }
+        for c in fresh {
+            for d in &log {
+                self.send(c, Message::Replicate(d.clone()));
+            }
+        }
+        self.try_commit(mid);
+    }
+
+    pub(crate) fn on_replica_ack(&mut self, from: NodeInfo, mid: Mid, epoch: u32, seq: u64) {
+        let now = self.now;
+        let me = self.me();
+        let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        let order: Vec<NodeId> = r.replicas.iter().map(|x| x.info.id).collect();
+        let Some(peer) = r.replicas.iter_mut().find(|x| x.info.id == from.id) else {
+            return;
+        };
+        if epoch != r.epoch {
+            // It lost our sync (or never got it): start it over.
+            let sync = Message::ReplicaSync {
+                mid,
+                epoch: r.epoch,
+                root: me,
+                first: r.log.first(),
+                replicas: order,
+            };
+            peer.acked = r.log.first().saturating_sub(1);
+            peer.progress_at = now;
+            let log: Vec<Data> = r.log.iter().cloned().collect();
+            self.send(from, sync);
+            for d in log {
+                self.send(from, Message::Replicate(d));
+            }
+            return;
+        }
+        if seq > peer.acked {
+            peer.acked = seq;
+            peer.progress_at = now;
+            self.try_commit(mid);
+        }
+    }
+
+    /// Every heartbeat: re-evaluate the replica set, and send again what a
+    /// replica has not acknowledged for a while (a message to it was lost).
+    pub(crate) fn root_tick(&mut self) {
+        let roots: Vec<Mid> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.is_root())
+            .map(|(m, _)| *m)
+            .collect();
+        let now = self.now;
+        let stall = self.cfg.heartbeat_interval * 2;
+        let max = self.cfg.max_fetch as u64;
+        for mid in roots {
+            self.choose_replicas(mid);
+            let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+                continue;
+            };
+            let last = r.last();
+            let mut resend = Vec::new();
+            for peer in r.replicas.iter_mut() {
+                if peer.acked < last && now.duration_since(peer.progress_at) >= stall {
+                    peer.progress_at = now;
+                    let from = (peer.acked + 1).max(r.log.first());
+                    let msgs: Vec<Data> = r.log.range(from, from + max).cloned().collect();
+                    resend.push((peer.info, msgs));
+                }
+            }
+            for (to, msgs) in resend {
+                for d in msgs {
+                    self.send(to, Message::Replicate(d));
+                }
+            }
+        }
+    }
+
+    /// A replica is gone: choose another (which may let commits go on).
+    pub(crate) fn replica_lost(&mut self, peer: NodeId) {
+        let mids: Vec<Mid> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.root
+                    .as_ref()
+                    .is_some_and(|r| r.replicas.iter().any(|x| x.info.id == peer))
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        for mid in mids {
+            if let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) {
+                r.replicas.retain(|x| x.info.id != peer);
+            }
+            self.choose_replicas(mid);
+            self.try_commit(mid);
+        }
+    }
+
+    /// Another node is root in a newer epoch: stop being root and join its
+    /// tree, keeping our subtree. Messages we ordered but never committed
+    /// are dropped; their publishers were not answered and retry.
+    pub(crate) fn step_down(&mut self, mid: Mid) {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let Some(r) = g.root.take() else {
+            return;
+        };
+        tracing::info!(mid = %mid, epoch = r.epoch, "another node is root now; stepping down");
+        let next = r.committed + 1;
+        g.stream.buf.reset(r.log.first());
+        for d in r.log.range(r.log.first(), next) {
+            g.stream.buf.push(d.clone());
+            g.stream.buf.trim(0);
+        }
+        g.stream.next = Some(next);
+        g.stream.epoch = r.epoch;
+        g.attached = false;
+        g.parent = None;
+        g.path.clear();
+        g.established = true;
+        self.send_join(mid);
+    }
+}

@@ -1,0 +1,311 @@
+//! Trees that heal: the real state machines on the simulated network, with
+//! silent crashes (forwarders one after another, and the root) and random
+//! message loss, checked for the delivery guarantee. Every run is
+//! deterministic from its seed; `SEED=n` starts the seeds at n and
+//! `SEEDS=k` runs k of them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use overlay_proto::sim::Sim;
+use overlay_proto::{Command, Config, Event, Mid, NodeId};
+use rand::{Rng, SeedableRng};
+
+/// Logs the nodes' tracing (each line names the node's index) when
+/// `RUST_LOG` is set.
+fn init_logs() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
+fn seeds(default: u64) -> impl Iterator<Item = u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    let base: u64 = var("SEED").unwrap_or(1);
+    base..base + var("SEEDS").unwrap_or(default)
+}
+
+fn overlay(seed: u64, n: usize, cfg: Config) -> Sim {
+    let mut sim = Sim::new(seed, cfg);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+    sim.add_node(&[]);
+    for i in 1..n {
+        let a = rng.random_range(0..i);
+        sim.add_node(&[a]);
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.run_for(Duration::from_secs(25));
+    sim
+}
+
+/// What one run saw.
+#[derive(Default)]
+struct Record {
+    /// Payload of each publish request, by (node, request).
+    sent: HashMap<(usize, u64), Bytes>,
+    /// Sequence number of each accepted publish.
+    accepted: BTreeMap<u64, Bytes>,
+    /// Each node's deliveries, in order.
+    delivered: HashMap<usize, Vec<(u64, Bytes)>>,
+    lost: Vec<(usize, Event)>,
+    failed: usize,
+}
+
+impl Record {
+    fn take(&mut self, sim: &mut Sim, seed: u64) {
+        for (i, e) in sim.take_events() {
+            match e {
+                Event::Delivered { seq, payload, .. } => {
+                    self.delivered.entry(i).or_default().push((seq, payload))
+                }
+                Event::PublishAccepted { request, seq, .. } => {
+                    let payload = self.sent[&(i, request)].clone();
+                    if let Some(old) = self.accepted.insert(seq, payload.clone()) {
+                        assert_eq!(old, payload, "seed {seed}: two messages accepted as {seq}");
+                    }
+                }
+                e @ Event::Lost { .. } => self.lost.push((i, e)),
+                Event::PublishFailed { error, .. } => {
+                    if std::env::var("DEBUG_HEAL").is_ok() {
+                        eprintln!("publish failed at {i}: {error}");
+                    }
+                    self.failed += 1
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The group's tree, checked: every live member is attached, its parent is
+/// alive and lists it, and its path reaches the root without a cycle.
+fn check_tree(sim: &Sim, mid: Mid, seed: u64) -> NodeId {
+    let mut parent: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut roots = Vec::new();
+    for i in (0..sim.len()).filter(|&i| sim.is_alive(i)) {
+        let me = sim.node(i).me().id;
+        let Some(g) = sim.node(i).groups().into_iter().find(|g| g.mid == mid) else {
+            panic!("seed {seed}: live node {i} is not on the tree");
+        };
+        if g.root {
+            roots.push(me);
+            continue;
+        }
+        assert!(g.attached, "seed {seed}: node {i} is not attached");
+        let p = g.parent.expect("attached means a parent");
+        let pi = sim.index_of(p.id).unwrap();
+        assert!(sim.is_alive(pi), "seed {seed}: node {i}'s parent is dead");
+        let pg = sim
+            .node(pi)
+            .groups()
+            .into_iter()
+            .find(|g| g.mid == mid)
+            .expect("the parent is on the tree");
+        assert!(
+            pg.children.iter().any(|c| c.id == me),
+            "seed {seed}: node {i}'s parent does not list it"
+        );
+        parent.insert(me, p.id);
+    }
+    assert_eq!(roots.len(), 1, "seed {seed}: exactly one root");
+    let root = roots[0];
+    for &start in parent.keys() {
+        let (mut at, mut hops) = (start, 0);
+        while at != root {
+            at = parent[&at];
+            hops += 1;
+            assert!(hops < 64, "seed {seed}: cycle in the tree");
+        }
+    }
+    root
+}
+
+/// Every live member delivered every accepted message exactly once, in the
+/// root's order, and nothing else.
+fn check_delivery(sim: &Sim, mid: Mid, rec: &Record, seed: u64) {
+    assert!(rec.lost.is_empty(), "seed {seed}: losses {:?}", rec.lost);
+    let sent: HashSet<&Bytes> = rec.sent.values().collect();
+    let mut reference: Option<&Vec<(u64, Bytes)>> = None;
+    for i in (0..sim.len()).filter(|&i| sim.is_alive(i)) {
+        let got = rec.delivered.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+        for w in got.windows(2) {
+            assert_eq!(
+                w[0].0 + 1,
+                w[1].0,
+                "seed {seed}: node {i} delivered {} then {}",
+                w[0].0,
+                w[1].0
+            );
+        }
+        let seqs: HashMap<u64, &Bytes> = got.iter().map(|(s, p)| (*s, p)).collect();
+        if std::env::var("DEBUG_HEAL").is_ok() && rec.accepted.keys().any(|s| !seqs.contains_key(s))
+        {
+            let mut at = i;
+            loop {
+                let g = sim
+                    .node(at)
+                    .groups()
+                    .into_iter()
+                    .find(|g| g.mid == mid)
+                    .unwrap();
+                eprintln!("node {at}: {g:?}");
+                match g.parent {
+                    Some(p) => at = sim.index_of(p.id).unwrap(),
+                    None => break,
+                }
+            }
+        }
+        for (seq, payload) in &rec.accepted {
+            assert_eq!(
+                seqs.get(seq),
+                Some(&payload),
+                "seed {seed}: node {i} is missing accepted message {seq}"
+            );
+        }
+        for (_, p) in got {
+            assert!(
+                sent.contains(p),
+                "seed {seed}: node {i} delivered a phantom"
+            );
+        }
+        let unique: HashSet<&Bytes> = got.iter().map(|(_, p)| p).collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "seed {seed}: node {i} got a duplicate"
+        );
+        match reference {
+            None => reference = rec.delivered.get(&i),
+            Some(r) => assert_eq!(r.as_slice(), got, "seed {seed}: node {i} saw another order"),
+        }
+    }
+}
+
+/// Builds a group with every node a member, rooted at node 0.
+fn group(sim: &mut Sim, n: usize) -> Mid {
+    sim.take_events();
+    sim.command(0, Command::CreateGroup { request: 1 });
+    let mid = match &sim.take_events()[..] {
+        [(0, Event::GroupCreated { mid, .. })] => *mid,
+        other => panic!("unexpected {other:?}"),
+    };
+    for i in 1..n {
+        sim.command(i, Command::Join { mid });
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_secs(5));
+    mid
+}
+
+/// Forwarders crash one after another every two seconds, and the root once,
+/// while publishers send; a little of every kind of message is lost.
+#[test]
+fn crashes_and_loss_lose_no_accepted_message() {
+    init_logs();
+    for seed in seeds(6) {
+        let n = 40;
+        let cfg = Config {
+            max_children: 3,
+            ..Config::default()
+        };
+        let mut sim = overlay(seed, n, cfg);
+        let mid = group(&mut sim, n);
+        check_tree(&sim, mid, seed);
+        sim.loss = std::env::var("LOSS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.005);
+        let mut rec = Record::default();
+        rec.take(&mut sim, seed);
+        let mut request = 0u64;
+        let mut crashed = 0;
+        let mut root_crashed = false;
+        // 16 s of publishing at about 100 messages a second.
+        for tick in 0..1600u64 {
+            if tick % 200 == 100 {
+                let victim = if !root_crashed && tick >= 700 {
+                    root_crashed = true;
+                    sim.random_node(|node| node.groups().iter().any(|g| g.mid == mid && g.root))
+                } else {
+                    sim.random_node(|node| {
+                        node.groups()
+                            .iter()
+                            .any(|g| g.mid == mid && !g.root && !g.children.is_empty())
+                    })
+                };
+                if let Some(v) = victim {
+                    sim.crash(v);
+                    crashed += 1;
+                }
+            }
+            if let Some(p) = sim.random_node(|_| true) {
+                request += 1;
+                let payload = Bytes::from(format!("{seed}/{p}/{request}"));
+                rec.sent.insert((p, request), payload.clone());
+                sim.command(
+                    p,
+                    Command::Publish {
+                        request,
+                        mid,
+                        payload,
+                    },
+                );
+            }
+            sim.run_for(Duration::from_millis(10));
+            rec.take(&mut sim, seed);
+            if tick % 100 == 0 && std::env::var("DEBUG_HEAL").is_ok() {
+                eprintln!(
+                    "t={:?} accepted {} failed {} crashed {crashed}",
+                    sim.elapsed(),
+                    rec.accepted.len(),
+                    rec.failed
+                );
+            }
+        }
+        sim.loss = 0.0;
+        sim.run_for(Duration::from_secs(20));
+        rec.take(&mut sim, seed);
+        if std::env::var("DEBUG_HEAL").is_ok() {
+            for i in (0..sim.len()).filter(|&i| sim.is_alive(i)) {
+                for g in sim.node(i).groups() {
+                    if g.root || !g.attached {
+                        eprintln!("node {i}: {g:?}");
+                    }
+                }
+                for r in sim.node(i).replicas() {
+                    eprintln!("node {i} {}: {r:?}", sim.node(i).me().id.short());
+                }
+            }
+        }
+        eprintln!(
+            "seed {seed}: {} accepted, {} failed, {} crashed, {} messages dropped, {} sent in all",
+            rec.accepted.len(),
+            rec.failed,
+            crashed,
+            sim.dropped,
+            sim.messages
+        );
+        assert!(
+            root_crashed && crashed >= 7,
+            "seed {seed}: crashes happened"
+        );
+        let root = check_tree(&sim, mid, seed);
+        assert_ne!(
+            root,
+            sim.node(0).me().id,
+            "seed {seed}: a new root took over"
+        );
+        assert!(
+            rec.accepted.len() > 1400,
+            "seed {seed}: only {} of 1600 publishes accepted",
+            rec.accepted.len()
+        );
+        check_delivery(&sim, mid, &rec, seed);
+    }
+}
