@@ -40,6 +40,10 @@ pub enum Request {
     Subscribe {
         /// The group.
         mid: Mid,
+        /// Start at this sequence number: the retained messages from it on
+        /// come first, then the live ones, with no gap and no duplicate.
+        /// `None`: live messages only.
+        from: Option<u64>,
     },
     /// Send a message to the group; answered once the root accepted it.
     Publish {
@@ -120,6 +124,38 @@ pub struct GroupStatus {
     pub parent: Option<String>,
     /// The children, as `id@addr`.
     pub children: Vec<String>,
+    /// The root's epoch (it grows each time a new root takes over).
+    pub epoch: u32,
+    /// Root: the last sequence number committed. Others: the last one
+    /// received in order.
+    pub last_seq: u64,
+    /// Messages held for repair (root: retained for replay).
+    pub held: usize,
+    /// Bytes of those.
+    pub held_bytes: usize,
+    /// Messages received ahead of a gap being repaired.
+    pub pending: usize,
+    /// Messages this node will never deliver (no longer retained).
+    pub lost: u64,
+    /// Root: the nodes holding a copy of the group's state, as `id@addr`.
+    pub replicas: Vec<String>,
+}
+
+/// A copy of a group's root state held by this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The group.
+    pub mid: Mid,
+    /// The root it copies, as `id@addr`.
+    pub root: String,
+    /// The root's epoch.
+    pub epoch: u32,
+    /// Oldest sequence number held.
+    pub first: u64,
+    /// Newest sequence number held.
+    pub last: u64,
+    /// Whether the root was lost and another replica should have taken over.
+    pub orphaned: bool,
 }
 
 /// The answer to [`Request::Status`].
@@ -135,6 +171,8 @@ pub struct Status {
     pub neighbours: Vec<Neighbour>,
     /// Its groups.
     pub groups: Vec<GroupStatus>,
+    /// The root states it keeps a copy of.
+    pub replicas: Vec<ReplicaStatus>,
 }
 
 /// What kind of failure an [`ApiError`] reports, for programs to act on.
@@ -181,6 +219,8 @@ pub enum Response {
     Joined {
         /// Depth in the tree.
         depth: u16,
+        /// Sequence number of the first live message that follows.
+        next: u64,
     },
     /// Answer to [`Request::Leave`].
     Left,
@@ -196,6 +236,14 @@ pub enum Response {
     Lagged {
         /// Messages dropped.
         missed: u64,
+    },
+    /// Messages `from..to` of a subscription will never come: they were no
+    /// longer retained by the root when this node asked for them.
+    Lost {
+        /// First lost sequence number.
+        from: u64,
+        /// One past the last.
+        to: u64,
     },
     /// Answer to [`Request::Tree`]: the tree, root first, as a flat list.
     Tree(Vec<TreeEntry>),

@@ -107,6 +107,15 @@ pub enum SubscriptionEvent {
     /// This many messages were dropped because the application read too
     /// slowly.
     Lagged(u64),
+    /// Messages `from..to` will never come: the root no longer retained
+    /// them when this node asked (it was cut off for too long, or the
+    /// replay started too far back).
+    Lost {
+        /// First lost sequence number.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
 }
 
 /// A stream of a group's messages; see [`Client::subscribe`].
@@ -116,6 +125,9 @@ pub struct Subscription {
     rx: std::pin::Pin<Box<Receiver<Response>>>,
     /// Depth of the node in the group's tree when the subscription started.
     pub depth: u16,
+    /// Sequence number of the first live message; a subscription that
+    /// started at an earlier one gets the retained messages before it first.
+    pub next: u64,
 }
 
 impl Subscription {
@@ -129,6 +141,7 @@ fn subscription_event(r: Response) -> Result<SubscriptionEvent, ClientError> {
     match r {
         Response::Message(d) => Ok(SubscriptionEvent::Message(d)),
         Response::Lagged { missed } => Ok(SubscriptionEvent::Lagged(missed)),
+        Response::Lost { from, to } => Ok(SubscriptionEvent::Lost { from, to }),
         Response::Error(e) => Err(e.into()),
         other => Err(ClientError::Protocol(format!("{other:?}"))),
     }
@@ -261,7 +274,7 @@ impl Client {
     /// with its depth.
     pub async fn join(&self, mid: Mid) -> Result<u16, ClientError> {
         match self.call(Request::Join { mid }).await? {
-            Response::Joined { depth } => Ok(depth),
+            Response::Joined { depth, .. } => Ok(depth),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
@@ -271,16 +284,29 @@ impl Client {
         self.call(Request::Leave { mid }).await.map(|_| ())
     }
 
-    /// Subscribes to the group's messages, joining first if needed; returns
-    /// once attached.
+    /// Subscribes to the group's live messages, joining first if needed;
+    /// returns once attached.
     pub async fn subscribe(&self, mid: Mid) -> Result<Subscription, ClientError> {
+        self.subscribe_at(mid, None).await
+    }
+
+    /// Subscribes from sequence number `from` on: the messages the root
+    /// still retains from `from` come first (messages no longer retained
+    /// are reported as [`SubscriptionEvent::Lost`]), then the live ones,
+    /// with no gap and no duplicate.
+    pub async fn subscribe_from(&self, mid: Mid, from: u64) -> Result<Subscription, ClientError> {
+        self.subscribe_at(mid, Some(from)).await
+    }
+
+    async fn subscribe_at(&self, mid: Mid, from: Option<u64>) -> Result<Subscription, ClientError> {
         // Large enough that the node's own buffer, not this one, is where a
         // slow reader's messages are counted as missed.
-        let rx = self.start(Request::Subscribe { mid }, 1 << 16).await?;
+        let rx = self.start(Request::Subscribe { mid, from }, 1 << 16).await?;
         match rx.recv().await {
-            Ok(Response::Joined { depth }) => Ok(Subscription {
+            Ok(Response::Joined { depth, next }) => Ok(Subscription {
                 rx: Box::pin(rx),
                 depth,
+                next,
             }),
             Ok(Response::Error(e)) => Err(e.into()),
             Ok(other) => Err(ClientError::Protocol(format!("{other:?}"))),

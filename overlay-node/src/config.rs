@@ -62,17 +62,51 @@ pub struct FileConfig {
     pub max_message_size: Option<usize>,
     /// Most groups this node takes part in (default 4096).
     pub max_groups: Option<usize>,
-    /// QUIC keep-alive interval in milliseconds (default 1000).
+    /// QUIC keep-alive interval in milliseconds (default 500).
     pub keep_alive_ms: Option<u64>,
-    /// QUIC idle timeout in milliseconds: a peer silent this long is lost
-    /// (default 10000).
+    /// QUIC idle timeout in milliseconds: a peer connection silent this
+    /// long is closed (default 2000). Tree neighbours are watched more
+    /// closely by the heartbeat.
     pub idle_timeout_ms: Option<u64>,
+    /// Heartbeat interval between tree neighbours in milliseconds
+    /// (default 250).
+    pub heartbeat_ms: Option<u64>,
+    /// Silence after which a tree neighbour (parent, child, root, replica)
+    /// is taken for dead, in milliseconds (default 1000). A crash is
+    /// detected within this plus one heartbeat.
+    pub failure_timeout_ms: Option<u64>,
+    /// How long a publish waits for the root's answer before it is sent
+    /// again, in milliseconds (default 1000).
+    pub publish_retry_ms: Option<u64>,
+    /// How long a publish may take in all before it fails, in milliseconds
+    /// (default 10000).
+    pub publish_timeout_ms: Option<u64>,
+    /// Join retry interval in milliseconds; it doubles on each retry
+    /// (default 750).
+    pub join_retry_ms: Option<u64>,
+    /// Nodes that keep a copy of the state of each group rooted here
+    /// (default 2; 0 turns replication off, and with it root takeover).
+    pub replicas: Option<usize>,
+    /// Messages the root of a group retains for replay and repair
+    /// (default 10000).
+    pub retain_messages: Option<usize>,
+    /// Bytes the root of a group retains (default 8388608, 8 MiB).
+    pub retain_bytes: Option<usize>,
+    /// Recent messages every tree node keeps per group to serve children
+    /// that re-attach (default 2048).
+    pub buffer_messages: Option<usize>,
+    /// Bytes of that buffer (default 2097152, 2 MiB).
+    pub buffer_bytes: Option<usize>,
     /// Bytes queued per peer connection before the peer counts as too slow
-    /// and is disconnected (default 33554432, 32 MiB).
+    /// and is disconnected (default 16777216, 16 MiB). A child dropped this
+    /// way joins again and repairs what it missed from retention.
     pub peer_queue_bytes: Option<usize>,
     /// Messages buffered per control connection for subscribers before
     /// they are dropped and reported as missed (default 8192).
     pub subscriber_buffer: Option<usize>,
+    /// Payload bytes buffered per control connection for subscribers
+    /// (default 8388608, 8 MiB).
+    pub subscriber_buffer_bytes: Option<usize>,
     /// Most applications connected to the control socket at once (default 64).
     pub max_control_clients: Option<usize>,
     /// Most peer connections at once (default 1024).
@@ -110,6 +144,8 @@ pub struct Settings {
     pub peer_queue_bytes: usize,
     /// Messages buffered per control connection for subscribers.
     pub subscriber_buffer: usize,
+    /// Payload bytes buffered per control connection for subscribers.
+    pub subscriber_buffer_bytes: usize,
     /// Most control connections at once.
     pub max_control_clients: usize,
     /// Most peer connections at once.
@@ -170,6 +206,37 @@ impl Settings {
         if let Some(ms) = file.bootstrap_backoff_ms {
             proto.bootstrap_backoff = Duration::from_millis(ms);
         }
+        let ms = |v: Option<u64>, field: &mut Duration| {
+            if let Some(v) = v {
+                *field = Duration::from_millis(v.max(1));
+            }
+        };
+        ms(file.heartbeat_ms, &mut proto.heartbeat_interval);
+        ms(file.failure_timeout_ms, &mut proto.failure_timeout);
+        ms(file.publish_retry_ms, &mut proto.publish_retry);
+        ms(file.publish_timeout_ms, &mut proto.publish_timeout);
+        ms(file.join_retry_ms, &mut proto.join_retry);
+        if proto.failure_timeout < 2 * proto.heartbeat_interval {
+            bail!("failure_timeout_ms must be at least twice heartbeat_ms, or live neighbours would be taken for dead");
+        }
+        if let Some(n) = file.replicas {
+            if n > overlay_proto::message::MAX_REPLICAS {
+                bail!(
+                    "replicas must be at most {}",
+                    overlay_proto::message::MAX_REPLICAS
+                );
+            }
+            proto.replicas = n;
+        }
+        let at_least = |v: Option<usize>, min: usize, field: &mut usize| {
+            if let Some(v) = v {
+                *field = v.max(min);
+            }
+        };
+        at_least(file.retain_messages, 1, &mut proto.retain_messages);
+        at_least(file.retain_bytes, 1, &mut proto.retain_bytes);
+        at_least(file.buffer_messages, 1, &mut proto.buffer_messages);
+        at_least(file.buffer_bytes, 1, &mut proto.buffer_bytes);
         let control = args
             .control
             .clone()
@@ -178,8 +245,9 @@ impl Settings {
         // At least two maximal frames, so one large message always fits.
         let peer_queue_bytes = file
             .peer_queue_bytes
-            .unwrap_or(32 << 20)
+            .unwrap_or(16 << 20)
             .max(2 * proto.max_frame_size());
+        let max_message = proto.max_message_size;
         Ok(Settings {
             data_dir,
             listen,
@@ -187,10 +255,14 @@ impl Settings {
             bootstrap,
             control,
             proto,
-            keep_alive: Duration::from_millis(file.keep_alive_ms.unwrap_or(1000)),
-            idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(10_000)),
+            keep_alive: Duration::from_millis(file.keep_alive_ms.unwrap_or(500)),
+            idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(2000)),
             peer_queue_bytes,
             subscriber_buffer: file.subscriber_buffer.unwrap_or(8192).max(16),
+            subscriber_buffer_bytes: file
+                .subscriber_buffer_bytes
+                .unwrap_or(8 << 20)
+                .max(max_message + 1024),
             max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
             max_connections: file.max_connections.unwrap_or(1024).max(8),
             join_timeout: Duration::from_secs(file.join_timeout_secs.unwrap_or(30)),

@@ -17,6 +17,7 @@ use smol::net::unix::{UnixListener, UnixStream};
 
 use crate::api::{self, ApiError, ClientFrame, ErrorKind, Response, ServerFrame};
 use crate::daemon::Msg;
+use crate::subscribers::{frame_cost, ClientConn};
 
 /// Binds the control socket at `path`. A socket file left by a node that is
 /// no longer running is replaced; one that a running node answers on is an
@@ -95,7 +96,9 @@ async fn serve_client(
     queue: usize,
 ) {
     let (tx, rx) = smol::channel::bounded::<ServerFrame>(queue);
-    if inbox.send(Msg::ClientUp { client, tx }).await.is_err() {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let conn = ClientConn::new(tx, queued.clone());
+    if inbox.send(Msg::ClientUp { client, conn }).await.is_err() {
         return;
     }
     let mut writer = stream.clone();
@@ -104,7 +107,9 @@ async fn serve_client(
         while let Ok(first) = rx.recv().await {
             buf.clear();
             let mut next = Some(first);
+            let mut cost = 0;
             while let Some(frame) = next {
+                cost += frame_cost(&frame);
                 match api::encode(&frame) {
                     Ok(bytes) => buf.extend_from_slice(&bytes),
                     Err(e) => tracing::warn!(error = %e, "cannot encode a control answer"),
@@ -115,6 +120,9 @@ async fn serve_client(
                     None
                 };
             }
+            // The frames left the queue: what stays is the encoded batch,
+            // at most one (bounded) batch per connection.
+            queued.fetch_sub(cost.min(queued.load(Ordering::Relaxed)), Ordering::Relaxed);
             if writer.write_all(&buf).await.is_err() {
                 return;
             }

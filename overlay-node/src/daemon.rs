@@ -33,9 +33,10 @@ use rand::{Rng, SeedableRng};
 use smol::channel::{Receiver, Sender};
 
 use crate::api::{
-    self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, Request, Response, ServerFrame,
-    Status,
+    self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, ReplicaStatus, Request, Response,
+    ServerFrame, Status,
 };
+use crate::subscribers::{ClientConn, Subscribers};
 use crate::config::Settings;
 use crate::identity::Identity;
 use crate::transport::{self, codes, ConnEvent, Transport};
@@ -57,6 +58,20 @@ pub struct NodeFile {
 /// Name of the file in the data directory that describes the running node.
 pub const NODE_FILE: &str = "node.json";
 
+/// Name of the file in the data directory that keeps the node's group
+/// memberships across restarts.
+pub const GROUPS_FILE: &str = "groups.json";
+
+/// A membership as kept in [`GROUPS_FILE`]: a restarted node joins the
+/// group again and catches up from `next` on (from the root's retention).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedGroup {
+    /// The group.
+    pub mid: Mid,
+    /// The first sequence number the node had not passed on.
+    pub next: u64,
+}
+
 /// Everything that reaches the actor.
 #[derive(Debug)]
 pub(crate) enum Msg {
@@ -69,7 +84,7 @@ pub(crate) enum Msg {
     },
     ClientUp {
         client: u64,
-        tx: Sender<ServerFrame>,
+        conn: ClientConn,
     },
     ClientRequest {
         client: u64,
@@ -106,12 +121,6 @@ struct Peer {
     standby: Option<Link>,
 }
 
-struct Subscriber {
-    client: u64,
-    id: u64,
-    missed: u64,
-}
-
 struct Actor {
     node: Node<StdRng>,
     settings: Settings,
@@ -125,8 +134,10 @@ struct Actor {
     next_timer: u64,
     next_conn: u64,
     next_request: u64,
-    clients: HashMap<u64, Sender<ServerFrame>>,
-    subscribers: HashMap<Mid, Vec<Subscriber>>,
+    clients: HashMap<u64, ClientConn>,
+    subscribers: Subscribers,
+    /// Memberships as last written to `groups.json`.
+    saved_groups: Vec<SavedGroup>,
     joins: HashMap<Mid, Vec<(u64, u64, Instant)>>,
     creates: HashMap<u64, (u64, u64)>,
     publishes: HashMap<u64, (u64, u64)>,
@@ -230,7 +241,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         // a restarted node does not reuse its earlier ids.
         next_request: (seed_rng.random::<u32>() as u64) << 32,
         clients: HashMap::new(),
-        subscribers: HashMap::new(),
+        subscribers: Subscribers::new(
+            settings.subscriber_buffer,
+            settings.subscriber_buffer_bytes,
+        ),
+        saved_groups: Vec::new(),
         joins: HashMap::new(),
         creates: HashMap::new(),
         publishes: HashMap::new(),
@@ -241,6 +256,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     actor.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
     let bootstrap = settings.bootstrap.clone();
     actor.input(Input::Command(Command::Bootstrap { addrs: bootstrap }));
+    actor.saved_groups = load_groups(&settings.data_dir);
+    for g in actor.saved_groups.clone() {
+        tracing::info!(mid = %g.mid, next = g.next, "rejoining a group this node was a member of");
+        actor.input(Input::Command(Command::Resume {
+            mid: g.mid,
+            next: g.next,
+        }));
+    }
     let result = actor.run(rx).await;
     actor.close().await;
     let _ = fs::remove_file(settings.data_dir.join(NODE_FILE));
@@ -255,6 +278,29 @@ fn write_node_file(dir: &Path, file: &NodeFile) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// The memberships saved by an earlier run; none if there is no file. A
+/// damaged file is reported and ignored: the node then starts with no
+/// memberships rather than not at all.
+fn load_groups(dir: &Path) -> Vec<SavedGroup> {
+    let path = dir.join(GROUPS_FILE);
+    let Ok(text) = fs::read(&path) else {
+        return Vec::new();
+    };
+    match serde_json::from_slice(&text) {
+        Ok(groups) => groups,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged group file");
+            Vec::new()
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
 }
 
 fn spawn_signal_watch(inbox: Sender<Msg>) -> anyhow::Result<()> {
@@ -311,20 +357,17 @@ impl Actor {
     async fn close(&mut self) {
         self.shutting_down = true;
         self.input(Input::Command(Command::Shutdown));
-        for (client, subs) in self
-            .subscribers
-            .drain()
-            .flat_map(|(_, s)| s)
-            .map(|s| (s.client, s))
-        {
-            if let Some(tx) = self.clients.get(&client) {
-                let _ = tx.try_send(ServerFrame {
-                    id: subs.id,
+        self.save_groups();
+        for (client, id) in self.subscribers.drain() {
+            if let Some(conn) = self.clients.get(&client) {
+                let frame = ServerFrame {
+                    id,
                     response: Response::Error(ApiError {
                         kind: ErrorKind::ShuttingDown,
                         message: "the node is shutting down".into(),
                     }),
-                });
+                };
+                conn.try_send(frame, usize::MAX);
             }
         }
         let mut writers = Vec::new();
@@ -392,17 +435,15 @@ impl Actor {
                 expect,
                 result,
             } => self.on_dialed(addr, expect, result),
-            Msg::ClientUp { client, tx } => {
-                self.clients.insert(client, tx);
+            Msg::ClientUp { client, conn } => {
+                self.clients.insert(client, conn);
             }
             Msg::ClientRequest { client, frame } => {
                 self.on_request(client, frame.id, frame.request)
             }
             Msg::ClientGone { client } => {
                 self.clients.remove(&client);
-                for subs in self.subscribers.values_mut() {
-                    subs.retain(|s| s.client != client);
-                }
+                self.subscribers.remove_client(client);
             }
             Msg::Shutdown => {}
         }
@@ -603,7 +644,31 @@ impl Actor {
         self.input(Input::PeerDown(peer.id));
     }
 
+    /// Writes the memberships to [`GROUPS_FILE`] if they changed.
+    fn save_groups(&mut self) {
+        let groups: Vec<SavedGroup> = self
+            .node
+            .groups()
+            .into_iter()
+            .filter(|g| g.member)
+            .map(|g| SavedGroup {
+                mid: g.mid,
+                next: g.last_seq + 1,
+            })
+            .collect();
+        if groups == self.saved_groups {
+            return;
+        }
+        let path = self.settings.data_dir.join(GROUPS_FILE);
+        let bytes = serde_json::to_vec_pretty(&groups).unwrap_or_default();
+        match write_atomically(&path, &bytes) {
+            Ok(()) => self.saved_groups = groups,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot save the group memberships"),
+        }
+    }
+
     fn housekeeping(&mut self) {
+        self.save_groups();
         let now = Instant::now();
         let mut expired = Vec::new();
         for (mid, waiting) in self.joins.iter_mut() {
@@ -625,8 +690,10 @@ impl Actor {
     }
 
     fn reply(&mut self, client: u64, id: u64, response: Response) {
-        if let Some(tx) = self.clients.get(&client) {
-            if tx.try_send(ServerFrame { id, response }).is_err() {
+        if let Some(conn) = self.clients.get(&client) {
+            // Answers are small and not subject to the subscribers' byte
+            // bound; only a full queue of frames counts.
+            if !conn.try_send(ServerFrame { id, response }, usize::MAX) {
                 tracing::warn!(
                     client,
                     "control client is not reading its answers; disconnecting it"
@@ -665,23 +732,13 @@ impl Actor {
                 self.input(Input::Command(Command::CreateGroup { request }));
             }
             Request::Join { mid } => self.start_join(client, id, mid),
-            Request::Subscribe { mid } => {
-                let held = self
-                    .subscribers
-                    .values()
-                    .flatten()
-                    .filter(|s| s.client == client)
-                    .count();
-                if held >= MAX_SUBSCRIPTIONS_PER_CLIENT {
+            Request::Subscribe { mid, from } => {
+                if self.subscribers.count_for(client) >= MAX_SUBSCRIPTIONS_PER_CLIENT {
                     return self.error(client, id, ErrorKind::Overloaded, format!(
                         "this connection already holds {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions; open another connection"
                     ));
                 }
-                self.subscribers.entry(mid).or_default().push(Subscriber {
-                    client,
-                    id,
-                    missed: 0,
-                });
+                self.subscribers.add(mid, client, id, from);
                 self.start_join(client, id, mid);
             }
             Request::Leave { mid } => {
@@ -738,17 +795,62 @@ impl Actor {
                     self.reply(client, id, Response::Created { mid });
                 }
             }
-            Event::Joined { mid, depth, .. } => {
+            Event::Joined { mid, depth, next } => {
                 for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
-                    self.reply(client, id, Response::Joined { depth });
+                    self.reply(client, id, Response::Joined { depth, next });
                 }
+                let mut request_id = self.next_request;
+                let starts = self.subscribers.joined(mid, next, || {
+                    request_id += 1;
+                    request_id
+                });
+                self.next_request = request_id;
+                for r in starts {
+                    self.input(Input::Command(Command::Replay {
+                        request: r.request,
+                        mid: r.mid,
+                        from: r.from,
+                        to: r.to,
+                    }));
+                }
+            }
+            Event::Lost { mid, from, to } => self.subscribers.lost(&self.clients, mid, from, to),
+            Event::Replayed {
+                request,
+                mid,
+                epoch,
+                seq,
+                publisher,
+                payload,
+            } => {
+                let d = Delivery {
+                    mid,
+                    epoch,
+                    seq,
+                    publisher,
+                    payload,
+                };
+                self.subscribers
+                    .replayed(&self.clients, request, Response::Message(d));
+            }
+            Event::ReplayLost {
+                request, from, to, ..
+            } => self
+                .subscribers
+                .replayed(&self.clients, request, Response::Lost { from, to }),
+            Event::ReplayDone { request, result } => {
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "replay did not complete");
+                }
+                self.subscribers
+                    .replay_done(&self.clients, request, result.is_err());
             }
             Event::JoinFailed { mid, reason } => {
                 let kind = api_kind(reason);
                 for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
                     self.error(client, id, kind, format!("cannot join {mid}: {reason}"));
                 }
-                self.subscribers.remove(&mid);
+                self.subscribers.remove_group(mid);
             }
             Event::Delivered {
                 mid,
@@ -756,13 +858,16 @@ impl Actor {
                 seq,
                 publisher,
                 payload,
-            } => self.deliver(Delivery {
-                mid,
-                epoch,
-                seq,
-                publisher,
-                payload,
-            }),
+            } => {
+                let d = Delivery {
+                    mid,
+                    epoch,
+                    seq,
+                    publisher,
+                    payload,
+                };
+                self.subscribers.deliver(&self.clients, &d);
+            }
             Event::PublishAccepted { request, seq, .. } => {
                 if let Some((client, id)) = self.publishes.remove(&request) {
                     self.reply(client, id, Response::Published { seq });
@@ -814,38 +919,6 @@ impl Actor {
         }
     }
 
-    /// Hands a message to every subscriber of its group without waiting: a
-    /// subscriber whose buffer is full misses it and is told how many it
-    /// missed once there is room again.
-    fn deliver(&mut self, d: Delivery) {
-        let Some(subs) = self.subscribers.get_mut(&d.mid) else {
-            return;
-        };
-        for s in subs.iter_mut() {
-            let Some(tx) = self.clients.get(&s.client) else {
-                continue;
-            };
-            if s.missed > 0 {
-                let lagged = ServerFrame {
-                    id: s.id,
-                    response: Response::Lagged { missed: s.missed },
-                };
-                if tx.try_send(lagged).is_err() {
-                    s.missed += 1;
-                    continue;
-                }
-                s.missed = 0;
-            }
-            let frame = ServerFrame {
-                id: s.id,
-                response: Response::Message(d.clone()),
-            };
-            if tx.try_send(frame).is_err() {
-                s.missed += 1;
-            }
-        }
-    }
-
     fn status(&self) -> Status {
         let leaves: Vec<NodeId> = self.node.routing().leaves().iter().map(|n| n.id).collect();
         let neighbours = self
@@ -878,6 +951,26 @@ impl Actor {
                 depth: g.depth,
                 parent: g.parent.as_ref().map(show),
                 children: g.children.iter().map(show).collect(),
+                epoch: g.epoch,
+                last_seq: g.last_seq,
+                held: g.held,
+                held_bytes: g.held_bytes,
+                pending: g.pending,
+                lost: g.lost,
+                replicas: g.replicas.iter().map(show).collect(),
+            })
+            .collect();
+        let replicas = self
+            .node
+            .replicas()
+            .into_iter()
+            .map(|r| ReplicaStatus {
+                mid: r.mid,
+                root: show(&r.root),
+                epoch: r.epoch,
+                first: r.first,
+                last: r.last,
+                orphaned: r.orphaned,
             })
             .collect();
         Status {
@@ -886,6 +979,7 @@ impl Actor {
             joined_overlay: self.node.is_joined(),
             neighbours,
             groups,
+            replicas,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod identity;
+mod subscribers;
 pub mod tls;
 pub mod transport;
 

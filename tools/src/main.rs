@@ -50,6 +50,11 @@ enum Cmd {
         /// Stop after this many messages.
         #[arg(long, value_name = "K")]
         count: Option<u64>,
+        /// Start at sequence number SEQ: the messages the root still
+        /// retains from SEQ on come first, then the live ones, with no gap
+        /// and no duplicate.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
         /// One JSON object per line: seq, epoch, publisher, data.
         #[arg(long)]
         json: bool,
@@ -144,9 +149,12 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
             client.leave(mid).await?;
             eprintln!("left {mid}");
         }
-        Cmd::Subscribe { mid, count, json } => {
-            subscribe(&client, parse_mid(&mid)?, count, json, &mut out).await?
-        }
+        Cmd::Subscribe {
+            mid,
+            count,
+            from,
+            json,
+        } => subscribe(&client, parse_mid(&mid)?, count, from, json, &mut out).await?,
         Cmd::Publish { mid, message } => {
             publish(&client, parse_mid(&mid)?, message, &mut out).await?
         }
@@ -190,12 +198,35 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
                 writeln!(out, "groups     {}", s.groups.len())?;
                 for g in &s.groups {
                     let state = if g.attached { "attached" } else { "joining" };
-                    writeln!(out, "  {} {} ({state}, depth {})", g.mid, g.role, g.depth)?;
+                    writeln!(
+                        out,
+                        "  {} {} ({state}, depth {}, epoch {}, last message {})",
+                        g.mid, g.role, g.depth, g.epoch, g.last_seq
+                    )?;
+                    writeln!(
+                        out,
+                        "    holds {} messages ({} bytes), {} waiting on a gap, {} lost",
+                        g.held, g.held_bytes, g.pending, g.lost
+                    )?;
                     if let Some(p) = &g.parent {
-                        writeln!(out, "    parent {p}")?;
+                        writeln!(out, "    parent  {p}")?;
                     }
                     for c in &g.children {
-                        writeln!(out, "    child  {c}")?;
+                        writeln!(out, "    child   {c}")?;
+                    }
+                    for r in &g.replicas {
+                        writeln!(out, "    replica {r}")?;
+                    }
+                }
+                if !s.replicas.is_empty() {
+                    writeln!(out, "replicas   {}", s.replicas.len())?;
+                    for r in &s.replicas {
+                        let state = if r.orphaned { ", root lost" } else { "" };
+                        writeln!(
+                            out,
+                            "  {} of root {} (epoch {}, messages {}..={}{state})",
+                            r.mid, r.root, r.epoch, r.first, r.last
+                        )?;
                     }
                 }
             }
@@ -217,11 +248,18 @@ async fn subscribe(
     client: &Client,
     mid: Mid,
     count: Option<u64>,
+    from: Option<u64>,
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let mut sub = client.subscribe(mid).await?;
-    eprintln!("subscribed to {mid} (depth {})", sub.depth);
+    let mut sub = match from {
+        Some(from) => client.subscribe_from(mid, from).await?,
+        None => client.subscribe(mid).await?,
+    };
+    eprintln!(
+        "subscribed to {mid} (depth {}, live from message {})",
+        sub.depth, sub.next
+    );
     let mut received = 0u64;
     while count.is_none_or(|c| received < c) {
         let Some(event) = sub.next().await else {
@@ -251,6 +289,15 @@ async fn subscribe(
                 );
                 if json {
                     writeln!(out, "{}", serde_json::json!({ "lagged": n }))?;
+                }
+            }
+            SubscriptionEvent::Lost { from, to } => {
+                eprintln!(
+                    "warning: messages {from} to {} are lost: the root no longer retained them",
+                    to - 1
+                );
+                if json {
+                    writeln!(out, "{}", serde_json::json!({ "lost": [from, to] }))?;
                 }
             }
             _ => {}
