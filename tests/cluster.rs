@@ -5,71 +5,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use overlay_node::client::{Client, SubscriptionEvent};
+use overlay_node::client::Client;
 use overlay_proto::Mid;
-use overlay_tests::{bins, cli, cluster, fails, ok, run};
+use overlay_tests::{bins, cli, cluster, collect, fails, ok, run, start, wait_for, Inbox};
 use overlay_tools::cluster::Cluster;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Starts `n` nodes, each bootstrapped from one or two earlier nodes chosen
-/// by a simple deterministic spread (not all from the same node).
-fn start(n: usize, extra: &[&str]) -> Cluster {
-    let mut c = cluster();
-    for i in 0..n {
-        let boot: Vec<usize> = match i {
-            0 => vec![],
-            1 => vec![0],
-            _ => {
-                let a = (i * 7 + 3) % i;
-                let b = (i * 13 + 5) % i;
-                if a == b {
-                    vec![a]
-                } else {
-                    vec![a, b]
-                }
-            }
-        };
-        c.spawn(&boot, extra).expect("node starts");
-    }
-    c
-}
-
-type Inbox = Arc<Mutex<Vec<(u64, String, String)>>>;
-
-/// Subscribes node `i` and collects (seq, publisher, text) in the background.
-async fn collect(c: &Cluster, i: usize, mid: Mid) -> (Inbox, smol::Task<()>) {
-    let client = c.client(i).await.expect("client");
-    let mut sub = client.subscribe(mid).await.expect("subscribe");
-    let inbox: Inbox = Arc::default();
-    let sink = inbox.clone();
-    let task = smol::spawn(async move {
-        let _client = client;
-        while let Some(Ok(ev)) = sub.next().await {
-            if let SubscriptionEvent::Message(d) = ev {
-                let text = String::from_utf8_lossy(&d.payload).into_owned();
-                sink.lock()
-                    .unwrap()
-                    .push((d.seq, d.publisher.to_string(), text));
-            }
-        }
-    });
-    (inbox, task)
-}
-
-async fn wait_for(inboxes: &[&Inbox], count: usize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if inboxes.iter().all(|i| i.lock().unwrap().len() >= count) {
-            break;
-        }
-        smol::Timer::after(Duration::from_millis(20)).await;
-    }
-}
 
 struct TreeFacts {
     members: BTreeSet<String>,
@@ -542,6 +486,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             mid,
             joiner,
             want: None,
+            around: None,
         };
         let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
         let mut s = conn.open_uni().await.unwrap();

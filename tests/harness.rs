@@ -2,8 +2,8 @@
 //! way to run the CLI with a time limit.
 //!
 //! `cargo test` builds only the test's own package, so the first test to
-//! need the binaries builds `overlay-node` and `overlay` with the same cargo
-//! and profile. Clusters of nodes come from [`overlay_tools::cluster`],
+//! need the binaries builds `overlay-node` and `overlay` (optimized) with the
+//! same cargo. Clusters of nodes come from [`overlay_tools::cluster`],
 //! which stops every process and removes every directory on drop, also when
 //! a test fails.
 
@@ -13,6 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use overlay_node::client::SubscriptionEvent;
+use overlay_proto::Mid;
 use overlay_tools::cluster::{Cluster, Launcher};
 
 /// Paths of the binaries under test.
@@ -24,33 +28,37 @@ pub struct Bins {
     pub cli: PathBuf,
 }
 
-/// The binaries, built on first use.
+/// The binaries, built on first use, always optimized: the tests measure
+/// and stress the daemon as users run it, and two cores cannot carry two
+/// dozen unoptimized daemons at full speed (their repair times would
+/// measure the build, not the protocol).
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
-        // target/<profile>/deps/<test> -> target/<profile>
+        // target/<profile>/deps/<test> -> target
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe
+        let target = exe
             .parent()
+            .and_then(Path::parent)
             .and_then(Path::parent)
             .expect("target directory")
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "overlay-node",
-            "-p",
-            "overlay-tools",
-            "--bins",
-        ]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cannot run cargo build");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "overlay-node",
+                "-p",
+                "overlay-tools",
+                "--bins",
+            ])
+            .status()
+            .expect("cannot run cargo build");
         assert!(status.success(), "building the binaries failed");
+        let dir = target.join("release");
         Bins {
             node: dir.join("overlay-node"),
             cli: dir.join("overlay"),
@@ -113,4 +121,61 @@ pub fn fails(out: Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stderr).expect("utf-8 output")
+}
+
+/// Starts `n` nodes, each bootstrapped from one or two earlier nodes chosen
+/// by a simple deterministic spread (not all from the same node).
+pub fn start(n: usize, extra: &[&str]) -> Cluster {
+    let mut c = cluster();
+    for i in 0..n {
+        let boot: Vec<usize> = match i {
+            0 => vec![],
+            1 => vec![0],
+            _ => {
+                let a = (i * 7 + 3) % i;
+                let b = (i * 13 + 5) % i;
+                if a == b {
+                    vec![a]
+                } else {
+                    vec![a, b]
+                }
+            }
+        };
+        c.spawn(&boot, extra).expect("node starts");
+    }
+    c
+}
+
+/// What a subscriber received: (seq, publisher, text), in order.
+pub type Inbox = Arc<Mutex<Vec<(u64, String, String)>>>;
+
+/// Subscribes node `i` and collects (seq, publisher, text) in the background.
+pub async fn collect(c: &Cluster, i: usize, mid: Mid) -> (Inbox, smol::Task<()>) {
+    let client = c.client(i).await.expect("client");
+    let mut sub = client.subscribe(mid).await.expect("subscribe");
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    let task = smol::spawn(async move {
+        let _client = client;
+        while let Some(Ok(ev)) = sub.next().await {
+            if let SubscriptionEvent::Message(d) = ev {
+                let text = String::from_utf8_lossy(&d.payload).into_owned();
+                sink.lock()
+                    .unwrap()
+                    .push((d.seq, d.publisher.to_string(), text));
+            }
+        }
+    });
+    (inbox, task)
+}
+
+/// Waits until every inbox holds `count` messages, or `limit` passes.
+pub async fn wait_for(inboxes: &[&Inbox], count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if inboxes.iter().all(|i| i.lock().unwrap().len() >= count) {
+            break;
+        }
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
 }

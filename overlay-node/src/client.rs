@@ -301,7 +301,9 @@ impl Client {
     async fn subscribe_at(&self, mid: Mid, from: Option<u64>) -> Result<Subscription, ClientError> {
         // Large enough that the node's own buffer, not this one, is where a
         // slow reader's messages are counted as missed.
-        let rx = self.start(Request::Subscribe { mid, from }, 1 << 16).await?;
+        let rx = self
+            .start(Request::Subscribe { mid, from }, 1 << 16)
+            .await?;
         match rx.recv().await {
             Ok(Response::Joined { depth, next }) => Ok(Subscription {
                 rx: Box::pin(rx),

@@ -36,9 +36,9 @@ use crate::api::{
     self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, ReplicaStatus, Request, Response,
     ServerFrame, Status,
 };
-use crate::subscribers::{ClientConn, Subscribers};
 use crate::config::Settings;
 use crate::identity::Identity;
+use crate::subscribers::{ClientConn, Subscribers};
 use crate::transport::{self, codes, ConnEvent, Transport};
 
 /// What the node writes to `DIR/node.json` once it is up, for scripts and
@@ -241,10 +241,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         // a restarted node does not reuse its earlier ids.
         next_request: (seed_rng.random::<u32>() as u64) << 32,
         clients: HashMap::new(),
-        subscribers: Subscribers::new(
-            settings.subscriber_buffer,
-            settings.subscriber_buffer_bytes,
-        ),
+        subscribers: Subscribers::new(settings.subscriber_buffer, settings.subscriber_buffer_bytes),
         saved_groups: Vec::new(),
         joins: HashMap::new(),
         creates: HashMap::new(),
@@ -663,7 +660,9 @@ impl Actor {
         let bytes = serde_json::to_vec_pretty(&groups).unwrap_or_default();
         match write_atomically(&path, &bytes) {
             Ok(()) => self.saved_groups = groups,
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot save the group memberships"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the group memberships")
+            }
         }
     }
 

@@ -213,7 +213,13 @@ impl Subscribers {
     }
 
     /// Messages `from..to` of the group will never be delivered here.
-    pub(crate) fn lost(&mut self, clients: &HashMap<u64, ClientConn>, mid: Mid, from: u64, to: u64) {
+    pub(crate) fn lost(
+        &mut self,
+        clients: &HashMap<u64, ClientConn>,
+        mid: Mid,
+        from: u64,
+        to: u64,
+    ) {
         let max_bytes = self.max_bytes;
         for s in self.by_mid.get_mut(&mid).into_iter().flatten() {
             match &mut s.phase {
@@ -281,7 +287,15 @@ impl Subscribers {
             return;
         };
         if failed && next < upto {
-            send(clients, s, Response::Lost { from: next, to: upto }, max_bytes);
+            send(
+                clients,
+                s,
+                Response::Lost {
+                    from: next,
+                    to: upto,
+                },
+                max_bytes,
+            );
         }
         s.phase = Phase::Live { skip_below: upto };
         for r in held {
@@ -293,7 +307,12 @@ impl Subscribers {
 /// Sends to one subscriber without waiting: when its queue is full the
 /// message is counted as missed, and the count goes out first once there is
 /// room.
-fn send(clients: &HashMap<u64, ClientConn>, s: &mut Subscriber, response: Response, max_bytes: usize) {
+fn send(
+    clients: &HashMap<u64, ClientConn>,
+    s: &mut Subscriber,
+    response: Response,
+    max_bytes: usize,
+) {
     let Some(conn) = clients.get(&s.client) else {
         return;
     };

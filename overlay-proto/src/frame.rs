@@ -278,8 +278,18 @@ mod tests {
             arb_info().prop_map(|joiner| Message::JoinOverlay { joiner }),
             (prop::collection::vec(arb_info(), 0..40), any::<bool>())
                 .prop_map(|(nodes, reply)| Message::Neighbours { nodes, reply }),
-            (mid.clone(), arb_info(), any::<Option<u64>>())
-                .prop_map(|(mid, joiner, want)| Message::Join { mid, joiner, want }),
+            (
+                mid.clone(),
+                arb_info(),
+                any::<Option<u64>>(),
+                any::<Option<u128>>()
+            )
+                .prop_map(|(mid, joiner, want, around)| Message::Join {
+                    mid,
+                    joiner,
+                    want,
+                    around: around.map(NodeId)
+                }),
             (
                 mid.clone(),
                 any::<u64>(),

@@ -156,6 +156,9 @@ pub enum Message {
         /// received any before (a re-join); `None` for a new member, which
         /// starts with the live messages.
         want: Option<u64>,
+        /// A node the joiner found dead (its lost parent): nodes on the way
+        /// route around it, since they may not have noticed yet.
+        around: Option<NodeId>,
     },
     /// The sender is now the receiver's parent and is attached to the root.
     JoinAck {

@@ -431,7 +431,12 @@ impl<R: Rng> Node<R> {
         match msg {
             Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
             Message::Neighbours { nodes, reply } => self.on_neighbours(from, nodes, reply),
-            Message::Join { mid, joiner, want } => self.on_join(from, mid, joiner, want),
+            Message::Join {
+                mid,
+                joiner,
+                want,
+                around,
+            } => self.on_join(from, mid, joiner, want, around),
             Message::JoinAck {
                 mid,
                 next,

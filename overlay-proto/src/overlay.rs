@@ -105,7 +105,7 @@ impl<R: Rng> Node<R> {
             },
         );
         // Route on before learning the joiner, so the route cannot end at it.
-        if let Some(next) = self.table.next_hop(joiner.id.key(), Some(joiner.id)) {
+        if let Some(next) = self.table.next_hop(joiner.id.key(), &[joiner.id]) {
             if next.id != from.id {
                 self.send(next, Message::JoinOverlay { joiner });
             }

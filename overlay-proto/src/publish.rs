@@ -77,7 +77,7 @@ impl<R: Rng> Node<R> {
         if self.groups.get(&p.mid).is_some_and(|g| g.is_root()) {
             return self.sequence(p);
         }
-        match self.toward_root(p.mid, None) {
+        match self.toward_root(p.mid, &[]) {
             Some(next) => self.send(next, Message::Publish(p)),
             None => self.answer_publish(&p, Err(RejectReason::UnknownGroup)),
         }

@@ -53,7 +53,7 @@ impl<R: Rng> Node<R> {
             });
             return;
         }
-        match self.table.next_hop(mid.key(), None) {
+        match self.table.next_hop(mid.key(), &[]) {
             Some(next) => {
                 let reply_to = self.me();
                 self.queries.insert(request, mid);
@@ -86,7 +86,7 @@ impl<R: Rng> Node<R> {
                 },
                 budget,
             );
-        } else if let Some(next) = self.table.next_hop(mid.key(), None) {
+        } else if let Some(next) = self.table.next_hop(mid.key(), &[]) {
             self.send(
                 next,
                 Message::TreeQuery {

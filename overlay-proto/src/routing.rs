@@ -138,16 +138,17 @@ impl RoutingTable {
 
     /// The next hop toward `key`: the known node closest to it, if that node
     /// is closer than this one. `None` means this node is the closest it
-    /// knows of, that is, responsible for `key`. `skip` is left out (a node
-    /// routing its own join must not be chosen as its own next hop).
-    pub fn next_hop(&self, key: Key, skip: Option<NodeId>) -> Option<NodeInfo> {
+    /// knows of, that is, responsible for `key`. The nodes in `skip` are
+    /// left out (a node routing its own join must not be chosen as its own
+    /// next hop; a join must go around a node known to be dead).
+    pub fn next_hop(&self, key: Key, skip: &[NodeId]) -> Option<NodeInfo> {
         let mut best = None;
         let mut best_d = distance(self.me.id.key(), key);
         // Runs for every routed message: scan the entries as they lie, with
         // no de-duplication (a node in both places is just compared twice).
         let table = self.rows.iter().flat_map(|r| r.iter().flatten());
         for &n in self.leaves.iter().chain(table) {
-            if Some(n.id) == skip {
+            if skip.contains(&n.id) {
                 continue;
             }
             let d = distance(n.id.key(), key);
@@ -161,7 +162,7 @@ impl RoutingTable {
 
     /// Whether this node is the closest it knows of to `key`.
     pub fn is_responsible(&self, key: Key) -> bool {
-        self.next_hop(key, None).is_none()
+        self.next_hop(key, &[]).is_none()
     }
 
     /// Every known node once: leaf set first, then the table by rows.
@@ -247,7 +248,7 @@ mod tests {
             let closest = *ids.iter().min_by_key(|&&id| id ^ key).unwrap();
             let mut at = rng.random_range(0..n);
             let mut hops = 0;
-            while let Some(next) = tables[at].next_hop(key, None) {
+            while let Some(next) = tables[at].next_hop(key, &[]) {
                 at = index[&next.id.0];
                 hops += 1;
                 assert!(hops <= 8, "route too long");

@@ -283,7 +283,7 @@ impl<R: Rng> Node<R> {
             request: 0,
         };
         tracing::debug!(mid = %mid, from = next, to, "gap, fetching it");
-        match parent.or_else(|| self.toward_root(mid, None)) {
+        match parent.or_else(|| self.toward_root(mid, &[])) {
             Some(to) => self.send(to, fetch),
             None => tracing::debug!(mid = %mid, "no way toward the root to repair a gap"),
         }
@@ -316,7 +316,7 @@ impl<R: Rng> Node<R> {
         let max = self.cfg.max_fetch as u64;
         let to = to.min(from.saturating_add(max));
         let Some(g) = self.groups.get(&mid) else {
-            if let Some(next) = self.toward_root(mid, None) {
+            if let Some(next) = self.toward_root(mid, &[]) {
                 let msg = Message::Fetch {
                     mid,
                     from,
@@ -332,7 +332,7 @@ impl<R: Rng> Node<R> {
         if request != 0 && !root {
             // Replays are the root's to answer: only its retention is the
             // group's, and it answers in one order.
-            if let Some(next) = self.toward_root(mid, None) {
+            if let Some(next) = self.toward_root(mid, &[]) {
                 let msg = Message::Fetch {
                     mid,
                     from,
@@ -368,7 +368,7 @@ impl<R: Rng> Node<R> {
                     reply_to,
                     request,
                 };
-                match parent.or_else(|| self.toward_root(mid, None)) {
+                match parent.or_else(|| self.toward_root(mid, &[])) {
                     Some(p) => self.send(p, up),
                     None => tracing::debug!(mid = %mid, "cannot pass a fetch toward the root"),
                 }
@@ -512,10 +512,20 @@ impl<R: Rng> Node<R> {
         let (mid, from) = (r.mid, r.next);
         let to = r.to.min(from.saturating_add(max));
         r.round_end = to;
-        self.on_fetch(mid, from, to, me, request);
-        // At the root itself, `on_fetch` does not send to ourselves: read
-        // the retention directly.
-        if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
+        if !self.groups.get(&mid).is_some_and(|g| g.is_root()) {
+            let fetch = Message::Fetch {
+                mid,
+                from,
+                to,
+                reply_to: me,
+                request,
+            };
+            match self.toward_root(mid, &[]) {
+                Some(next) => self.send(next, fetch),
+                None => tracing::debug!(mid = %mid, "no way toward the root for a replay yet"),
+            }
+        } else {
+            // At the root itself: read the retention directly.
             let g = &self.groups[&mid];
             let first = g.held().first();
             let end = to.min(g.next().unwrap_or(0));

@@ -88,8 +88,12 @@ pub(crate) struct Group {
     /// The node our last join went to, whose acknowledgement we expect.
     pub(crate) join_target: Option<NodeId>,
     pub(crate) join_backoff: Duration,
-    /// A node the next join must not go to: it closed a cycle.
+    /// A node the next join must not go to: it closed a cycle, or did not
+    /// answer.
     pub(crate) avoid: Option<NodeId>,
+    /// A node known to be dead that joins must route around (our lost
+    /// parent, or the one the join we forward names).
+    pub(crate) around: Option<NodeId>,
     /// What a forwarder asks for before it has a stream of its own: the
     /// `want` of the join that created it.
     pub(crate) want_hint: Option<u64>,
@@ -112,6 +116,7 @@ impl Group {
             join_target: None,
             join_backoff: Duration::ZERO,
             avoid: None,
+            around: None,
             want_hint: None,
             established: false,
             stream: Stream::new(cfg),
@@ -256,7 +261,7 @@ impl<R: Rng> Node<R> {
     /// The next node on the way to the group's root: an overlay hop toward
     /// the mid, or, for the node responsible for the mid that only holds a
     /// replica, the root the replica follows.
-    pub(crate) fn toward_root(&self, mid: Mid, skip: Option<NodeId>) -> Option<NodeInfo> {
+    pub(crate) fn toward_root(&self, mid: Mid, skip: &[NodeId]) -> Option<NodeInfo> {
         if self.groups.get(&mid).is_some_and(Group::is_root) {
             return None;
         }
@@ -276,8 +281,8 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let avoid = g.avoid;
-        let next = self.toward_root(mid, avoid);
+        let skip: Vec<NodeId> = g.avoid.into_iter().chain(g.around).collect();
+        let next = self.toward_root(mid, &skip);
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
@@ -285,6 +290,7 @@ impl<R: Rng> Node<R> {
         g.join_backoff = (g.join_backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
         let retry = g.join_backoff;
         let want = g.stream.next.or(g.want_hint);
+        let around = g.around;
         let established = g.established;
         match next {
             Some(next) => {
@@ -294,6 +300,7 @@ impl<R: Rng> Node<R> {
                         mid,
                         joiner: me,
                         want,
+                        around,
                     },
                 );
                 self.set_timer(retry, Timer::JoinRetry(mid));
@@ -350,6 +357,7 @@ impl<R: Rng> Node<R> {
         mid: Mid,
         joiner: NodeInfo,
         want: Option<u64>,
+        around: Option<NodeId>,
     ) {
         let me = self.me().id;
         if joiner.id == me {
@@ -362,12 +370,15 @@ impl<R: Rng> Node<R> {
                 // cycle. Pass its join on toward the root instead, as a
                 // router, around both of us.
                 tracing::debug!(mid = %mid, joiner = %joiner.id.short(), "join from an ancestor, passing it on");
-                let next = self
-                    .table
-                    .next_hop(mid.key(), Some(joiner.id))
-                    .filter(|n| n.id != from.id);
-                if let Some(next) = next {
-                    self.send(next, Message::Join { mid, joiner, want });
+                let skip: Vec<NodeId> = [joiner.id, from.id].into_iter().chain(around).collect();
+                if let Some(next) = self.table.next_hop(mid.key(), &skip) {
+                    let msg = Message::Join {
+                        mid,
+                        joiner,
+                        want,
+                        around,
+                    };
+                    self.send(next, msg);
                 }
                 return;
             }
@@ -388,7 +399,13 @@ impl<R: Rng> Node<R> {
                     child.handed += 1;
                     let to = child.info;
                     tracing::trace!(mid = %mid, joiner = %joiner.id.short(), to = %to.id.short(), "fan-out bound reached, handing join down");
-                    self.send(to, Message::Join { mid, joiner, want });
+                    let msg = Message::Join {
+                        mid,
+                        joiner,
+                        want,
+                        around,
+                    };
+                    self.send(to, msg);
                     return;
                 }
                 // Our only children sent us this join: take it over the
@@ -403,7 +420,8 @@ impl<R: Rng> Node<R> {
             return;
         }
         // Not on the tree: become a forwarder and join on our own behalf.
-        if self.toward_root(mid, None).is_none() {
+        let skip: Vec<NodeId> = around.into_iter().collect();
+        if self.toward_root(mid, &skip).is_none() {
             self.send(
                 joiner,
                 Message::JoinReject {
@@ -425,6 +443,7 @@ impl<R: Rng> Node<R> {
         }
         let mut g = Group::new(false, &self.cfg, self.now);
         g.want_hint = want;
+        g.around = around;
         g.children.insert(joiner.id, Child::new(joiner, want));
         self.groups.insert(mid, g);
         self.send_join(mid);
@@ -524,6 +543,7 @@ impl<R: Rng> Node<R> {
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
         g.avoid = None;
+        g.around = None;
         g.want_hint = None;
         g.stream.epoch = g.stream.epoch.max(epoch);
         if let Some(old) = old {
@@ -637,6 +657,7 @@ impl<R: Rng> Node<R> {
                 self.prune(mid);
                 continue;
             }
+            g.around = Some(peer);
             self.detach(mid);
         }
     }
@@ -702,6 +723,7 @@ mod tests {
             mid,
             joiner: info(joiner),
             want: None,
+            around: None,
         };
         n.handle(
             Instant::now(),

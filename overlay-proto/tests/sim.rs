@@ -47,7 +47,7 @@ fn routing_reaches_the_responsible_node_for_random_keys() {
             let closest = *ids.iter().min_by_key(|id| distance(id.key(), key)).unwrap();
             let mut at = rng.random_range(0..n);
             let mut hops = 0;
-            while let Some(next) = sim.node(at).routing().next_hop(key, None) {
+            while let Some(next) = sim.node(at).routing().next_hop(key, &[]) {
                 at = sim.index_of(next.id).unwrap();
                 hops += 1;
                 assert!(hops < 10, "seed {seed}: route too long");

@@ -66,6 +66,7 @@ pub struct NodeProcess {
     pub dir: PathBuf,
     /// What it wrote to `node.json`.
     pub info: NodeFile,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -130,7 +131,28 @@ impl Cluster {
     /// Starts a node with exactly these arguments, whose data directory is
     /// `dir` (so a killed node can be restarted with its identity).
     pub fn spawn_with(&mut self, dir: PathBuf, args: &[String]) -> anyhow::Result<usize> {
-        let log = fs::File::create(dir.join("node.log"))?;
+        let node = self.launch(dir, args)?;
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Starts node `i` again, after it stopped or was killed, with the same
+    /// data directory (so the same identity) and the same arguments; its
+    /// QUIC port may differ. Returns once it wrote its `node.json`.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].is_running() {
+            bail!("node {i} is still running");
+        }
+        let (dir, args) = (self.nodes[i].dir.clone(), self.nodes[i].args.clone());
+        self.nodes[i] = self.launch(dir, &args)?;
+        Ok(())
+    }
+
+    fn launch(&mut self, dir: PathBuf, args: &[String]) -> anyhow::Result<NodeProcess> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))?;
         let child = Command::new(&self.launcher.program)
             .args(args)
             .stdin(Stdio::null())
@@ -146,6 +168,7 @@ impl Cluster {
                 control: PathBuf::new(),
                 pid: child.id(),
             },
+            args: args.to_vec(),
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -165,8 +188,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.nodes.push(node);
-        Ok(self.nodes.len() - 1)
+        Ok(node)
     }
 
     /// A control-socket client for node `i`.
