@@ -241,9 +241,7 @@ impl Cluster {
 
     /// Resident memory of node `i` in KiB, from `/proc` (Linux).
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.nodes[i].info.pid)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        rss_kib_of(self.nodes[i].info.pid)
     }
 
     /// The log of node `i`.
@@ -280,4 +278,11 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Resident memory of process `pid` in KiB, from `/proc` (Linux).
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

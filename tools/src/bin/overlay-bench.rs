@@ -13,6 +13,16 @@
 //! resident memory before and after. The subscribers run in this process,
 //! on the same cores as the daemons, so the figures are for the whole
 //! machine doing all the work.
+//!
+//! With `--stall SECS` it measures memory under a stalled reader instead:
+//! one more subscriber, on the last node, subscribes and never reads, while
+//! the publisher sends at full speed for SECS seconds. It samples every
+//! daemon's resident memory each second and prints the largest, which the
+//! bounded queues must keep under 64 MiB:
+//!
+//! ```text
+//! target/release/overlay-bench --stall 30 --size 1024
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +53,10 @@ struct Args {
     /// Publishes awaiting the root's answer at once.
     #[arg(long, default_value_t = 512)]
     window: usize,
+    /// Instead of a fixed number of messages, publish for this many seconds
+    /// while one subscriber never reads, and report the daemons' memory.
+    #[arg(long, value_name = "SECS")]
+    stall: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +85,7 @@ async fn bench(cluster: &mut Cluster, args: &Args) -> anyhow::Result<()> {
     let mid = cluster.client(0).await?.create().await?;
 
     let counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let lagged = Arc::new(AtomicU64::new(0));
     let mut joins = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -84,12 +99,13 @@ async fn bench(cluster: &mut Cluster, args: &Args) -> anyhow::Result<()> {
             joins.push(t.elapsed());
         }
         let counts = counts.clone();
+        let lagged = lagged.clone();
         tasks.push(smol::spawn(async move {
             let _client = client;
             while let Some(Ok(ev)) = sub.next().await {
                 match ev {
                     SubscriptionEvent::Message(_) => counts[i].fetch_add(1, Ordering::Relaxed),
-                    _ => panic!("node {i}: subscriber lagged"),
+                    _ => lagged.fetch_add(1, Ordering::Relaxed),
                 };
             }
         }));
@@ -99,12 +115,18 @@ async fn bench(cluster: &mut Cluster, args: &Args) -> anyhow::Result<()> {
 
     let publisher = cluster.client(1).await?;
     let payload = bytes::Bytes::from(vec![b'x'; args.size]);
+    if let Some(secs) = args.stall {
+        return stall(cluster, args, mid, secs, &counts, &lagged, &rss_idle).await;
+    }
     let start = Instant::now();
     let payloads = (0..args.messages).map(|_| payload.clone());
     publisher
         .publish_all(mid, payloads, args.window, |_| {})
         .await?;
     let accepted = start.elapsed();
+    if lagged.load(Ordering::Relaxed) > 0 {
+        bail!("a subscriber lagged: this process could not keep up with the daemons");
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while counts
         .iter()
@@ -154,6 +176,93 @@ async fn bench(cluster: &mut Cluster, args: &Args) -> anyhow::Result<()> {
         median(&rss_after),
         rss_after.iter().max().unwrap_or(&0)
     );
+    Ok(())
+}
+
+/// Publishes at full speed for `secs` while a subscriber on the last node
+/// never reads; samples every daemon's memory once a second.
+async fn stall(
+    cluster: &Cluster,
+    args: &Args,
+    mid: overlay_proto::Mid,
+    secs: u64,
+    counts: &[AtomicU64],
+    lagged: &AtomicU64,
+    rss_idle: &[u64],
+) -> anyhow::Result<()> {
+    use overlay_node::api::{self, ClientFrame, Request};
+    use std::io::Write;
+    let n = cluster.nodes.len();
+    let stalled_node = n - 1;
+    // A raw control connection that subscribes and then never reads.
+    let mut stalled =
+        std::os::unix::net::UnixStream::connect(&cluster.nodes[stalled_node].info.control)?;
+    let frame = ClientFrame {
+        id: 1,
+        request: Request::Subscribe { mid, from: None },
+    };
+    stalled.write_all(&api::encode(&frame)?)?;
+
+    let pids: Vec<u32> = cluster.nodes.iter().map(|p| p.info.pid).collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut max = vec![0u64; pids.len()];
+            while !done.load(Ordering::Relaxed) {
+                for (i, pid) in pids.iter().enumerate() {
+                    if let Some(kib) = overlay_tools::cluster::rss_kib_of(*pid) {
+                        max[i] = max[i].max(kib);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            max
+        })
+    };
+    let publisher = cluster.client(1).await?;
+    let payload = bytes::Bytes::from(vec![b'x'; args.size]);
+    let start = Instant::now();
+    let until = start + Duration::from_secs(secs);
+    let payloads = std::iter::from_fn(|| (Instant::now() < until).then(|| payload.clone()));
+    let published = publisher
+        .publish_all(mid, payloads, args.window, |_| {})
+        .await?;
+    smol::Timer::after(Duration::from_secs(2)).await;
+    done.store(true, Ordering::Relaxed);
+    let max = sampler.join().expect("sampler");
+    let elapsed = start.elapsed().as_secs_f64();
+    let least = counts
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    println!(
+        "nodes                 {n} (max children {})",
+        args.max_children
+    );
+    println!(
+        "published             {published} messages of {} bytes in {secs} s ({:.0} msg/s)",
+        args.size,
+        published as f64 / secs as f64
+    );
+    println!("stalled subscriber    on node {stalled_node}, never read");
+    println!(
+        "readers               fewest messages received {least}; lag reports {}",
+        lagged.load(Ordering::Relaxed)
+    );
+    println!(
+        "RSS per daemon        idle median {} KiB; max during the run: median {} KiB, largest {} KiB",
+        median(rss_idle),
+        median(&max),
+        max.iter().max().unwrap_or(&0)
+    );
+    println!(
+        "RSS of the daemon with the stalled subscriber: max {} KiB",
+        max[stalled_node]
+    );
+    println!("(run took {elapsed:.1} s)");
+    drop(stalled);
     Ok(())
 }
 
