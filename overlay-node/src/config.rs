@@ -98,9 +98,13 @@ pub struct FileConfig {
     /// Bytes of that buffer (default 2097152, 2 MiB).
     pub buffer_bytes: Option<usize>,
     /// Bytes queued per peer connection before the peer counts as too slow
-    /// and is disconnected (default 16777216, 16 MiB). A child dropped this
-    /// way joins again and repairs what it missed from retention.
+    /// and is disconnected (default: `retain_bytes`, so that a child dropped
+    /// this way can repair what it missed from the root's retention when it
+    /// joins again).
     pub peer_queue_bytes: Option<usize>,
+    /// Frames queued per peer connection before the peer counts as too slow
+    /// (default: `retain_messages`, for the same reason).
+    pub peer_queue_frames: Option<usize>,
     /// Messages buffered per control connection for subscribers before
     /// they are dropped and reported as missed (default 8192).
     pub subscriber_buffer: Option<usize>,
@@ -142,6 +146,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Bytes queued per peer before it counts as too slow.
     pub peer_queue_bytes: usize,
+    /// Frames queued per peer before it counts as too slow.
+    pub peer_queue_frames: usize,
     /// Messages buffered per control connection for subscribers.
     pub subscriber_buffer: usize,
     /// Payload bytes buffered per control connection for subscribers.
@@ -245,8 +251,12 @@ impl Settings {
         // At least two maximal frames, so one large message always fits.
         let peer_queue_bytes = file
             .peer_queue_bytes
-            .unwrap_or(16 << 20)
+            .unwrap_or(proto.retain_bytes)
             .max(2 * proto.max_frame_size());
+        let peer_queue_frames = file
+            .peer_queue_frames
+            .unwrap_or(proto.retain_messages)
+            .max(16);
         let max_message = proto.max_message_size;
         Ok(Settings {
             data_dir,
@@ -258,6 +268,7 @@ impl Settings {
             keep_alive: Duration::from_millis(file.keep_alive_ms.unwrap_or(500)),
             idle_timeout: Duration::from_millis(file.idle_timeout_ms.unwrap_or(2000)),
             peer_queue_bytes,
+            peer_queue_frames,
             subscriber_buffer: file.subscriber_buffer.unwrap_or(8192).max(16),
             subscriber_buffer_bytes: file
                 .subscriber_buffer_bytes

@@ -587,7 +587,11 @@ impl Actor {
             self.max_frame,
             self.inbox.clone(),
         );
-        let (queue, writer) = transport::spawn_writer(conn.clone(), self.settings.peer_queue_bytes);
+        let (queue, writer) = transport::spawn_writer(
+            conn.clone(),
+            self.settings.peer_queue_bytes,
+            self.settings.peer_queue_frames,
+        );
         let link = Link {
             conn,
             conn_id,

@@ -262,12 +262,16 @@ const WRITE_BATCH: usize = 64;
 
 /// Why a frame could not be queued for a peer.
 #[derive(Debug, thiserror::Error)]
-#[error("{queued} bytes are already queued for this peer (peer_queue_bytes = {cap})")]
+#[error("{queued} bytes in {frames} frames are already queued for this peer (peer_queue_bytes = {cap}, peer_queue_frames = {max_frames})")]
 pub struct QueueFull {
     /// Bytes queued.
     pub queued: usize,
-    /// The cap.
+    /// Frames queued.
+    pub frames: usize,
+    /// The byte cap.
     pub cap: usize,
+    /// The frame cap.
+    pub max_frames: usize,
 }
 
 #[derive(Debug)]
@@ -288,18 +292,21 @@ pub struct PeerQueue {
     state: Arc<Mutex<QueueState>>,
     wake: Sender<()>,
     cap: usize,
+    max_frames: usize,
 }
 
 impl PeerQueue {
     /// Queues a frame for the writer, or refuses it when the peer already
-    /// has `cap` bytes waiting.
+    /// has `cap` bytes or `max_frames` frames waiting.
     pub fn push(&self, frame: EncodedFrame) -> Result<(), QueueFull> {
         {
             let mut s = self.state.lock().expect("queue lock");
-            if s.bytes + frame.len() > self.cap {
+            if s.bytes + frame.len() > self.cap || s.frames.len() >= self.max_frames {
                 return Err(QueueFull {
                     queued: s.bytes,
+                    frames: s.frames.len(),
                     cap: self.cap,
+                    max_frames: self.max_frames,
                 });
             }
             s.bytes += frame.len();
@@ -324,7 +331,11 @@ impl PeerQueue {
 /// Starts the writer of `conn`, with a queue of at most `cap` bytes.
 /// [`PeerQueue::close`] finishes the stream cleanly after the queued frames
 /// are written; dropping the task stops it at once.
-pub fn spawn_writer(conn: quinn::Connection, cap: usize) -> (PeerQueue, smol::Task<()>) {
+pub fn spawn_writer(
+    conn: quinn::Connection,
+    cap: usize,
+    max_frames: usize,
+) -> (PeerQueue, smol::Task<()>) {
     let (wake, woken) = smol::channel::bounded(1);
     let queue = PeerQueue {
         state: Arc::new(Mutex::new(QueueState {
@@ -334,6 +345,7 @@ pub fn spawn_writer(conn: quinn::Connection, cap: usize) -> (PeerQueue, smol::Ta
         })),
         wake,
         cap,
+        max_frames: max_frames.max(1),
     };
     let task = smol::spawn(write_loop(conn, queue.state.clone(), woken));
     (queue, task)
