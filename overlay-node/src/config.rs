@@ -103,7 +103,7 @@ pub struct FileConfig {
     /// joins again).
     pub peer_queue_bytes: Option<usize>,
     /// Frames queued per peer connection before the peer counts as too slow
-    /// (default: `retain_messages`, for the same reason).
+    /// (default: `retain_messages` for the same reason, and at least 8192).
     pub peer_queue_frames: Option<usize>,
     /// Messages buffered per control connection for subscribers before
     /// they are dropped and reported as missed (default 8192).
@@ -253,9 +253,11 @@ impl Settings {
             .peer_queue_bytes
             .unwrap_or(proto.retain_bytes)
             .max(2 * proto.max_frame_size());
+        // Bursts of small frames (acknowledgements, heartbeats) must fit
+        // whatever the retention, hence the floor.
         let peer_queue_frames = file
             .peer_queue_frames
-            .unwrap_or(proto.retain_messages)
+            .unwrap_or(proto.retain_messages.max(8192))
             .max(16);
         let max_message = proto.max_message_size;
         Ok(Settings {

@@ -77,6 +77,10 @@ pub struct Config {
     pub max_fetch: usize,
     /// How long a gap fetch waits for its answer before it is asked again.
     pub repair_retry: Duration,
+    /// How long a node found dead is kept out of the routing table when
+    /// other nodes' (older) neighbour lists still name it. Hearing from it
+    /// directly lets it back in at once.
+    pub dead_memory: Duration,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             buffer_bytes: 2 << 20,
             max_fetch: 512,
             repair_retry: Duration::from_millis(750),
+            dead_memory: Duration::from_secs(30),
         }
     }
 }

@@ -20,7 +20,7 @@
 //! of the stream (we fetch it); a root that does not list a group we
 //! replicate no longer counts on us (we forget the replica).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::Rng;
 
@@ -37,6 +37,27 @@ struct Beat {
 }
 
 impl<R: Rng> Node<R> {
+    /// Keeps `peer` out of the routing table for `dead_memory`, against the
+    /// older neighbour lists of other nodes that still name it.
+    pub(crate) fn remember_dead(&mut self, peer: NodeId) {
+        let now = self.now;
+        let memory = self.cfg.dead_memory;
+        self.dead.retain(|_, t| now.duration_since(*t) < memory);
+        if self.dead.len() >= crate::node::MAX_DEAD {
+            if let Some(oldest) = self.dead.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id) {
+                self.dead.remove(&oldest);
+            }
+        }
+        self.dead.insert(peer, now);
+    }
+
+    /// Whether `peer` was found dead recently (and not heard from since).
+    pub(crate) fn known_dead(&self, peer: NodeId) -> bool {
+        self.dead
+            .get(&peer)
+            .is_some_and(|t| self.now.duration_since(*t) < self.cfg.dead_memory)
+    }
+
     /// Any message from `peer` is a sign of life.
     pub(crate) fn heard_from(&mut self, peer: NodeId) {
         if let Some(t) = self.heard.get_mut(&peer) {
@@ -50,8 +71,8 @@ impl<R: Rng> Node<R> {
 
     /// Every neighbour we share tree or replica state with, and what we tell
     /// it.
-    fn beats(&self) -> HashMap<NodeId, Beat> {
-        let mut beats: HashMap<NodeId, Beat> = HashMap::new();
+    fn beats(&self) -> BTreeMap<NodeId, Beat> {
+        let mut beats: BTreeMap<NodeId, Beat> = BTreeMap::new();
         let mut add = |info: NodeInfo, tree: Option<(Mid, u64)>, replica: Option<(Mid, u64)>| {
             let b = beats.entry(info.id).or_default();
             b.info = Some(info);
@@ -189,12 +210,33 @@ impl<R: Rng> Node<R> {
         });
     }
 
-    /// A neighbour is gone (connection lost, goodbye, or silence): routing,
-    /// trees and replicas work around it.
+    /// The connection to a peer closed, or could not be opened. Trees work
+    /// around the peer at once (a re-join is cheap and safe). Replication
+    /// does not: a root replaces a replica, and a replica takes over from
+    /// its root, only after `failure_timeout` of silence, because a closed
+    /// connection may only be a slow link, re-opened by the next heartbeat,
+    /// and two roots at once are what replication must avoid.
+    pub(crate) fn connection_lost(&mut self, peer: NodeId) {
+        if !self.heard.contains_key(&peer) {
+            // Not a neighbour we watch: most likely dead (an idle timeout,
+            // a failed dial). Route around it.
+            self.remember_dead(peer);
+            self.table.remove(peer);
+        }
+        // A watched neighbour stays in the routing table until its silence
+        // says it is dead: it may be alive behind a link that was closed
+        // for being slow, and the re-join below may well go back to it.
+        self.tree_peer_lost(peer, false);
+    }
+
+    /// A neighbour is gone (a goodbye, or silence): routing, trees and
+    /// replicas work around it.
     pub(crate) fn peer_lost(&mut self, peer: NodeId) {
+        self.remember_dead(peer);
         self.table.remove(peer);
+        self.known_roots.retain(|_, (root, _)| root.id != peer);
         self.heard.remove(&peer);
-        self.tree_peer_lost(peer);
+        self.tree_peer_lost(peer, true);
         self.replica_lost(peer);
         self.replica_root_lost(peer);
     }

@@ -3,7 +3,7 @@
 //! [`crate::tree`], [`crate::stream`], [`crate::publish`], [`crate::root`],
 //! [`crate::replica`], [`crate::liveness`], [`crate::query`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -325,6 +325,9 @@ pub enum Output {
     Event(Event),
 }
 
+/// Most nodes remembered as dead; the oldest are forgotten first.
+pub(crate) const MAX_DEAD: usize = 1024;
+
 /// Where this node stands in entering the overlay.
 #[derive(Debug, Clone)]
 pub(crate) enum Phase {
@@ -348,17 +351,22 @@ pub struct Node<R> {
     pub(crate) rng: R,
     pub(crate) table: RoutingTable,
     pub(crate) phase: Phase,
-    pub(crate) groups: HashMap<Mid, Group>,
-    pub(crate) replicas: HashMap<Mid, Replica>,
-    pub(crate) publishes: HashMap<u64, PendingPublish>,
+    pub(crate) groups: BTreeMap<Mid, Group>,
+    pub(crate) replicas: BTreeMap<Mid, Replica>,
+    pub(crate) publishes: BTreeMap<u64, PendingPublish>,
     pub(crate) publish_bytes: usize,
     pub(crate) publish_sweep_armed: bool,
-    pub(crate) replays: HashMap<u64, Replay>,
+    pub(crate) replays: BTreeMap<u64, Replay>,
     /// When each watched tree neighbour was last heard from.
-    pub(crate) heard: HashMap<NodeId, Instant>,
-    pub(crate) collections: HashMap<u64, crate::query::Collection>,
+    pub(crate) heard: BTreeMap<NodeId, Instant>,
+    /// Nodes found dead, and when (at most [`MAX_DEAD`]).
+    pub(crate) dead: BTreeMap<NodeId, Instant>,
+    /// Roots this node learned of without holding their replica (at most
+    /// `max_groups`).
+    pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
+    pub(crate) collections: BTreeMap<u64, crate::query::Collection>,
     pub(crate) next_collection: u64,
-    pub(crate) queries: HashMap<u64, Mid>,
+    pub(crate) queries: BTreeMap<u64, Mid>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) now: Instant,
 }
@@ -371,16 +379,18 @@ impl<R: Rng> Node<R> {
             cfg,
             rng,
             phase: Phase::Idle,
-            groups: HashMap::new(),
-            replicas: HashMap::new(),
-            publishes: HashMap::new(),
+            groups: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            publishes: BTreeMap::new(),
             publish_bytes: 0,
             publish_sweep_armed: false,
-            replays: HashMap::new(),
-            heard: HashMap::new(),
-            collections: HashMap::new(),
+            replays: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            known_roots: BTreeMap::new(),
+            collections: BTreeMap::new(),
             next_collection: 1,
-            queries: HashMap::new(),
+            queries: BTreeMap::new(),
             out: VecDeque::new(),
             now,
         }
@@ -428,6 +438,10 @@ impl<R: Rng> Node<R> {
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
         self.heard_from(from.id);
+        if !self.dead.is_empty() && self.dead.remove(&from.id).is_some() {
+            // Taken for dead, but it speaks: it is back in our table.
+            self.table.insert(from);
+        }
         match msg {
             Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
             Message::Neighbours { nodes, reply } => self.on_neighbours(from, nodes, reply),
@@ -507,11 +521,12 @@ impl<R: Rng> Node<R> {
     }
 
     fn on_peer_up(&mut self, peer: NodeInfo) {
+        self.dead.remove(&peer.id);
         self.table.insert(peer);
     }
 
     fn on_peer_down(&mut self, peer: NodeId) {
-        self.peer_lost(peer);
+        self.connection_lost(peer);
     }
 
     fn on_timer(&mut self, timer: Timer) {

@@ -96,6 +96,9 @@ impl<R: Rng> Node<R> {
         if joiner.id == self.me().id {
             return;
         }
+        // A node that enters the overlay is alive, whatever we knew of it
+        // (a restarted node keeps its id).
+        self.dead.remove(&joiner.id);
         let nodes = self.neighbours_for(joiner.id);
         self.send(
             joiner,
@@ -116,7 +119,11 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_neighbours(&mut self, from: NodeInfo, nodes: Vec<NodeInfo>, reply: bool) {
         self.table.insert(from);
         let me = self.me().id;
-        for n in nodes.into_iter().filter(|n| n.id != me && n.id != from.id) {
+        let listed: Vec<NodeInfo> = nodes
+            .into_iter()
+            .filter(|n| n.id != me && n.id != from.id && !self.known_dead(n.id))
+            .collect();
+        for n in listed {
             // Introduce ourselves to every node that takes a place in our
             // table, asking for its state in return: this places us in its
             // table and leaf set, and fills ours. It converges because only

@@ -77,6 +77,19 @@ pub(crate) fn supersedes(mid: Mid, ea: u32, a: NodeId, eb: u32, b: NodeId) -> bo
 }
 
 impl<R: Rng> Node<R> {
+    /// Remembers who is root of `mid`, for routing toward it from a node
+    /// the overlay makes responsible for the mid but that holds no replica
+    /// (a root that stepped down).
+    pub(crate) fn remember_root(&mut self, mid: Mid, root: NodeInfo, epoch: u32) {
+        if root.id == self.me().id {
+            return;
+        }
+        if !self.known_roots.contains_key(&mid) && self.known_roots.len() >= self.cfg.max_groups {
+            self.known_roots.pop_first();
+        }
+        self.known_roots.insert(mid, (root, epoch));
+    }
+
     /// The replicas this node holds, ordered by mid.
     pub fn replicas(&self) -> Vec<ReplicaView> {
         let mut v: Vec<ReplicaView> = self
@@ -110,7 +123,7 @@ impl<R: Rng> Node<R> {
         let me = self.me();
         if let Some(r) = self.groups.get(&mid).and_then(|g| g.root.as_ref()) {
             if supersedes(mid, epoch, from.id, r.epoch, me.id) {
-                self.step_down(mid);
+                self.step_down(mid, root, epoch);
             } else {
                 let epoch = r.epoch;
                 self.send(
@@ -188,17 +201,24 @@ impl<R: Rng> Node<R> {
         // The log's messages keep the epoch they were ordered in: what
         // identifies the current root is who sends them.
         if rep.root.id != from.id || data.epoch > rep.epoch {
-            if rep.orphaned.is_none()
+            let msg = if rep.orphaned.is_none()
                 && supersedes(mid, rep.epoch, rep.root.id, data.epoch, from.id)
             {
-                let msg = Message::NotRoot {
+                // We follow a better root.
+                Message::NotRoot {
                     mid,
                     epoch: rep.epoch,
                     root: rep.root,
-                };
-                self.send(from, msg);
-            }
-            return;
+                }
+            } else {
+                // A new root whose sync we missed: ask it for one.
+                Message::ReplicaAck {
+                    mid,
+                    epoch: 0,
+                    seq: 0,
+                }
+            };
+            return self.send(from, msg);
         }
         let epoch = rep.epoch;
         let next = rep.log.next();
@@ -229,7 +249,7 @@ impl<R: Rng> Node<R> {
         }
         if let Some(r) = self.groups.get(&mid).and_then(|g| g.root.as_ref()) {
             if supersedes(mid, epoch, root.id, r.epoch, me) {
-                self.step_down(mid);
+                self.step_down(mid, root, epoch);
             }
         }
     }

@@ -47,6 +47,8 @@ pub(crate) struct ReplicaPeer {
     /// When `acked` last moved (or the replica was added, or was last sent
     /// a catch-up).
     pub(crate) progress_at: Instant,
+    /// When it was last sent our whole log.
+    synced_at: Instant,
 }
 
 /// The root's state of one group.
@@ -240,6 +242,7 @@ impl<R: Rng> Node<R> {
                         info: *c,
                         acked: before,
                         progress_at: now,
+                        synced_at: now,
                     });
                 }
             }
@@ -280,7 +283,12 @@ impl<R: Rng> Node<R> {
             return;
         };
         if epoch != r.epoch {
-            // It lost our sync (or never got it): start it over.
+            // It lost our sync (or never got it): start it over, but not
+            // again for every message of the log already on its way.
+            if now.duration_since(peer.synced_at) < self.cfg.heartbeat_interval * 2 {
+                return;
+            }
+            peer.synced_at = now;
             let sync = Message::ReplicaSync {
                 mid,
                 epoch: r.epoch,
@@ -360,10 +368,13 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    /// Another node is root in a newer epoch: stop being root and join its
-    /// tree, keeping our subtree. Messages we ordered but never committed
-    /// are dropped; their publishers were not answered and retry.
-    pub(crate) fn step_down(&mut self, mid: Mid) {
+    /// `root` is root in a newer epoch: stop being root and join its tree,
+    /// keeping our subtree. Messages we ordered but never committed are
+    /// dropped; their publishers were not answered and retry. We remember
+    /// the new root: routing toward the mid may end here (we are likely
+    /// still the closest node to it), and the join must reach it.
+    pub(crate) fn step_down(&mut self, mid: Mid, root: NodeInfo, epoch: u32) {
+        self.remember_root(mid, root, epoch);
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };

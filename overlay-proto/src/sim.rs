@@ -14,7 +14,7 @@
 //! (with topologies, churn and measurements) builds on the same idea.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub struct Sim {
     alive: Vec<bool>,
     by_id: HashMap<NodeId, usize>,
     by_addr: HashMap<SocketAddr, usize>,
-    links: HashSet<(usize, usize)>,
+    links: BTreeSet<(usize, usize)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     pending: HashMap<u64, (usize, Input)>,
     next_seq: u64,
@@ -56,6 +56,8 @@ pub struct Sim {
     events: Vec<(usize, Event)>,
     /// Messages delivered so far.
     pub messages: u64,
+    /// Messages sent so far, by kind.
+    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Sim {
@@ -67,7 +69,7 @@ impl Sim {
             alive: Vec::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
-            links: HashSet::new(),
+            links: BTreeSet::new(),
             queue: BinaryHeap::new(),
             pending: HashMap::new(),
             next_seq: 0,
@@ -82,6 +84,7 @@ impl Sim {
             dropped: 0,
             events: Vec::new(),
             messages: 0,
+            by_kind: Default::default(),
         }
     }
 
@@ -166,6 +169,18 @@ impl Sim {
         }
     }
 
+    /// Closes the connection between `a` and `b`, as the daemon does to a
+    /// peer too slow to keep up: both learn of it at once, and the next
+    /// message between them opens a new connection.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        if self.links.remove(&(a.min(b), a.max(b))) {
+            let (ia, ib) = (self.nodes[a].me().id, self.nodes[b].me().id);
+            let at = self.now + self.latency;
+            self.schedule(at, a, Input::PeerDown(ib));
+            self.schedule(at, b, Input::PeerDown(ia));
+        }
+    }
+
     /// Index of a random running node for which `pick` holds, if any.
     pub fn random_node(&mut self, mut pick: impl FnMut(&Node<StdRng>) -> bool) -> Option<usize> {
         let candidates: Vec<usize> = (0..self.nodes.len())
@@ -246,6 +261,7 @@ impl Sim {
                     return;
                 }
                 self.connect(i, j, arrive);
+                *self.by_kind.entry(msg.kind()).or_default() += 1;
                 let max = self.cfg.max_frame_size();
                 let encoded =
                     frame::encode(&msg, max).expect("the protocol only sends encodable messages");

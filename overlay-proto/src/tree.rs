@@ -272,6 +272,8 @@ impl<R: Rng> Node<R> {
             .get(&mid)
             .filter(|r| r.orphaned.is_none() && r.root.id != self.me().id)
             .map(|r| r.root)
+            .or_else(|| self.known_roots.get(&mid).map(|(root, _)| *root))
+            .filter(|root| !skip.contains(&root.id))
     }
 
     /// Sends this node's own join one hop toward the root, or fails the join
@@ -639,8 +641,9 @@ impl<R: Rng> Node<R> {
     }
 
     /// A peer is gone: drop it as a child, and re-join where it was our
-    /// parent.
-    pub(crate) fn tree_peer_lost(&mut self, peer: NodeId) {
+    /// parent. If it is known to be `dead` (not only disconnected), joins
+    /// route around it.
+    pub(crate) fn tree_peer_lost(&mut self, peer: NodeId, dead: bool) {
         let mids: Vec<Mid> = self
             .groups
             .iter()
@@ -657,7 +660,7 @@ impl<R: Rng> Node<R> {
                 self.prune(mid);
                 continue;
             }
-            g.around = Some(peer);
+            g.around = dead.then_some(peer);
             self.detach(mid);
         }
     }

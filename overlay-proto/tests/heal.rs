@@ -181,6 +181,68 @@ fn group(sim: &mut Sim, n: usize) -> Mid {
     mid
 }
 
+/// Connections between the root and its replicas, and between random
+/// nodes, are closed again and again (as the daemon closes a peer too slow
+/// to keep up) while publishers send: nobody crashed, so no replica may
+/// take over, and nothing is lost or duplicated.
+#[test]
+fn closed_connections_cause_no_takeover_and_no_loss() {
+    init_logs();
+    for seed in seeds(4) {
+        let n = 30;
+        let cfg = Config {
+            max_children: 3,
+            ..Config::default()
+        };
+        let mut sim = overlay(seed, n, cfg);
+        let mid = group(&mut sim, n);
+        let root = check_tree(&sim, mid, seed);
+        let root_i = sim.index_of(root).unwrap();
+        let mut rec = Record::default();
+        rec.take(&mut sim, seed);
+        let mut request = 0u64;
+        for tick in 0..1000u64 {
+            if tick % 25 == 0 {
+                let replicas = sim.node(root_i).groups()[0].replicas.clone();
+                let r = replicas[(tick as usize / 25) % replicas.len()];
+                sim.disconnect(root_i, sim.index_of(r.id).unwrap());
+                let a = sim.random_node(|_| true).unwrap();
+                let b = sim.random_node(|_| true).unwrap();
+                if a != b {
+                    sim.disconnect(a, b);
+                }
+            }
+            if let Some(p) = sim.random_node(|_| true) {
+                request += 1;
+                let payload = Bytes::from(format!("{seed}/{p}/{request}"));
+                rec.sent.insert((p, request), payload.clone());
+                let cmd = Command::Publish {
+                    request,
+                    mid,
+                    payload,
+                };
+                sim.command(p, cmd);
+            }
+            sim.run_for(Duration::from_millis(10));
+            rec.take(&mut sim, seed);
+        }
+        sim.run_for(Duration::from_secs(20));
+        rec.take(&mut sim, seed);
+        assert_eq!(
+            check_tree(&sim, mid, seed),
+            root,
+            "seed {seed}: the root stays root"
+        );
+        assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
+        assert_eq!(
+            rec.accepted.len(),
+            1000,
+            "seed {seed}: every publish accepted"
+        );
+        check_delivery(&sim, &rec, seed);
+    }
+}
+
 /// Forwarders crash one after another every two seconds, and the root once,
 /// while publishers send; a little of every kind of message is lost.
 #[test]
@@ -241,6 +303,9 @@ fn crashes_and_loss_lose_no_accepted_message() {
         sim.loss = 0.0;
         sim.run_for(Duration::from_secs(20));
         rec.take(&mut sim, seed);
+        if std::env::var("KINDS").is_ok() {
+            eprintln!("seed {seed}: {:?}", sim.by_kind);
+        }
         eprintln!(
             "seed {seed}: {} accepted, {} failed, {} crashed, {} messages dropped, {} sent in all",
             rec.accepted.len(),

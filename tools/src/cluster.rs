@@ -266,7 +266,17 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> Option<i32> {
 }
 
 impl Drop for Cluster {
+    /// Stops every node. The directories go too, unless
+    /// `OVERLAY_KEEP_CLUSTER` is set (to read the nodes' logs after a
+    /// failure).
     fn drop(&mut self) {
+        if std::env::var_os("OVERLAY_KEEP_CLUSTER").is_some() {
+            let dir = std::mem::replace(&mut self.root, tempfile::TempDir::new().expect("tempdir"));
+            eprintln!(
+                "keeping the cluster's directories in {}",
+                dir.keep().display()
+            );
+        }
         for n in &self.nodes {
             if let Some(c) = &n.child {
                 let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
