@@ -344,6 +344,8 @@ impl Actor {
                 Some(Err(_)) => return Ok(()),
                 None => self.fire_timers(),
             }
+            // The batch is done: what the node deferred per batch goes out.
+            self.input(Input::Flush);
             if let Some(e) = self.bootstrap_error.take() {
                 anyhow::bail!(e);
             }

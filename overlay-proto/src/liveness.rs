@@ -111,6 +111,8 @@ impl<R: Rng> Node<R> {
 
     pub(crate) fn on_heartbeat_timer(&mut self) {
         self.arm_heartbeat();
+        // In case the driver does not flush.
+        self.flush_acks();
         if !self.is_joined() {
             return;
         }

@@ -145,6 +145,12 @@ pub enum Input {
     Timer(Timer),
     /// A local command.
     Command(Command),
+    /// The driver has handled every input it had at hand. Messages the node
+    /// deferred to send once per batch rather than once per input (a
+    /// replica's acknowledgements) go out now. Drivers should hand this in
+    /// after each batch of inputs; a node that never gets it still sends
+    /// them at its next heartbeat.
+    Flush,
 }
 
 /// Why a publish failed.
@@ -364,6 +370,8 @@ pub struct Node<R> {
     /// Roots this node learned of without holding their replica (at most
     /// `max_groups`).
     pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
+    /// Replicas whose root is owed an acknowledgement at the next flush.
+    pub(crate) acks_due: std::collections::BTreeSet<Mid>,
     pub(crate) collections: BTreeMap<u64, crate::query::Collection>,
     pub(crate) next_collection: u64,
     pub(crate) queries: BTreeMap<u64, Mid>,
@@ -388,6 +396,7 @@ impl<R: Rng> Node<R> {
             heard: BTreeMap::new(),
             dead: BTreeMap::new(),
             known_roots: BTreeMap::new(),
+            acks_due: Default::default(),
             collections: BTreeMap::new(),
             next_collection: 1,
             queries: BTreeMap::new(),
@@ -432,6 +441,7 @@ impl<R: Rng> Node<R> {
             Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
             Input::Timer(t) => self.on_timer(t),
             Input::Command(c) => self.on_command(c),
+            Input::Flush => self.flush_acks(),
         }
     }
 

@@ -220,7 +220,6 @@ impl<R: Rng> Node<R> {
             };
             return self.send(from, msg);
         }
-        let epoch = rep.epoch;
         let next = rep.log.next();
         if data.seq > next {
             if rep.ahead.len() < self.cfg.max_fetch {
@@ -237,8 +236,24 @@ impl<R: Rng> Node<R> {
         // Never forget what the root may still need from us to commit.
         let keep = (rep.log.next() - 1).saturating_sub(rep.committed) as usize;
         rep.log.trim(keep);
-        let seq = rep.log.next() - 1;
-        self.send(from, Message::ReplicaAck { mid, epoch, seq });
+        // One cumulative acknowledgement per batch of inputs, not one per
+        // message: a burst of publishes costs the root one ack per replica.
+        self.acks_due.insert(mid);
+    }
+
+    /// Sends the acknowledgements deferred by [`Node::on_replicate`].
+    pub(crate) fn flush_acks(&mut self) {
+        for mid in std::mem::take(&mut self.acks_due) {
+            if let Some(rep) = self.replicas.get(&mid) {
+                let msg = Message::ReplicaAck {
+                    mid,
+                    epoch: rep.epoch,
+                    seq: rep.log.next() - 1,
+                };
+                let root = rep.root;
+                self.send(root, msg);
+            }
+        }
     }
 
     /// A root tells us about a root that supersedes it.

@@ -228,6 +228,7 @@ impl Sim {
         let t = (self.now - self.start).as_millis() as u64;
         let _span = tracing::debug_span!("node", i, t).entered();
         self.nodes[i].handle(self.now, input);
+        self.nodes[i].handle(self.now, Input::Flush);
         while let Some(out) = self.nodes[i].poll_output() {
             self.output(i, out);
         }
