@@ -3,10 +3,11 @@
 //! This crate is the part of the overlay multicast system that decides what
 //! to send, to whom and when. It owns no socket, spawns no task and reads no
 //! clock: a [`Node`] takes [`Input`]s (a message from a peer, a peer
-//! connected or lost, a timer fired, a local command), each stamped with the
-//! current time, and answers with [`Output`]s (send a message, dial an
-//! address, set a timer, tell the user). Randomness comes from the `R` the
-//! node is built with. The daemon (`overlay-node`) drives a node with QUIC
+//! connected or lost, a timer fired, a local command, and a flush after
+//! each batch of those), each stamped with the current time, and answers
+//! with [`Output`]s (send a message, dial an address, set a timer, tell the
+//! user). Randomness comes from the `R` the node is built with, and its
+//! state is kept in ordered maps, so a seeded run is reproducible. The daemon (`overlay-node`) drives a node with QUIC
 //! connections and real time; a simulator drives the very same code with
 //! thousands of nodes in virtual time, and [`sim`] is the small deterministic
 //! network this crate's own tests use.
