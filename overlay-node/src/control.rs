@@ -122,7 +122,7 @@ async fn serve_client(
             }
             // The frames left the queue: what stays is the encoded batch,
             // at most one (bounded) batch per connection.
-            queued.fetch_sub(cost.min(queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+            queued.fetch_sub(cost, Ordering::Relaxed);
             if writer.write_all(&buf).await.is_err() {
                 return;
             }

@@ -48,13 +48,13 @@ impl ClientConn {
     /// Queues a frame unless the queue is full (in frames or in bytes).
     pub(crate) fn try_send(&self, frame: ServerFrame, max_bytes: usize) -> bool {
         let cost = frame_cost(&frame);
-        if self.queued.load(Ordering::Relaxed) + cost > max_bytes {
+        // Counted before the frame is queued, so that the writer, which
+        // subtracts once it took the frame, never subtracts first.
+        let before = self.queued.fetch_add(cost, Ordering::Relaxed);
+        if before + cost > max_bytes || self.tx.try_send(frame).is_err() {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
-        if self.tx.try_send(frame).is_err() {
-            return false;
-        }
-        self.queued.fetch_add(cost, Ordering::Relaxed);
         true
     }
 }
@@ -252,7 +252,7 @@ impl Subscribers {
         };
         if let Phase::Replaying { next, .. } = &mut s.phase {
             match &response {
-                Response::Message(d) => *next = d.seq + 1,
+                Response::Message(d) => *next = d.seq.saturating_add(1),
                 Response::Lost { to, .. } => *next = *to,
                 _ => {}
             }

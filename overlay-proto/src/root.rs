@@ -88,6 +88,26 @@ impl Root {
         self.log.next() - 1
     }
 
+    /// The sync that tells a replica who we are, where our log starts and
+    /// the takeover order.
+    fn sync(&self, mid: Mid, me: NodeInfo) -> Message {
+        Message::ReplicaSync {
+            mid,
+            epoch: self.epoch,
+            root: me,
+            first: self.log.first(),
+            replicas: self.replicas.iter().map(|x| x.info.id).collect(),
+        }
+    }
+
+    /// What makes a node a replica holding our whole log: the sync, then
+    /// every message of the log.
+    fn full_sync(&self, mid: Mid, me: NodeInfo) -> Vec<Message> {
+        std::iter::once(self.sync(mid, me))
+            .chain(self.log.iter().cloned().map(Message::Replicate))
+            .collect()
+    }
+
     fn uncommitted(&self) -> usize {
         (self.last() - self.committed) as usize
     }
@@ -248,25 +268,19 @@ impl<R: Rng> Node<R> {
             }
         }
         tracing::debug!(mid = %mid, replicas = r.replicas.len(), new = fresh.len(), "replica set changed");
-        let order: Vec<NodeId> = r.replicas.iter().map(|x| x.info.id).collect();
-        let sync = Message::ReplicaSync {
-            mid,
-            epoch: r.epoch,
-            root: me,
-            first: r.log.first(),
-            replicas: order,
-        };
-        let log: Vec<Data> = if fresh.is_empty() {
+        // Every replica learns the new order; new ones get the whole log.
+        let sync = r.sync(mid, me);
+        let full = if fresh.is_empty() {
             Vec::new()
         } else {
-            r.log.iter().cloned().collect()
+            r.full_sync(mid, me)
         };
-        for c in &candidates {
+        for c in candidates.iter().filter(|c| !fresh.contains(c)) {
             self.send(*c, sync.clone());
         }
         for c in fresh {
-            for d in &log {
-                self.send(c, Message::Replicate(d.clone()));
+            for m in &full {
+                self.send(c, m.clone());
             }
         }
         self.try_commit(mid);
@@ -278,7 +292,7 @@ impl<R: Rng> Node<R> {
         let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
             return;
         };
-        let order: Vec<NodeId> = r.replicas.iter().map(|x| x.info.id).collect();
+        let first = r.log.first();
         let Some(peer) = r.replicas.iter_mut().find(|x| x.info.id == from.id) else {
             return;
         };
@@ -289,19 +303,10 @@ impl<R: Rng> Node<R> {
                 return;
             }
             peer.synced_at = now;
-            let sync = Message::ReplicaSync {
-                mid,
-                epoch: r.epoch,
-                root: me,
-                first: r.log.first(),
-                replicas: order,
-            };
-            peer.acked = r.log.first().saturating_sub(1);
+            peer.acked = first.saturating_sub(1);
             peer.progress_at = now;
-            let log: Vec<Data> = r.log.iter().cloned().collect();
-            self.send(from, sync);
-            for d in log {
-                self.send(from, Message::Replicate(d));
+            for m in r.full_sync(mid, me) {
+                self.send(from, m);
             }
             return;
         }

@@ -315,7 +315,12 @@ impl<R: Rng> Node<R> {
         }
         let max = self.cfg.max_fetch as u64;
         let to = to.min(from.saturating_add(max));
-        let Some(g) = self.groups.get(&mid) else {
+        let group = self.groups.get(&mid);
+        let root = group.is_some_and(|g| g.is_root());
+        // Off the tree, and for replays anywhere but at the root (only its
+        // retention is the group's, and it answers in one order), the fetch
+        // goes on toward the root.
+        let Some(g) = group.filter(|_| request == 0 || root) else {
             if let Some(next) = self.toward_root(mid, &[]) {
                 let msg = Message::Fetch {
                     mid,
@@ -328,28 +333,9 @@ impl<R: Rng> Node<R> {
             }
             return;
         };
-        let root = g.is_root();
-        if request != 0 && !root {
-            // Replays are the root's to answer: only its retention is the
-            // group's, and it answers in one order.
-            if let Some(next) = self.toward_root(mid, &[]) {
-                let msg = Message::Fetch {
-                    mid,
-                    from,
-                    to,
-                    reply_to,
-                    request,
-                };
-                self.send(next, msg);
-            }
-            return;
-        }
-        let held = g.held();
-        let end = to.min(g.next().unwrap_or(0));
-        let first = held.first();
-        let serve: Vec<Data> = held.range(from, end).cloned().collect();
+        let (before, serve) = g.serve(from, to);
         let parent = g.parent;
-        if from < first {
+        if let Some(first) = before {
             if root {
                 self.send(
                     reply_to,
@@ -357,14 +343,14 @@ impl<R: Rng> Node<R> {
                         mid,
                         request,
                         from,
-                        to: first.min(to),
+                        to: first,
                     },
                 );
             } else {
                 let up = Message::Fetch {
                     mid,
                     from,
-                    to: first.min(to),
+                    to: first,
                     reply_to,
                     request,
                 };
@@ -526,12 +512,9 @@ impl<R: Rng> Node<R> {
             }
         } else {
             // At the root itself: read the retention directly.
-            let g = &self.groups[&mid];
-            let first = g.held().first();
-            let end = to.min(g.next().unwrap_or(0));
-            let msgs: Vec<Data> = g.held().range(from, end).cloned().collect();
-            if from < first {
-                self.on_lost(mid, request, from, first.min(to));
+            let (before, msgs) = self.groups[&mid].serve(from, to);
+            if let Some(first) = before {
+                self.on_lost(mid, request, from, first);
             }
             for d in msgs {
                 self.on_fetched(request, d);

@@ -152,6 +152,17 @@ impl Group {
         }
     }
 
+    /// What this node can answer for messages `from..to`: the run before
+    /// its oldest held message, if the request reaches back that far (`None`
+    /// otherwise), and the held messages in the range.
+    pub(crate) fn serve(&self, from: u64, to: u64) -> (Option<u64>, Vec<crate::message::Data>) {
+        let held = self.held();
+        let first = held.first();
+        let end = to.min(self.next().unwrap_or(0));
+        let before = (from < first).then(|| first.min(to));
+        (before, held.range(from, end).cloned().collect())
+    }
+
     /// The children that receive the group's messages.
     pub(crate) fn acked_children(&self) -> impl Iterator<Item = &Child> + '_ {
         self.children.values().filter(|c| c.acked.is_some())
