@@ -93,6 +93,11 @@ pub(crate) enum Msg {
     ClientGone {
         client: u64,
     },
+    /// A probe's answer for a peer we were already connected to.
+    Rtt {
+        peer: NodeInfo,
+        rtt: Duration,
+    },
     Shutdown,
 }
 
@@ -444,6 +449,7 @@ impl Actor {
                 self.clients.remove(&client);
                 self.subscribers.remove_client(client);
             }
+            Msg::Rtt { peer, rtt } => self.input(Input::Rtt { peer, rtt }),
             Msg::Shutdown => {}
         }
     }
@@ -484,6 +490,7 @@ impl Actor {
             match out {
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Dial(addr) => self.dial(addr, None),
+                Output::Probe(peer) => self.probe(peer),
                 Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto, Some(timer)),
                 Output::Event(e) => self.on_event(e),
             }
@@ -524,6 +531,26 @@ impl Actor {
                 self.dial(to.addr, Some(to));
             }
         }
+    }
+
+    /// Measures the round-trip time to a peer: QUIC's estimate on the open
+    /// connection, or on a new one once its handshake is done (see
+    /// [`Actor::register`]).
+    fn probe(&mut self, peer: NodeInfo) {
+        if let Some(p) = self.peers.get(&peer.id) {
+            let rtt = p.active.conn.rtt();
+            // Answered through the inbox: we are inside the node's output
+            // loop here.
+            let _ = self.inbox.try_send(Msg::Rtt { peer, rtt });
+            return;
+        }
+        let crowded =
+            self.dialing.len() >= MAX_DIALS || self.peers.len() >= self.settings.max_connections;
+        if self.shutting_down || crowded || self.dialing.contains_key(&peer.id) {
+            return;
+        }
+        self.dialing.insert(peer.id, Vec::new());
+        self.dial(peer.addr, Some(peer));
     }
 
     fn dial(&mut self, addr: SocketAddr, expect: Option<NodeInfo>) {
@@ -615,6 +642,8 @@ impl Actor {
                 }
             }
             None => {
+                // The handshake gave QUIC its first round-trip samples.
+                let rtt = link.conn.rtt();
                 self.peers.insert(
                     info.id,
                     Peer {
@@ -623,6 +652,7 @@ impl Actor {
                     },
                 );
                 self.input(Input::PeerUp(info));
+                self.input(Input::Rtt { peer: info, rtt });
             }
         }
     }

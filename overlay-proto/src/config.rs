@@ -77,6 +77,14 @@ pub struct Config {
     pub max_fetch: usize,
     /// How long a gap fetch waits for its answer before it is asked again.
     pub repair_retry: Duration,
+    /// Proximity neighbour selection: fill each routing-table slot with the
+    /// nearest candidate measured, rather than the first one heard of.
+    pub proximity: bool,
+    /// Candidates measured per routing-table slot; the counts halve at each
+    /// maintenance round, so tables keep improving slowly after a join.
+    pub probes_per_slot: u8,
+    /// Most round-trip measurements a node waits for at once.
+    pub max_probes: usize,
     /// How long a node found dead is kept out of the routing table when
     /// other nodes' (older) neighbour lists still name it. Hearing from it
     /// directly lets it back in at once.
@@ -112,6 +120,9 @@ impl Default for Config {
             max_fetch: 512,
             repair_retry: Duration::from_millis(750),
             dead_memory: Duration::from_secs(30),
+            proximity: true,
+            probes_per_slot: 4,
+            max_probes: 64,
         }
     }
 }

@@ -223,7 +223,7 @@ impl<R: Rng> Node<R> {
             // Not a neighbour we watch: most likely dead (an idle timeout,
             // a failed dial). Route around it.
             self.remember_dead(peer);
-            self.table.remove(peer);
+            self.forget(peer);
         }
         // A watched neighbour stays in the routing table until its silence
         // says it is dead: it may be alive behind a link that was closed
@@ -235,7 +235,7 @@ impl<R: Rng> Node<R> {
     /// replicas work around it.
     pub(crate) fn peer_lost(&mut self, peer: NodeId) {
         self.remember_dead(peer);
-        self.table.remove(peer);
+        self.forget(peer);
         self.known_roots.retain(|_, (root, _)| root.id != peer);
         self.heard.remove(&peer);
         self.tree_peer_lost(peer, true);

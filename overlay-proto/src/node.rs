@@ -134,6 +134,17 @@ pub enum Input {
     PeerUp(NodeInfo),
     /// A connection to a peer was lost, or dialing it failed.
     PeerDown(NodeId),
+    /// The round-trip time to a connected peer, measured by the transport
+    /// (the daemon reports QUIC's estimate once a connection has real
+    /// samples). Answers [`Output::Probe`], and may come at any time for
+    /// any connection: every measured peer is a candidate for the routing
+    /// table's slot (proximity neighbour selection).
+    Rtt {
+        /// The peer.
+        peer: NodeInfo,
+        /// Its round-trip time.
+        rtt: std::time::Duration,
+    },
     /// A dial by address (see [`Output::Dial`]) finished.
     Dialed {
         /// The address dialed.
@@ -320,6 +331,10 @@ pub enum Output {
     /// Connect to an address whose node id is not known yet; answered by
     /// [`Input::Dialed`].
     Dial(SocketAddr),
+    /// Measure the round-trip time to a node (connecting to it if needed);
+    /// answered by [`Input::Rtt`], or [`Input::PeerDown`] if it cannot be
+    /// reached.
+    Probe(NodeInfo),
     /// Hand `timer` back as [`Input::Timer`] at `at`.
     SetTimer {
         /// When.
@@ -357,6 +372,8 @@ pub struct Node<R> {
     pub(crate) rng: R,
     pub(crate) table: RoutingTable,
     pub(crate) phase: Phase,
+    /// Maintenance rounds since the node entered the overlay.
+    pub(crate) maintenance_round: u32,
     pub(crate) groups: BTreeMap<Mid, Group>,
     pub(crate) replicas: BTreeMap<Mid, Replica>,
     pub(crate) publishes: BTreeMap<u64, PendingPublish>,
@@ -365,6 +382,9 @@ pub struct Node<R> {
     pub(crate) replays: BTreeMap<u64, Replay>,
     /// When each watched tree neighbour was last heard from.
     pub(crate) heard: BTreeMap<NodeId, Instant>,
+    /// Candidates for a routing-table slot whose round-trip time we asked
+    /// the driver to measure, and since when (at most `max_probes`).
+    pub(crate) probing: BTreeMap<NodeId, Instant>,
     /// Nodes found dead, and when (at most [`MAX_DEAD`]).
     pub(crate) dead: BTreeMap<NodeId, Instant>,
     /// Roots this node learned of without holding their replica (at most
@@ -387,6 +407,7 @@ impl<R: Rng> Node<R> {
             cfg,
             rng,
             phase: Phase::Idle,
+            maintenance_round: 0,
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
             publishes: BTreeMap::new(),
@@ -394,6 +415,7 @@ impl<R: Rng> Node<R> {
             publish_sweep_armed: false,
             replays: BTreeMap::new(),
             heard: BTreeMap::new(),
+            probing: BTreeMap::new(),
             dead: BTreeMap::new(),
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),
@@ -438,6 +460,7 @@ impl<R: Rng> Node<R> {
             Input::Message { from, msg } => self.on_message(from, msg),
             Input::PeerUp(peer) => self.on_peer_up(peer),
             Input::PeerDown(peer) => self.on_peer_down(peer),
+            Input::Rtt { peer, rtt } => self.on_rtt(peer, rtt),
             Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
             Input::Timer(t) => self.on_timer(t),
             Input::Command(c) => self.on_command(c),
@@ -536,6 +559,7 @@ impl<R: Rng> Node<R> {
     }
 
     fn on_peer_down(&mut self, peer: NodeId) {
+        self.probing.remove(&peer);
         self.connection_lost(peer);
     }
 

@@ -10,13 +10,29 @@
 //! tables and leaf sets of the nodes that should know it (Pastry's join,
 //! section 2.4 of Rowstron and Druschel, 2001).
 //!
-//! Afterwards a maintenance timer asks one random neighbour at a time for
-//! its state, which fills table gaps and replaces departed entries.
+//! Proximity. Every connection's round-trip time reaches the node
+//! ([`Input::Rtt`](crate::node::Input::Rtt)), and a measured node takes its
+//! table slot from a farther one ([`RoutingTable::offer`]). Of the
+//! candidates the neighbour lists bring for an occupied slot, up to
+//! `probes_per_slot` are measured ([`Output::Probe`]), so each slot ends up
+//! with the nearest of several candidates. Because the join's first hop is a
+//! nearby bootstrap node, and each node on its route shares a longer prefix
+//! with the newcomer, the candidates are near to begin with (Pastry's
+//! locality argument).
+//!
+//! Repair. When a table entry is found dead, another node of the same row is
+//! asked for its neighbours (it knows nodes with that prefix), and when a
+//! leaf is, the nearest remaining leaf is asked (it knows the nodes around
+//! us). A maintenance timer also asks one random neighbour at a time for
+//! its state, which fills what is left.
+
+use std::time::Duration;
 
 use std::net::SocketAddr;
 
 use rand::Rng;
 
+use crate::id::NodeId;
 use crate::message::{Message, NodeInfo, MAX_NEIGHBOURS_PER_MESSAGE};
 use crate::node::{Event, Node, Output, Phase, Timer};
 
@@ -33,13 +49,21 @@ impl<R: Rng> Node<R> {
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
         self.arm_heartbeat();
-        let jitter = self
-            .rng
-            .random_range(0..=self.cfg.maintenance_interval.as_millis() as u64 / 4);
-        self.set_timer(
-            self.cfg.maintenance_interval + std::time::Duration::from_millis(jitter),
-            Timer::Maintenance,
-        );
+        self.maintenance_round = 0;
+        self.arm_maintenance();
+    }
+
+    /// The next maintenance round: after 1 s, then twice as long each
+    /// round up to `maintenance_interval`, with jitter. The first rounds
+    /// come quickly because nodes that entered the overlay at the same time
+    /// may not have learned of each other yet.
+    fn arm_maintenance(&mut self) {
+        let round = self.maintenance_round.min(16);
+        self.maintenance_round = self.maintenance_round.saturating_add(1);
+        let interval =
+            (Duration::from_secs(1) * 2u32.pow(round)).min(self.cfg.maintenance_interval);
+        let jitter = self.rng.random_range(0..=interval.as_millis() as u64 / 4);
+        self.set_timer(interval + Duration::from_millis(jitter), Timer::Maintenance);
     }
 
     pub(crate) fn on_dialed(&mut self, addr: SocketAddr, peer: Option<NodeInfo>) {
@@ -84,7 +108,7 @@ impl<R: Rng> Node<R> {
         self.set_timer(backoff, Timer::Bootstrap);
     }
 
-    fn neighbours_for(&self, skip: crate::id::NodeId) -> Vec<NodeInfo> {
+    fn neighbours_for(&self, skip: NodeId) -> Vec<NodeInfo> {
         self.table
             .iter()
             .filter(|n| n.id != skip)
@@ -129,13 +153,9 @@ impl<R: Rng> Node<R> {
             // table and leaf set, and fills ours. It converges because only
             // nodes that fill a free slot or enter the leaf set are asked.
             if self.table.insert(n) {
-                self.send(
-                    n,
-                    Message::Neighbours {
-                        nodes: Vec::new(),
-                        reply: true,
-                    },
-                );
+                self.ask_neighbours(n);
+            } else if self.cfg.proximity && !self.table.contains(n.id) {
+                self.maybe_probe(n);
             }
         }
         if reply {
@@ -156,20 +176,86 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    pub(crate) fn on_maintenance(&mut self) {
-        if self.is_joined() {
-            let known: Vec<NodeInfo> = self.table.iter().collect();
-            if !known.is_empty() {
-                let pick = known[self.rng.random_range(0..known.len())];
-                self.send(
-                    pick,
-                    Message::Neighbours {
-                        nodes: Vec::new(),
-                        reply: true,
-                    },
-                );
+    fn ask_neighbours(&mut self, n: NodeInfo) {
+        self.send(
+            n,
+            Message::Neighbours {
+                nodes: Vec::new(),
+                reply: true,
+            },
+        );
+    }
+
+    /// Asks the driver to measure a candidate for an occupied table slot, if
+    /// the slot's and the node's probe budgets allow.
+    fn maybe_probe(&mut self, n: NodeInfo) {
+        if self.probing.len() >= self.cfg.max_probes || self.probing.contains_key(&n.id) {
+            return;
+        }
+        if self.table.should_probe(&n, self.cfg.probes_per_slot) {
+            self.probing.insert(n.id, self.now);
+            self.out.push_back(Output::Probe(n));
+        }
+    }
+
+    /// A round-trip time measured by the driver.
+    pub(crate) fn on_rtt(&mut self, peer: NodeInfo, rtt: Duration) {
+        self.probing.remove(&peer.id);
+        if peer.id == self.me().id || self.known_dead(peer.id) {
+            return;
+        }
+        if self.cfg.proximity {
+            self.table.offer(peer, rtt);
+        } else {
+            self.table.insert(peer);
+            self.table.note_rtt(peer.id, rtt);
+        }
+    }
+
+    /// Removes a node from the routing state and asks for replacements: a
+    /// node of the same table row for the slot, the nearest leaf for the
+    /// leaf set.
+    pub(crate) fn forget(&mut self, peer: NodeId) {
+        let was_leaf = self.table.leaves().iter().any(|l| l.id == peer);
+        let row = self.table.row_of(peer);
+        if !self.table.remove(peer) || !self.is_joined() {
+            return;
+        }
+        let mut ask: Vec<NodeInfo> = Vec::with_capacity(2);
+        if !row.is_empty() {
+            ask.push(row[self.rng.random_range(0..row.len())]);
+        }
+        if was_leaf {
+            if let Some(&l) = self.table.leaves().first() {
+                ask.push(l);
             }
         }
-        self.set_timer(self.cfg.maintenance_interval, Timer::Maintenance);
+        ask.dedup_by_key(|n| n.id);
+        for n in ask {
+            self.ask_neighbours(n);
+        }
+    }
+
+    pub(crate) fn on_maintenance(&mut self) {
+        self.table.decay_probes();
+        let now = self.now;
+        let stale = self.cfg.maintenance_interval;
+        self.probing.retain(|_, t| now.duration_since(*t) < stale);
+        if self.is_joined() {
+            // The nearest leaf knows the nodes around us (leaf-set
+            // stabilization); a random node fills the table.
+            let nearest = self.table.leaves().first().copied();
+            let known: Vec<NodeInfo> = self.table.iter().collect();
+            if let Some(n) = nearest {
+                self.ask_neighbours(n);
+            }
+            if !known.is_empty() {
+                let pick = known[self.rng.random_range(0..known.len())];
+                if Some(pick.id) != nearest.map(|n| n.id) {
+                    self.ask_neighbours(pick);
+                }
+            }
+        }
+        self.arm_maintenance();
     }
 }

@@ -15,18 +15,57 @@
 //! build the group trees: a routing loop would be a cycle in a tree. With a
 //! complete table, greedy XOR routing reaches the globally closest node in at
 //! most one hop per digit resolved, `log16(N)` on average.
+//!
+//! Proximity neighbour selection. Any node with the right prefix may fill a
+//! table slot, and the route's delay depends on which one does: with the
+//! nearest candidate in every slot, the first hops of a route are short
+//! (many nodes fit a slot of the first rows, so a near one exists) and only
+//! the last hops, where few nodes fit, cross the network. The table therefore
+//! keeps each entry's measured round-trip time, and a candidate whose RTT is
+//! measured lower than the entry in its slot takes the slot
+//! ([`RoutingTable::offer`]). The node asks its driver to measure candidates
+//! ([`RoutingTable::should_probe`] bounds how many per slot), as Pastry does
+//! (Castro et al., "Exploiting network proximity in peer-to-peer overlay
+//! networks", 2002). The leaf set is chosen by id alone: it decides who is
+//! responsible for a key, and proximity must never change that.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::id::{digit, distance, shared_digits, Key, NodeId, DIGITS};
 use crate::message::NodeInfo;
+
+/// A routing-table entry: a node and, once measured, its round-trip time.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    info: NodeInfo,
+    rtt: Option<Duration>,
+}
+
+/// One table row: the entries, and how many candidates were measured for
+/// each slot since the counts last decayed.
+#[derive(Debug, Clone)]
+struct Row {
+    slots: [Option<Entry>; 16],
+    probed: [u8; 16],
+}
+
+impl Row {
+    fn new() -> Self {
+        Row {
+            slots: [None; 16],
+            probed: [0; 16],
+        }
+    }
+}
 
 /// One node's view of the overlay.
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     me: NodeInfo,
-    /// `rows[r][c]`: a node sharing `r` digits with us whose digit `r` is `c`.
-    rows: Vec<[Option<NodeInfo>; 16]>,
+    /// `rows[r].slots[c]`: a node sharing `r` digits with us whose digit `r`
+    /// is `c`.
+    rows: Vec<Row>,
     /// The `leaf_set_size` nodes XOR-closest to us, closest first.
     leaves: Vec<NodeInfo>,
     leaf_set_size: usize,
@@ -48,32 +87,127 @@ impl RoutingTable {
         self.me
     }
 
-    /// Adds a node to the table and leaf set where it fits. An entry with the
-    /// same id takes the new address. Returns whether anything changed.
+    /// The row and column of `id`'s slot, if it has one (not ourselves).
+    fn slot_of(&self, id: NodeId) -> Option<(usize, usize)> {
+        let row = shared_digits(self.me.id.key(), id.key());
+        (row < DIGITS).then(|| (row, digit(id.key(), row)))
+    }
+
+    fn row_mut(&mut self, row: usize) -> &mut Row {
+        while self.rows.len() <= row {
+            self.rows.push(Row::new());
+        }
+        &mut self.rows[row]
+    }
+
+    /// Adds a node to the table and leaf set where it fits: a free slot, or
+    /// the slot it already holds (an entry with the same id takes the new
+    /// address). Returns whether anything changed.
     pub fn insert(&mut self, node: NodeInfo) -> bool {
         if node.id == self.me.id {
             return false;
         }
         let mut changed = false;
-        let row = shared_digits(self.me.id.key(), node.id.key());
-        if row < DIGITS {
-            let col = digit(node.id.key(), row);
-            while self.rows.len() <= row {
-                self.rows.push([None; 16]);
-            }
-            let slot = &mut self.rows[row][col];
+        if let Some((row, col)) = self.slot_of(node.id) {
+            let slot = &mut self.row_mut(row).slots[col];
             match slot {
                 None => {
-                    *slot = Some(node);
+                    *slot = Some(Entry {
+                        info: node,
+                        rtt: None,
+                    });
                     changed = true;
                 }
-                Some(old) if old.id == node.id && old.addr != node.addr => {
-                    *slot = Some(node);
+                Some(old) if old.info.id == node.id && old.info.addr != node.addr => {
+                    old.info = node;
                     changed = true;
                 }
                 Some(_) => {}
             }
         }
+        changed |= self.insert_leaf(node);
+        changed
+    }
+
+    /// Adds a node whose round-trip time was measured: it takes its slot if
+    /// the slot is free, holds the node already, or holds a node farther
+    /// away (or not measured yet), and it enters the leaf set if it fits
+    /// there. Returns whether the node took its table slot (it was not in
+    /// the table before).
+    pub fn offer(&mut self, node: NodeInfo, rtt: Duration) -> bool {
+        if node.id == self.me.id {
+            return false;
+        }
+        let mut took = false;
+        if let Some((row, col)) = self.slot_of(node.id) {
+            let slot = &mut self.row_mut(row).slots[col];
+            let entry = Entry {
+                info: node,
+                rtt: Some(rtt),
+            };
+            match slot {
+                Some(old) if old.info.id == node.id => *old = entry,
+                Some(old) if old.rtt.is_some_and(|r| r <= rtt) => {}
+                _ => {
+                    *slot = Some(entry);
+                    took = true;
+                }
+            }
+        }
+        self.insert_leaf(node);
+        took
+    }
+
+    /// Whether `node`, not in the table, should be measured as a candidate
+    /// for its slot: the slot is held by another node, and fewer than
+    /// `per_slot` candidates were measured for it lately. Counts the probe.
+    pub fn should_probe(&mut self, node: &NodeInfo, per_slot: u8) -> bool {
+        let Some((row, col)) = self.slot_of(node.id) else {
+            return false;
+        };
+        let Some(r) = self.rows.get_mut(row) else {
+            return false;
+        };
+        match r.slots[col] {
+            Some(e) if e.info.id != node.id && r.probed[col] < per_slot => {
+                r.probed[col] += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Halves the probe counts, so slots keep improving slowly after the
+    /// burst of a join.
+    pub fn decay_probes(&mut self) {
+        for r in &mut self.rows {
+            for p in &mut r.probed {
+                *p /= 2;
+            }
+        }
+    }
+
+    /// Records the round-trip time of a table entry, without moving it.
+    pub fn note_rtt(&mut self, id: NodeId, rtt: Duration) {
+        if let Some((row, col)) = self.slot_of(id) {
+            if let Some(Some(e)) = self.rows.get_mut(row).map(|r| &mut r.slots[col]) {
+                if e.info.id == id {
+                    e.rtt = Some(rtt);
+                }
+            }
+        }
+    }
+
+    /// The measured round-trip time to a table entry.
+    pub fn rtt(&self, id: NodeId) -> Option<Duration> {
+        let (row, col) = self.slot_of(id)?;
+        self.rows.get(row)?.slots[col]
+            .filter(|e| e.info.id == id)?
+            .rtt
+    }
+
+    fn insert_leaf(&mut self, node: NodeInfo) -> bool {
+        let mut changed = false;
         if let Some(old) = self.leaves.iter_mut().find(|l| l.id == node.id) {
             if old.addr != node.addr {
                 old.addr = node.addr;
@@ -98,12 +232,12 @@ impl RoutingTable {
     /// known.
     pub fn remove(&mut self, id: NodeId) -> bool {
         let mut found = false;
-        let row = shared_digits(self.me.id.key(), id.key());
-        if row < self.rows.len() {
-            let slot = &mut self.rows[row][digit(id.key(), row)];
-            if slot.is_some_and(|n| n.id == id) {
-                *slot = None;
-                found = true;
+        if let Some((row, col)) = self.slot_of(id) {
+            if let Some(r) = self.rows.get_mut(row) {
+                if r.slots[col].is_some_and(|e| e.info.id == id) {
+                    r.slots[col] = None;
+                    found = true;
+                }
             }
         }
         let before = self.leaves.len();
@@ -112,7 +246,7 @@ impl RoutingTable {
         while self
             .rows
             .last()
-            .is_some_and(|r| r.iter().all(Option::is_none))
+            .is_some_and(|r| r.slots.iter().all(Option::is_none))
         {
             self.rows.pop();
         }
@@ -129,11 +263,27 @@ impl RoutingTable {
         if let Some(l) = self.leaves.iter().find(|l| l.id == id) {
             return Some(*l);
         }
-        let row = shared_digits(self.me.id.key(), id.key());
-        self.rows
-            .get(row)
-            .and_then(|r| r[digit(id.key(), row)])
-            .filter(|n| n.id == id)
+        let (row, col) = self.slot_of(id)?;
+        self.rows.get(row)?.slots[col]
+            .filter(|e| e.info.id == id)
+            .map(|e| e.info)
+    }
+
+    /// The other entries of `id`'s table row, the nodes to ask for a
+    /// replacement when `id` is gone (Pastry's table repair: a node in the
+    /// same row knows nodes with that prefix).
+    pub fn row_of(&self, id: NodeId) -> Vec<NodeInfo> {
+        let Some((row, _)) = self.slot_of(id) else {
+            return Vec::new();
+        };
+        self.rows.get(row).map_or_else(Vec::new, |r| {
+            r.slots
+                .iter()
+                .flatten()
+                .filter(|e| e.info.id != id)
+                .map(|e| e.info)
+                .collect()
+        })
     }
 
     /// The next hop toward `key`: the known node closest to it, if that node
@@ -146,7 +296,10 @@ impl RoutingTable {
         let mut best_d = distance(self.me.id.key(), key);
         // Runs for every routed message: scan the entries as they lie, with
         // no de-duplication (a node in both places is just compared twice).
-        let table = self.rows.iter().flat_map(|r| r.iter().flatten());
+        let table = self
+            .rows
+            .iter()
+            .flat_map(|r| r.slots.iter().flatten().map(|e| &e.info));
         for &n in self.leaves.iter().chain(table) {
             if skip.contains(&n.id) {
                 continue;
@@ -171,7 +324,7 @@ impl RoutingTable {
         self.leaves.iter().copied().chain(
             self.rows
                 .iter()
-                .flat_map(|r| r.iter().flatten().copied())
+                .flat_map(|r| r.slots.iter().flatten().map(|e| e.info))
                 .filter(move |n| !leaves.contains(&n.id)),
         )
     }

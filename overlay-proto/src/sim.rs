@@ -1,8 +1,13 @@
-//! A small deterministic network that runs many [`Node`]s in virtual time.
+//! A deterministic network that runs many [`Node`]s in virtual time.
 //!
-//! Every message goes through the real codec (encoded and decoded) and
-//! arrives after a fixed latency, in order per link. Connections come up
-//! when a node first sends to another, as QUIC connections do in the daemon.
+//! Every message goes through the real codec (encoded and decoded, unless
+//! `codec` is turned off for speed) and arrives after the delay the
+//! [`Network`] model gives its link (a fixed latency by default), in order
+//! per link. Connections come up when a node first sends to another, as QUIC
+//! connections do in the daemon, and both ends are told the link's round-trip
+//! time, as the daemon tells them QUIC's estimate. A probe
+//! ([`Output::Probe`]) is answered with the round-trip time after one round
+//! trip.
 //! A crashed node goes silent, as a killed process does: what is sent to it
 //! vanishes, its connected peers hear of it only when their connection's
 //! idle timeout expires (`idle_timeout`), and a new connection to it fails
@@ -10,10 +15,11 @@
 //! to check that the protocol recovers from any single lost message. Given
 //! the same seed, a run is identical every time.
 //!
-//! This drives the protocol in this crate's tests. The simulator in `tools/`
-//! (with topologies, churn and measurements) builds on the same idea.
+//! This drives the protocol in this crate's tests, and the simulator in
+//! `tools/` (`overlay-sim`) drives it with network topologies, churn and
+//! measurements through its own [`Network`].
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -25,26 +31,79 @@ use rand::{Rng, SeedableRng};
 use crate::config::Config;
 use crate::frame;
 use crate::id::NodeId;
-use crate::message::NodeInfo;
+use crate::message::{Message, NodeInfo};
 use crate::node::{Command, Event, Input, Node, Output};
+
+/// The delays between nodes, and a view of every message sent.
+pub trait Network {
+    /// One-way delay of a message from node `from` to node `to` (indices in
+    /// the order the nodes were added). Must not change for a pair while
+    /// messages are under way between them, so that links stay in order.
+    fn delay(&mut self, from: usize, to: usize) -> Duration;
+
+    /// Called for every message that leaves `from` for `to` (running, and
+    /// not dropped by `loss`), at virtual time `at` since the start.
+    fn sent(&mut self, from: usize, to: usize, msg: &Message, at: Duration) {
+        let _ = (from, to, msg, at);
+    }
+}
+
+/// The same one-way delay between every pair of nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedDelay(pub Duration);
+
+impl Network for FixedDelay {
+    fn delay(&mut self, _: usize, _: usize) -> Duration {
+        self.0
+    }
+}
+
+/// An input due at a node at a point of virtual time. Ordered by time, then
+/// by the order it was scheduled in, so runs are reproducible.
+#[derive(Debug)]
+struct Due {
+    at: Instant,
+    seq: u64,
+    node: u32,
+    input: Input,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
 
 /// A simulated network of nodes.
 #[derive(Debug)]
-pub struct Sim {
+pub struct Sim<N = FixedDelay> {
     nodes: Vec<Node<StdRng>>,
     alive: Vec<bool>,
     by_id: HashMap<NodeId, usize>,
     by_addr: HashMap<SocketAddr, usize>,
-    links: BTreeSet<(usize, usize)>,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    pending: HashMap<u64, (usize, Input)>,
+    /// Each node's open connections, by peer index.
+    links: Vec<BTreeSet<u32>>,
+    queue: BinaryHeap<Reverse<Due>>,
     next_seq: u64,
     start: Instant,
     now: Instant,
     rng: StdRng,
     cfg: Config,
-    /// One-way delay of every link.
-    pub latency: Duration,
+    net: N,
+    /// Whether every message is encoded and decoded on its way, which
+    /// checks the codec on everything the protocol sends (on by default).
+    pub codec: bool,
     /// When the peers connected to a crashed node notice it.
     pub idle_timeout: Duration,
     /// When a connection attempt to a crashed node fails.
@@ -58,26 +117,37 @@ pub struct Sim {
     pub messages: u64,
     /// Messages sent so far, by kind.
     pub by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Inputs handled so far (messages, timers, commands, connections).
+    pub inputs: u64,
 }
 
-impl Sim {
-    /// An empty network whose randomness all comes from `seed`.
+impl Sim<FixedDelay> {
+    /// An empty network with a 10 ms delay between any two nodes, whose
+    /// randomness all comes from `seed`.
     pub fn new(seed: u64, cfg: Config) -> Self {
+        Sim::with_network(seed, cfg, FixedDelay(Duration::from_millis(10)))
+    }
+}
+
+impl<N: Network> Sim<N> {
+    /// An empty network with delays from `net`, whose randomness all comes
+    /// from `seed`.
+    pub fn with_network(seed: u64, cfg: Config, net: N) -> Self {
         let now = Instant::now();
         Sim {
             nodes: Vec::new(),
             alive: Vec::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
-            links: BTreeSet::new(),
+            links: Vec::new(),
             queue: BinaryHeap::new(),
-            pending: HashMap::new(),
             next_seq: 0,
             start: now,
             now,
             rng: StdRng::seed_from_u64(seed),
             cfg,
-            latency: Duration::from_millis(10),
+            net,
+            codec: true,
             idle_timeout: Duration::from_millis(1500),
             dial_timeout: Duration::from_secs(2),
             loss: 0.0,
@@ -85,7 +155,32 @@ impl Sim {
             events: Vec::new(),
             messages: 0,
             by_kind: Default::default(),
+            inputs: 0,
         }
+    }
+
+    /// The network model.
+    pub fn network(&self) -> &N {
+        &self.net
+    }
+
+    /// The network model, to change it (for instance to place the next
+    /// node before [`Sim::add_node`]).
+    pub fn network_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
+    /// Adds a node with these settings rather than the network's.
+    pub fn add_node_with(&mut self, bootstrap: &[usize], cfg: Config) -> usize {
+        let saved = std::mem::replace(&mut self.cfg, cfg);
+        let i = self.add_node(bootstrap);
+        self.cfg = saved;
+        i
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.links.iter().map(BTreeSet::len).sum::<usize>() / 2
     }
 
     /// Adds a node with a random id and bootstraps it from `bootstrap`
@@ -107,6 +202,7 @@ impl Sim {
             self.now,
         ));
         self.alive.push(true);
+        self.links.push(BTreeSet::new());
         self.by_id.insert(id, i);
         self.by_addr.insert(addr, i);
         let addrs = bootstrap.iter().map(|&b| self.nodes[b].me().addr).collect();
@@ -122,6 +218,16 @@ impl Sim {
     /// The node at index `i`.
     pub fn node(&self, i: usize) -> &Node<StdRng> {
         &self.nodes[i]
+    }
+
+    /// Every node ever added, by index (crashed ones too).
+    pub fn nodes(&self) -> &[Node<StdRng>] {
+        &self.nodes
+    }
+
+    /// Virtual time of the next input due, if any.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse(d)| d.at - self.start)
     }
 
     /// Index of the node with `id`.
@@ -153,19 +259,11 @@ impl Sim {
     pub fn crash(&mut self, i: usize) {
         self.alive[i] = false;
         let id = self.nodes[i].me().id;
-        let peers: Vec<usize> = self
-            .links
-            .iter()
-            .filter_map(|&(a, b)| match (a == i, b == i) {
-                (true, _) => Some(b),
-                (_, true) => Some(a),
-                _ => None,
-            })
-            .collect();
-        self.links.retain(|&(a, b)| a != i && b != i);
+        let peers = std::mem::take(&mut self.links[i]);
         let at = self.now + self.idle_timeout;
         for j in peers {
-            self.schedule(at, j, Input::PeerDown(id));
+            self.links[j as usize].remove(&(i as u32));
+            self.schedule(at, j as usize, Input::PeerDown(id));
         }
     }
 
@@ -173,9 +271,10 @@ impl Sim {
     /// peer too slow to keep up: both learn of it at once, and the next
     /// message between them opens a new connection.
     pub fn disconnect(&mut self, a: usize, b: usize) {
-        if self.links.remove(&(a.min(b), a.max(b))) {
+        if self.links[a].remove(&(b as u32)) {
+            self.links[b].remove(&(a as u32));
             let (ia, ib) = (self.nodes[a].me().id, self.nodes[b].me().id);
-            let at = self.now + self.latency;
+            let at = self.now + self.net.delay(a, b);
             self.schedule(at, a, Input::PeerDown(ib));
             self.schedule(at, b, Input::PeerDown(ia));
         }
@@ -201,15 +300,12 @@ impl Sim {
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
-            if at > until {
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= until) {
+            let Some(Reverse(due)) = self.queue.pop() else {
                 break;
-            }
-            self.queue.pop();
-            self.now = at;
-            if let Some((i, input)) = self.pending.remove(&seq) {
-                self.input(i, input);
-            }
+            };
+            self.now = due.at;
+            self.input(due.node as usize, due.input);
         }
         self.now = until;
     }
@@ -217,14 +313,19 @@ impl Sim {
     fn schedule(&mut self, at: Instant, i: usize, input: Input) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push(Reverse((at, seq, i)));
-        self.pending.insert(seq, (i, input));
+        self.queue.push(Reverse(Due {
+            at,
+            seq,
+            node: i as u32,
+            input,
+        }));
     }
 
     fn input(&mut self, i: usize, input: Input) {
         if !self.alive[i] {
             return;
         }
+        self.inputs += 1;
         let t = (self.now - self.start).as_millis() as u64;
         let _span = tracing::debug_span!("node", i, t).entered();
         self.nodes[i].handle(self.now, input);
@@ -234,16 +335,30 @@ impl Sim {
         }
     }
 
-    fn connect(&mut self, a: usize, b: usize, at: Instant) {
-        if self.links.insert((a.min(b), a.max(b))) {
+    /// The round trip between two nodes.
+    fn rtt(&mut self, a: usize, b: usize) -> Duration {
+        self.net.delay(a, b) + self.net.delay(b, a)
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        if self.links[a].insert(b as u32) {
+            self.links[b].insert(a as u32);
+            let rtt = self.rtt(a, b);
+            // The other side learns of the connection with the first
+            // message, the dialer once its handshake is answered. (The
+            // handshake does not delay the first message here: links stay
+            // simple first-in first-out queues.)
             let (ia, ib) = (self.nodes[a].me(), self.nodes[b].me());
-            self.schedule(at, b, Input::PeerUp(ia));
-            self.schedule(at, a, Input::PeerUp(ib));
+            let at_a = self.now + rtt;
+            let at_b = self.now + self.net.delay(a, b);
+            self.schedule(at_b, b, Input::PeerUp(ia));
+            self.schedule(at_b, b, Input::Rtt { peer: ia, rtt });
+            self.schedule(at_a, a, Input::PeerUp(ib));
+            self.schedule(at_a, a, Input::Rtt { peer: ib, rtt });
         }
     }
 
     fn output(&mut self, i: usize, out: Output) {
-        let arrive = self.now + self.latency;
         match out {
             Output::Send { to, msg } => {
                 let Some(&j) = self.by_id.get(&to.id) else {
@@ -252,7 +367,7 @@ impl Sim {
                 if !self.alive[j] {
                     // Connected: the idle timeout will tell. Not connected:
                     // the dial fails.
-                    if !self.links.contains(&(i.min(j), i.max(j))) {
+                    if !self.links[i].contains(&(j as u32)) {
                         self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id));
                     }
                     return;
@@ -261,27 +376,44 @@ impl Sim {
                     self.dropped += 1;
                     return;
                 }
-                self.connect(i, j, arrive);
+                self.connect(i, j);
                 *self.by_kind.entry(msg.kind()).or_default() += 1;
-                let max = self.cfg.max_frame_size();
-                let encoded =
-                    frame::encode(&msg, max).expect("the protocol only sends encodable messages");
-                let mut buf = BytesMut::with_capacity(encoded.len());
-                buf.put_slice(&encoded.head);
-                buf.put_slice(&encoded.payload);
-                let msg = frame::decode(buf.freeze(), max).expect("what was encoded decodes");
+                self.net.sent(i, j, &msg, self.now - self.start);
+                let msg = if self.codec {
+                    let max = self.cfg.max_frame_size();
+                    let encoded = frame::encode(&msg, max)
+                        .expect("the protocol only sends encodable messages");
+                    let mut buf = BytesMut::with_capacity(encoded.len());
+                    buf.put_slice(&encoded.head);
+                    buf.put_slice(&encoded.payload);
+                    frame::decode(buf.freeze(), max).expect("what was encoded decodes")
+                } else {
+                    msg
+                };
                 self.messages += 1;
                 let from = self.nodes[i].me();
+                let arrive = self.now + self.net.delay(i, j);
                 self.schedule(arrive, j, Input::Message { from, msg });
             }
             Output::Dial(addr) => {
                 let peer = self.by_addr.get(&addr).copied().filter(|&j| self.alive[j]);
-                if let Some(j) = peer {
-                    self.connect(i, j, arrive);
-                }
+                let at = match peer {
+                    Some(j) => {
+                        self.connect(i, j);
+                        self.now + self.rtt(i, j)
+                    }
+                    None => self.now + self.dial_timeout,
+                };
                 let peer = peer.map(|j| self.nodes[j].me());
-                self.schedule(arrive + self.latency, i, Input::Dialed { addr, peer });
+                self.schedule(at, i, Input::Dialed { addr, peer });
             }
+            Output::Probe(to) => match self.by_id.get(&to.id).copied() {
+                Some(j) if self.alive[j] => {
+                    let rtt = self.rtt(i, j);
+                    self.schedule(self.now + rtt, i, Input::Rtt { peer: to, rtt });
+                }
+                _ => self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id)),
+            },
             Output::SetTimer { at, timer } => {
                 self.schedule(at.max(self.now), i, Input::Timer(timer))
             }

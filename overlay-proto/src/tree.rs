@@ -203,35 +203,44 @@ pub struct GroupView {
     pub replicas: Vec<NodeInfo>,
 }
 
+/// What [`Node::group`] and [`Node::groups`] report of one group.
+fn view(mid: Mid, g: &Group) -> GroupView {
+    GroupView {
+        mid,
+        root: g.is_root(),
+        member: g.member,
+        attached: g.attached,
+        depth: g.depth(),
+        parent: g.parent,
+        children: g.children.values().map(|c| c.info).collect(),
+        epoch: g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch),
+        last_seq: g.next().unwrap_or(1).saturating_sub(1),
+        held: g.held().len(),
+        held_bytes: g.held().bytes(),
+        pending: g.stream.pending.len(),
+        lost: g.stream.lost,
+        replicas: g
+            .root
+            .as_ref()
+            .map(|r| r.replicas.iter().map(|p| p.info).collect())
+            .unwrap_or_default(),
+    }
+}
+
 impl<R: Rng> Node<R> {
     /// This node's part in every group it is on, ordered by mid.
     pub fn groups(&self) -> Vec<GroupView> {
-        let mut v: Vec<GroupView> = self
-            .groups
-            .iter()
-            .map(|(mid, g)| GroupView {
-                mid: *mid,
-                root: g.is_root(),
-                member: g.member,
-                attached: g.attached,
-                depth: g.depth(),
-                parent: g.parent,
-                children: g.children.values().map(|c| c.info).collect(),
-                epoch: g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch),
-                last_seq: g.next().unwrap_or(1).saturating_sub(1),
-                held: g.held().len(),
-                held_bytes: g.held().bytes(),
-                pending: g.stream.pending.len(),
-                lost: g.stream.lost,
-                replicas: g
-                    .root
-                    .as_ref()
-                    .map(|r| r.replicas.iter().map(|p| p.info).collect())
-                    .unwrap_or_default(),
-            })
-            .collect();
-        v.sort_by_key(|g| g.mid);
-        v
+        self.groups.iter().map(|(mid, g)| view(*mid, g)).collect()
+    }
+
+    /// This node's part in one group, if it is on the group's tree.
+    pub fn group(&self, mid: Mid) -> Option<GroupView> {
+        self.groups.get(&mid).map(|g| view(mid, g))
+    }
+
+    /// The groups this node is on, as member, forwarder or root.
+    pub fn group_ids(&self) -> impl Iterator<Item = Mid> + '_ {
+        self.groups.keys().copied()
     }
 
     pub(crate) fn join(&mut self, mid: Mid) {

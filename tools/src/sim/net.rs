@@ -1,0 +1,87 @@
+//! The simulated network the nodes talk over: delays from the topology, and
+//! what the measurements need to see of the messages on the wire.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use overlay_proto::sim::Network;
+use overlay_proto::{Message, Mid, NodeId};
+
+use super::topology::Topology;
+
+/// Delays between nodes, from their places in the topology, and counters
+/// fed by every message sent.
+#[derive(Debug)]
+pub struct Net {
+    /// Where every node is.
+    pub topo: Topology,
+    /// Every node's id, by index.
+    pub ids: Vec<NodeId>,
+    /// While measuring link stress: copies of group messages (`Data`) that
+    /// crossed each physical link.
+    pub stress: Option<Vec<u32>>,
+    /// Which member's join made each node (by group) send its own join, so
+    /// a forwarder's join counts as a further hop of the member's.
+    origin: HashMap<(Mid, NodeId), NodeId>,
+    /// Join messages sent so far on behalf of each member's join.
+    join_hops: HashMap<(Mid, NodeId), u32>,
+}
+
+impl Net {
+    /// A network over `topo`, with no node yet.
+    pub fn new(topo: Topology) -> Self {
+        Net {
+            topo,
+            ids: Vec::new(),
+            stress: None,
+            origin: HashMap::new(),
+            join_hops: HashMap::new(),
+        }
+    }
+
+    /// The overlay hops `member`'s join of `mid` took to reach a node on
+    /// the tree (each forwarder it created adds one), forgotten once read.
+    pub fn take_join_hops(&mut self, mid: Mid, member: NodeId) -> Option<u32> {
+        self.join_hops.remove(&(mid, member))
+    }
+
+    /// Forgets the join bookkeeping (between phases).
+    pub fn clear_joins(&mut self) {
+        self.origin.clear();
+        self.join_hops.clear();
+    }
+}
+
+impl Network for Net {
+    fn delay(&mut self, from: usize, to: usize) -> Duration {
+        Duration::from_micros(self.topo.delay_us(from, to) as u64)
+    }
+
+    fn sent(&mut self, from: usize, to: usize, msg: &Message, _at: Duration) {
+        match msg {
+            Message::Data(_) => {
+                if let Some(stress) = self.stress.as_mut() {
+                    self.topo
+                        .for_each_link(from, to, |l| stress[l as usize] += 1);
+                }
+            }
+            Message::Join { mid, joiner, .. } => {
+                let sender = self.ids[from];
+                // A node's own join continues the join that made it a
+                // forwarder, if any; a join passed on (handed down to a
+                // child, or around an ancestor) continues the joiner's.
+                let origin = if joiner.id == sender {
+                    self.origin.get(&(*mid, sender)).copied().unwrap_or(sender)
+                } else {
+                    self.origin
+                        .get(&(*mid, joiner.id))
+                        .copied()
+                        .unwrap_or(joiner.id)
+                };
+                *self.join_hops.entry((*mid, origin)).or_default() += 1;
+                self.origin.insert((*mid, self.ids[to]), origin);
+            }
+            _ => {}
+        }
+    }
+}

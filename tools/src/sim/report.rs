@@ -1,0 +1,477 @@
+//! What a run measured, as a table beside the targets, or as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::scenario::Scenario;
+
+/// Summary of a distribution.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Dist {
+    /// Samples.
+    pub n: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Dist {
+    /// Summarizes `v` (sorted in place).
+    pub fn of(v: &mut [f64]) -> Dist {
+        if v.is_empty() {
+            return Dist::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Dist {
+            n: v.len(),
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            median: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+/// Overlay routing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Routing {
+    /// Routes followed.
+    pub samples: usize,
+    /// Overlay hops per route.
+    pub hops: Dist,
+    /// Route delay over direct delay to the same node.
+    pub stretch: Dist,
+    /// Routes that did not end at the node closest to the key.
+    pub wrong_destination: u64,
+    /// Table entries met that pointed to a crashed node.
+    pub stale_entries_met: u64,
+    /// Distinct nodes in each routing table and leaf set.
+    pub table_size: Dist,
+}
+
+/// The group trees.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Trees {
+    /// Running members, over all groups.
+    pub members: usize,
+    /// Members without a consistent path to their root.
+    pub unattached_members: usize,
+    /// Member depth (hops from the root).
+    pub depth: Dist,
+    /// Children of each node that has any, per group.
+    pub children: Dist,
+    /// The configured fan-out bound.
+    pub max_children_bound: usize,
+    /// (node, group) pairs on a tree.
+    pub tree_nodes: usize,
+    /// Of those, neither member nor root.
+    pub nonmember_tree_nodes: usize,
+    /// (node, group) pairs with children.
+    pub forwarding_nodes: usize,
+    /// Of those, not members.
+    pub nonmember_forwarders: usize,
+    /// Delay from the root along the tree over direct delay, per member.
+    pub stretch: Dist,
+    /// Broken invariants (at most a few listed).
+    pub violations: Vec<String>,
+    /// Every member's stretch, for plots.
+    #[serde(skip)]
+    pub stretch_samples: Vec<f64>,
+    /// Every forwarding node's children, for plots.
+    #[serde(skip)]
+    pub children_samples: Vec<f64>,
+}
+
+/// Link stress of one message per group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stress {
+    /// Copies per physical link carrying any, the overlay.
+    pub alm: Dist,
+    /// The same for IP multicast's shortest-path trees.
+    pub ip: Dist,
+    /// Copies sent over all links, the overlay.
+    pub alm_total: u64,
+    /// Copies over all links, IP multicast.
+    pub ip_total: u64,
+    /// Per-link copies, for plots.
+    #[serde(skip)]
+    pub alm_samples: Vec<f64>,
+}
+
+/// Joins.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Joins {
+    /// Joins acknowledged.
+    pub joins: usize,
+    /// Joins refused.
+    pub failed: u64,
+    /// Joins never acknowledged.
+    pub unacknowledged: usize,
+    /// Overlay hops until the join met the tree.
+    pub hops: Dist,
+    /// Time from the join command to the member attached, in ms.
+    pub latency_ms: Dist,
+}
+
+/// Delivery of acknowledged messages to running members.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delivery {
+    /// Publishes acknowledged by a root.
+    pub acknowledged: u64,
+    /// Publishes that failed (the publisher was told).
+    pub publish_failures: u64,
+    /// (member, message) pairs owed.
+    pub expected: u64,
+    /// Of those, delivered.
+    pub delivered: u64,
+    /// Messages delivered twice.
+    pub duplicates: u64,
+    /// Messages delivered after a gap.
+    pub gaps: u64,
+    /// Loss reports to members (beyond retention).
+    pub lost_reports: u64,
+    /// Members told to join that never attached.
+    pub members_never_attached: u64,
+}
+
+impl Delivery {
+    /// Share of owed (member, message) pairs delivered.
+    pub fn ratio(&self) -> f64 {
+        if self.expected == 0 {
+            1.0
+        } else {
+            self.delivered as f64 / self.expected as f64
+        }
+    }
+}
+
+/// The churn phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Churn {
+    /// Nodes crashed.
+    pub crashes: usize,
+    /// Nodes that arrived.
+    pub arrivals: usize,
+    /// Publishes acknowledged during the phase.
+    pub acknowledged: u64,
+    /// Delivery of every acknowledged message so far.
+    pub delivery: Delivery,
+    /// From a crash to every child of the crashed node attached again.
+    pub repair_ms: Dist,
+    /// Crashes not repaired by the end.
+    pub unrepaired: u64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The run.
+    pub scenario: Scenario,
+    /// The network.
+    pub topology: String,
+    /// Overlay routing.
+    pub routing: Routing,
+    /// Joins.
+    pub join: Joins,
+    /// Trees.
+    pub trees: Trees,
+    /// Messages per node per second at rest.
+    pub control_per_node_s: f64,
+    /// Link stress (none for the Euclidean model).
+    pub stress: Option<Stress>,
+    /// Delivery of the messages published at rest.
+    pub delivery_at_rest: Delivery,
+    /// Churn.
+    pub churn: Option<Churn>,
+    /// Routing once churn is over.
+    pub routing_after_churn: Option<Routing>,
+    /// Trees once churn is over.
+    pub trees_after_churn: Option<Trees>,
+    /// Virtual time simulated, in seconds.
+    pub virtual_secs: f64,
+    /// Inputs handled by all nodes.
+    pub sim_inputs: u64,
+    /// Wall-clock time of the run, in seconds.
+    pub wall_secs: f64,
+    /// Peak resident memory of the process, in MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl Report {
+    /// An empty report for `scn`.
+    pub fn new(scn: &Scenario, topology: String) -> Self {
+        Report {
+            scenario: scn.clone(),
+            topology,
+            ..Default::default()
+        }
+    }
+
+    /// The table: each figure beside its target, and whether it is met.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let n = self.scenario.nodes as f64;
+        let log16 = n.ln() / 16f64.ln();
+        let _ = writeln!(
+            s,
+            "overlay-sim: {} nodes, {} groups, seed {}, proximity {}, {}",
+            self.scenario.nodes,
+            self.scenario.groups,
+            self.scenario.seed,
+            if self.scenario.proximity { "on" } else { "off" },
+            self.topology
+        );
+        let _ = writeln!(
+            s,
+            "{:<44} {:>24}   {:<22} ",
+            "measure", "measured", "target"
+        );
+        let _ = writeln!(s, "{}", "-".repeat(96));
+        let mut row = |name: &str, value: String, target: &str, ok: Option<bool>| {
+            let mark = match ok {
+                Some(true) => "ok",
+                Some(false) => "MISSED",
+                None => "",
+            };
+            let _ = writeln!(s, "{name:<44} {value:>24}   {target:<22} {mark}");
+        };
+        let r = &self.routing;
+        row(
+            "routing hops, mean / p99 / max",
+            format!("{:.2} / {:.0} / {:.0}", r.hops.mean, r.hops.p99, r.hops.max),
+            &format!("mean <= {log16:.2}, max <= 6"),
+            Some(r.hops.mean <= log16 && r.hops.max <= 6.0),
+        );
+        row(
+            "routes ending at the responsible node",
+            format!("{}/{}", r.samples as u64 - r.wrong_destination, r.samples),
+            "all",
+            Some(r.wrong_destination == 0),
+        );
+        row(
+            "routing stretch, mean / median / p95",
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                r.stretch.mean, r.stretch.median, r.stretch.p95
+            ),
+            "",
+            None,
+        );
+        row(
+            "routing table size, mean / max",
+            format!("{:.1} / {:.0}", r.table_size.mean, r.table_size.max),
+            "",
+            None,
+        );
+        let j = &self.join;
+        row(
+            "join hops, mean / max",
+            format!("{:.2} / {:.0}", j.hops.mean, j.hops.max),
+            "",
+            None,
+        );
+        row(
+            "join latency ms, median / p95 / max",
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                j.latency_ms.median, j.latency_ms.p95, j.latency_ms.max
+            ),
+            "",
+            None,
+        );
+        row(
+            "joins acknowledged / failed / pending",
+            format!("{} / {} / {}", j.joins, j.failed, j.unacknowledged),
+            "all acknowledged",
+            Some(j.failed == 0 && j.unacknowledged == 0),
+        );
+        let t = &self.trees;
+        row(
+            "tree depth, mean / max",
+            format!("{:.2} / {:.0}", t.depth.mean, t.depth.max),
+            "",
+            None,
+        );
+        row(
+            "children per forwarding node, mean / max",
+            format!("{:.2} / {:.0}", t.children.mean, t.children.max),
+            &format!("max <= {}", t.max_children_bound),
+            Some(t.children.max <= t.max_children_bound as f64),
+        );
+        row(
+            "forwarders that are not members",
+            format!(
+                "{:.1}% ({}/{})",
+                pct(t.nonmember_forwarders, t.forwarding_nodes),
+                t.nonmember_forwarders,
+                t.forwarding_nodes
+            ),
+            "",
+            None,
+        );
+        row(
+            "tree nodes that are not members",
+            format!("{:.1}%", pct(t.nonmember_tree_nodes, t.tree_nodes)),
+            "",
+            None,
+        );
+        row(
+            "tree stretch (RDP), mean / median",
+            format!("{:.2} / {:.2}", t.stretch.mean, t.stretch.median),
+            if self.scenario.proximity {
+                "mean <= 1.3"
+            } else {
+                "(targets with proximity)"
+            },
+            self.scenario.proximity.then_some(t.stretch.mean <= 1.3),
+        );
+        row(
+            "tree stretch (RDP), p95 / max",
+            format!("{:.2} / {:.2}", t.stretch.p95, t.stretch.max),
+            if self.scenario.proximity {
+                "p95 <= 2"
+            } else {
+                ""
+            },
+            self.scenario.proximity.then_some(t.stretch.p95 <= 2.0),
+        );
+        row(
+            "members on a consistent path to the root",
+            format!("{}/{}", t.members - t.unattached_members, t.members),
+            "all",
+            Some(t.unattached_members == 0 && t.violations.is_empty()),
+        );
+        if let Some(st) = &self.stress {
+            row(
+                "link stress, mean / max (overlay)",
+                format!("{:.2} / {:.0}", st.alm.mean, st.alm.max),
+                &format!("mean <= {:.2} (2x IP)", 2.0 * st.ip.mean),
+                Some(st.alm.mean <= 2.0 * st.ip.mean),
+            );
+            row(
+                "link stress, mean / max (IP multicast)",
+                format!("{:.2} / {:.0}", st.ip.mean, st.ip.max),
+                "",
+                None,
+            );
+            row(
+                "copies on all links, overlay / IP",
+                format!("{} / {}", st.alm_total, st.ip_total),
+                "",
+                None,
+            );
+        }
+        row(
+            "messages per node per second at rest",
+            format!("{:.2}", self.control_per_node_s),
+            "",
+            None,
+        );
+        let d = &self.delivery_at_rest;
+        row(
+            "delivered at rest (member x message)",
+            format!("{}/{}", d.delivered, d.expected),
+            "100%",
+            Some(d.delivered == d.expected && d.duplicates == 0 && d.gaps == 0),
+        );
+        if let Some(c) = &self.churn {
+            let d = &c.delivery;
+            row(
+                &format!(
+                    "churn: crashes + arrivals over {} s",
+                    self.scenario.churn_secs
+                ),
+                format!("{} + {}", c.crashes, c.arrivals),
+                &format!("{:.0}% of the nodes", self.scenario.churn * 100.0),
+                None,
+            );
+            row(
+                "churn: acknowledged messages delivered",
+                format!("{:.4}% ({}/{})", d.ratio() * 100.0, d.delivered, d.expected),
+                "100%",
+                Some(d.delivered == d.expected),
+            );
+            row(
+                "churn: duplicates / gaps / lost reports",
+                format!("{} / {} / {}", d.duplicates, d.gaps, d.lost_reports),
+                "0 / 0 / 0",
+                Some(d.duplicates == 0 && d.gaps == 0 && d.lost_reports == 0),
+            );
+            row(
+                "churn: repair ms, median / p95 / max",
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    c.repair_ms.median, c.repair_ms.p95, c.repair_ms.max
+                ),
+                "",
+                None,
+            );
+            row(
+                "churn: crashes not repaired",
+                format!("{}", c.unrepaired),
+                "0",
+                Some(c.unrepaired == 0),
+            );
+        }
+        if let Some(r) = &self.routing_after_churn {
+            row(
+                "after churn: routes to the responsible node",
+                format!("{}/{}", r.samples as u64 - r.wrong_destination, r.samples),
+                "all",
+                Some(r.wrong_destination == 0),
+            );
+            row(
+                "after churn: routing hops mean / max",
+                format!("{:.2} / {:.0}", r.hops.mean, r.hops.max),
+                &format!("mean <= {log16:.2}, max <= 6"),
+                Some(r.hops.mean <= log16 && r.hops.max <= 6.0),
+            );
+        }
+        if let Some(t) = &self.trees_after_churn {
+            row(
+                "after churn: members attached",
+                format!("{}/{}", t.members - t.unattached_members, t.members),
+                "all",
+                Some(t.unattached_members == 0),
+            );
+        }
+        row(
+            "simulator: wall time s / peak memory MiB",
+            format!(
+                "{:.1} / {}",
+                self.wall_secs,
+                self.peak_rss_mib
+                    .map_or_else(|| "?".to_string(), |m| format!("{m:.0}"))
+            ),
+            "< 300 / < 8192 at 100k",
+            None,
+        );
+        let _ = writeln!(
+            s,
+            "({:.1} s of virtual time, {} inputs handled)",
+            self.virtual_secs, self.sim_inputs
+        );
+        for v in self.trees.violations.iter().take(10) {
+            let _ = writeln!(s, "violation: {v}");
+        }
+        s
+    }
+}
+
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
