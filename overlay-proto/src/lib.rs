@@ -3,14 +3,15 @@
 //! This crate is the part of the overlay multicast system that decides what
 //! to send, to whom and when. It owns no socket, spawns no task and reads no
 //! clock: a [`Node`] takes [`Input`]s (a message from a peer, a peer
-//! connected or lost, a timer fired, a local command, and a flush after
-//! each batch of those), each stamped with the current time, and answers
-//! with [`Output`]s (send a message, dial an address, set a timer, tell the
-//! user). Randomness comes from the `R` the node is built with, and its
+//! connected or lost, a peer's measured round-trip time, a timer fired, a
+//! local command, and a flush after each batch of those), each stamped with
+//! the current time, and answers with [`Output`]s (send a message, dial an
+//! address, measure a peer's round-trip time, set a timer, tell the user). Randomness comes from the `R` the node is built with, and its
 //! state is kept in ordered maps, so a seeded run is reproducible. The daemon (`overlay-node`) drives a node with QUIC
 //! connections and real time; a simulator drives the very same code with
-//! thousands of nodes in virtual time, and [`sim`] is the small deterministic
-//! network this crate's own tests use.
+//! thousands of nodes in virtual time: [`sim`] is that deterministic
+//! network, used by this crate's tests and, with a transit-stub topology,
+//! by `overlay-sim` in `tools/`.
 //!
 //! The parts, in the order a message meets them:
 //!
@@ -22,7 +23,8 @@
 //! - [`routing`]: the structured overlay. A base-16 prefix routing table
 //!   with a leaf set (Pastry's shape) under the XOR metric (Kademlia's), so
 //!   a message reaches the node responsible for a key in about `log16(N)`
-//!   hops and routes can never loop.
+//!   hops and routes can never loop; each slot holds the nearest candidate
+//!   measured (proximity neighbour selection).
 //! - [`overlay`]: entering the overlay through bootstrap nodes, and keeping
 //!   routing state fresh.
 //! - [`tree`]: group trees built by join requests routed toward the root, as

@@ -376,6 +376,36 @@ mod tests {
         assert!(!t.insert(info(0)), "a node never lists itself");
     }
 
+    #[test]
+    fn proximity_keeps_the_nearest_measured_candidate() {
+        let me = info(0);
+        let mut t = RoutingTable::new(me, 2);
+        // Three nodes for the same slot (row 0, digit 1).
+        let (a, b, c) = (info(1 << 124), info((1 << 124) + 5), info((1 << 124) + 9));
+        assert!(t.insert(a), "a free slot takes the first node");
+        assert!(t.should_probe(&b, 2));
+        assert!(t.should_probe(&c, 2));
+        assert!(!t.should_probe(&c, 2), "at most 2 probes per slot");
+        t.note_rtt(a.id, Duration::from_millis(30));
+        assert!(!t.offer(b, Duration::from_millis(40)), "farther: a stays");
+        assert_eq!(t.rtt(a.id), Some(Duration::from_millis(30)));
+        assert_eq!(t.rtt(b.id), None, "b is not in the slot");
+        assert!(
+            t.offer(c, Duration::from_millis(10)),
+            "nearer: c takes the slot"
+        );
+        assert_eq!(t.rtt(a.id), None, "a left the slot");
+        assert_eq!(t.rtt(c.id), Some(Duration::from_millis(10)));
+        t.decay_probes();
+        t.decay_probes();
+        assert!(t.should_probe(&a, 2), "counts decay");
+        // The leaf set is by id: near or far, the closest ids stay.
+        let mut l = RoutingTable::new(me, 1);
+        l.offer(info(3), Duration::from_millis(100));
+        l.offer(info(8), Duration::from_millis(1));
+        assert_eq!(l.leaves()[0].id, NodeId(3));
+    }
+
     /// Greedy routing over full tables of 2,000 random nodes reaches the
     /// globally closest node for every key, in about log16(N) hops.
     #[test]

@@ -19,7 +19,7 @@
 //! `tools/` (`overlay-sim`) drives it with network topologies, churn and
 //! measurements through its own [`Network`].
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -58,31 +58,14 @@ impl Network for FixedDelay {
     }
 }
 
-/// An input due at a node at a point of virtual time. Ordered by time, then
-/// by the order it was scheduled in, so runs are reproducible.
-#[derive(Debug)]
+/// When an input is due: ordered by time, then by the order it was
+/// scheduled in, so runs are reproducible. The input itself waits in a slab
+/// (`slot`): inputs are large, and the heap moves its entries around.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     at: Instant,
     seq: u64,
-    node: u32,
-    input: Input,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
+    slot: u32,
 }
 
 /// A simulated network of nodes.
@@ -95,6 +78,9 @@ pub struct Sim<N = FixedDelay> {
     /// Each node's open connections, by peer index.
     links: Vec<BTreeSet<u32>>,
     queue: BinaryHeap<Reverse<Due>>,
+    /// The inputs the queue refers to, with their node.
+    slab: Vec<Option<(u32, Input)>>,
+    free: Vec<u32>,
     next_seq: u64,
     start: Instant,
     now: Instant,
@@ -141,6 +127,8 @@ impl<N: Network> Sim<N> {
             by_addr: HashMap::new(),
             links: Vec::new(),
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             next_seq: 0,
             start: now,
             now,
@@ -305,7 +293,10 @@ impl<N: Network> Sim<N> {
                 break;
             };
             self.now = due.at;
-            self.input(due.node as usize, due.input);
+            if let Some((node, input)) = self.slab[due.slot as usize].take() {
+                self.free.push(due.slot);
+                self.input(node as usize, input);
+            }
         }
         self.now = until;
     }
@@ -313,12 +304,18 @@ impl<N: Network> Sim<N> {
     fn schedule(&mut self, at: Instant, i: usize, input: Input) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push(Reverse(Due {
-            at,
-            seq,
-            node: i as u32,
-            input,
-        }));
+        let entry = Some((i as u32, input));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.slab.push(entry);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse(Due { at, seq, slot }));
     }
 
     fn input(&mut self, i: usize, input: Input) {

@@ -47,6 +47,9 @@ use crate::node::{Event, Node, Timer};
 use crate::root::Root;
 use crate::stream::Stream;
 
+/// Answers of "unknown group" after which a first join fails.
+pub(crate) const UNKNOWN_GROUP_ATTEMPTS: u8 = 3;
+
 /// A child in a group tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Child {
@@ -99,6 +102,11 @@ pub(crate) struct Group {
     pub(crate) want_hint: Option<u64>,
     /// Was attached once: a re-join keeps trying where a first join fails.
     pub(crate) established: bool,
+    /// Join attempts since the last attachment. A first join is failed as
+    /// "unknown group" only after [`UNKNOWN_GROUP_ATTEMPTS`] answers say
+    /// so: under churn, routing to a group's root can take a moment to
+    /// converge, or the root's successor to take over.
+    pub(crate) attempts: u8,
     /// The messages: order, gaps, repair buffer.
     pub(crate) stream: Stream,
 }
@@ -119,6 +127,7 @@ impl Group {
             around: None,
             want_hint: None,
             established: false,
+            attempts: 0,
             stream: Stream::new(cfg),
         }
     }
@@ -309,6 +318,8 @@ impl<R: Rng> Node<R> {
             return;
         };
         g.join_target = next.map(|n| n.id);
+        g.attempts = g.attempts.saturating_add(1);
+        let attempts = g.attempts;
         g.join_backoff = (g.join_backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
         let retry = g.join_backoff;
         let want = g.stream.next.or(g.want_hint);
@@ -329,7 +340,7 @@ impl<R: Rng> Node<R> {
             }
             // A group we were on does not vanish because its root did: the
             // node taking over may not have noticed yet. Keep trying.
-            None if self.is_joined() && !established => {
+            None if self.is_joined() && !established && attempts >= UNKNOWN_GROUP_ATTEMPTS => {
                 self.fail_join(mid, RejectReason::UnknownGroup)
             }
             // Not in the overlay yet, or the group's new root is not known
@@ -564,6 +575,7 @@ impl<R: Rng> Node<R> {
         g.path = path;
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
+        g.attempts = 0;
         g.avoid = None;
         g.around = None;
         g.want_hint = None;
@@ -602,9 +614,12 @@ impl<R: Rng> Node<R> {
         if g.is_root() || !expected {
             return;
         }
-        if g.established && reason == RejectReason::UnknownGroup {
-            // The root's successor may not have taken over yet.
-            tracing::debug!(mid = %mid, "group not found while re-joining; retrying");
+        if reason == RejectReason::UnknownGroup
+            && (g.established || g.attempts < UNKNOWN_GROUP_ATTEMPTS)
+        {
+            // The root's successor may not have taken over yet, or routing
+            // toward the root not converged: the join timer tries again.
+            tracing::debug!(mid = %mid, "group not found; retrying");
             return;
         }
         tracing::debug!(mid = %mid, %reason, "join rejected");

@@ -197,6 +197,8 @@ pub struct Report {
     pub routing_after_churn: Option<Routing>,
     /// Trees once churn is over.
     pub trees_after_churn: Option<Trees>,
+    /// Messages sent over the whole run, by kind.
+    pub messages_by_kind: std::collections::BTreeMap<String, u64>,
     /// Virtual time simulated, in seconds.
     pub virtual_secs: f64,
     /// Inputs handled by all nodes.

@@ -122,6 +122,12 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
         report.routing_after_churn = Some(d.measure_routing());
         report.trees_after_churn = Some(d.measure_trees());
     }
+    report.messages_by_kind = d
+        .sim
+        .by_kind
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
     report.virtual_secs = d.sim.elapsed().as_secs_f64();
     report.sim_inputs = d.sim.inputs;
     report.wall_secs = d.wall.elapsed().as_secs_f64();
@@ -690,14 +696,12 @@ impl Driver {
         ));
         let acknowledged_before = self.acknowledged;
         let steps = (self.scn.churn_secs / STEP.as_secs_f64()).ceil().max(1.0) as usize;
-        let crash_per_step = crashes as f64 / steps as f64;
         let publish_per_step = self.scn.churn_publish_rate * STEP.as_secs_f64();
-        let (mut crash_due, mut publish_due) = (0.0, 0.0);
+        let mut publish_due = 0.0;
         let mut crashed = 0usize;
         for s in 0..steps {
-            crash_due += crash_per_step;
-            while crash_due >= 1.0 && crashed < crashes {
-                crash_due -= 1.0;
+            // Crashes spread evenly over the steps.
+            while crashed < (s + 1) * crashes / steps {
                 crashed += 1;
                 let victim = self.live[self.rng.random_range(0..self.live.len())];
                 let groups = self.memberships.remove(&victim).unwrap_or_default();
