@@ -518,8 +518,7 @@ impl Actor {
         if self.shutting_down {
             return;
         }
-        let crowded =
-            self.dialing.len() >= MAX_DIALS || self.peers.len() >= self.settings.max_connections;
+        let crowded = self.crowded();
         match self.dialing.get_mut(&to.id) {
             Some(queue) if queue.len() < DIAL_QUEUE => queue.push(frame),
             Some(_) => tracing::debug!(peer = %to.id.short(), "dial queue full; frame dropped"),
@@ -544,13 +543,17 @@ impl Actor {
             let _ = self.inbox.try_send(Msg::Rtt { peer, rtt });
             return;
         }
-        let crowded =
-            self.dialing.len() >= MAX_DIALS || self.peers.len() >= self.settings.max_connections;
-        if self.shutting_down || crowded || self.dialing.contains_key(&peer.id) {
+        if self.shutting_down || self.crowded() || self.dialing.contains_key(&peer.id) {
             return;
         }
         self.dialing.insert(peer.id, Vec::new());
         self.dial(peer.addr, Some(peer));
+    }
+
+    /// Whether the dials under way or the open connections are at their
+    /// bound, so no new dial may start.
+    fn crowded(&self) -> bool {
+        self.dialing.len() >= MAX_DIALS || self.peers.len() >= self.settings.max_connections
     }
 
     fn dial(&mut self, addr: SocketAddr, expect: Option<NodeInfo>) {

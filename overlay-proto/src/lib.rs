@@ -6,9 +6,11 @@
 //! connected or lost, a peer's measured round-trip time, a timer fired, a
 //! local command, and a flush after each batch of those), each stamped with
 //! the current time, and answers with [`Output`]s (send a message, dial an
-//! address, measure a peer's round-trip time, set a timer, tell the user). Randomness comes from the `R` the node is built with, and its
-//! state is kept in ordered maps, so a seeded run is reproducible. The daemon (`overlay-node`) drives a node with QUIC
-//! connections and real time; a simulator drives the very same code with
+//! address, measure a peer's round-trip time, set a timer, tell the user).
+//! Randomness comes from the `R` the node is built with, and its state is
+//! kept in ordered maps, so a seeded run is reproducible. The daemon
+//! (`overlay-node`) drives a node with QUIC connections and real time; a
+//! simulator drives the very same code with
 //! thousands of nodes in virtual time: [`sim`] is that deterministic
 //! network, used by this crate's tests and, with a transit-stub topology,
 //! by `overlay-sim` in `tools/`.

@@ -26,9 +26,8 @@
 //! us). A maintenance timer also asks one random neighbour at a time for
 //! its state, which fills what is left.
 
-use std::time::Duration;
-
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rand::Rng;
 

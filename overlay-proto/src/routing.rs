@@ -93,6 +93,21 @@ impl RoutingTable {
         (row < DIGITS).then(|| (row, digit(id.key(), row)))
     }
 
+    /// The table entry of `id`, if `id` holds its slot.
+    fn entry(&self, id: NodeId) -> Option<&Entry> {
+        let (row, col) = self.slot_of(id)?;
+        self.rows.get(row)?.slots[col]
+            .as_ref()
+            .filter(|e| e.info.id == id)
+    }
+
+    fn entry_mut(&mut self, id: NodeId) -> Option<&mut Entry> {
+        let (row, col) = self.slot_of(id)?;
+        self.rows.get_mut(row)?.slots[col]
+            .as_mut()
+            .filter(|e| e.info.id == id)
+    }
+
     fn row_mut(&mut self, row: usize) -> &mut Row {
         while self.rows.len() <= row {
             self.rows.push(Row::new());
@@ -189,21 +204,14 @@ impl RoutingTable {
 
     /// Records the round-trip time of a table entry, without moving it.
     pub fn note_rtt(&mut self, id: NodeId, rtt: Duration) {
-        if let Some((row, col)) = self.slot_of(id) {
-            if let Some(Some(e)) = self.rows.get_mut(row).map(|r| &mut r.slots[col]) {
-                if e.info.id == id {
-                    e.rtt = Some(rtt);
-                }
-            }
+        if let Some(e) = self.entry_mut(id) {
+            e.rtt = Some(rtt);
         }
     }
 
     /// The measured round-trip time to a table entry.
     pub fn rtt(&self, id: NodeId) -> Option<Duration> {
-        let (row, col) = self.slot_of(id)?;
-        self.rows.get(row)?.slots[col]
-            .filter(|e| e.info.id == id)?
-            .rtt
+        self.entry(id)?.rtt
     }
 
     fn insert_leaf(&mut self, node: NodeInfo) -> bool {
@@ -263,10 +271,7 @@ impl RoutingTable {
         if let Some(l) = self.leaves.iter().find(|l| l.id == id) {
             return Some(*l);
         }
-        let (row, col) = self.slot_of(id)?;
-        self.rows.get(row)?.slots[col]
-            .filter(|e| e.info.id == id)
-            .map(|e| e.info)
+        self.entry(id).map(|e| e.info)
     }
 
     /// The other entries of `id`'s table row, the nodes to ask for a

@@ -42,9 +42,9 @@ pub trait Network {
     fn delay(&mut self, from: usize, to: usize) -> Duration;
 
     /// Called for every message that leaves `from` for `to` (running, and
-    /// not dropped by `loss`), at virtual time `at` since the start.
-    fn sent(&mut self, from: usize, to: usize, msg: &Message, at: Duration) {
-        let _ = (from, to, msg, at);
+    /// not dropped by `loss`).
+    fn sent(&mut self, from: usize, to: usize, msg: &Message) {
+        let _ = (from, to, msg);
     }
 }
 
@@ -158,19 +158,6 @@ impl<N: Network> Sim<N> {
         &mut self.net
     }
 
-    /// Adds a node with these settings rather than the network's.
-    pub fn add_node_with(&mut self, bootstrap: &[usize], cfg: Config) -> usize {
-        let saved = std::mem::replace(&mut self.cfg, cfg);
-        let i = self.add_node(bootstrap);
-        self.cfg = saved;
-        i
-    }
-
-    /// Number of open connections.
-    pub fn connections(&self) -> usize {
-        self.links.iter().map(BTreeSet::len).sum::<usize>() / 2
-    }
-
     /// Adds a node with a random id and bootstraps it from `bootstrap`
     /// (none: it starts a new overlay). Returns its index.
     pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
@@ -206,16 +193,6 @@ impl<N: Network> Sim<N> {
     /// The node at index `i`.
     pub fn node(&self, i: usize) -> &Node<StdRng> {
         &self.nodes[i]
-    }
-
-    /// Every node ever added, by index (crashed ones too).
-    pub fn nodes(&self) -> &[Node<StdRng>] {
-        &self.nodes
-    }
-
-    /// Virtual time of the next input due, if any.
-    pub fn next_due(&self) -> Option<Duration> {
-        self.queue.peek().map(|Reverse(d)| d.at - self.start)
     }
 
     /// Index of the node with `id`.
@@ -375,7 +352,7 @@ impl<N: Network> Sim<N> {
                 }
                 self.connect(i, j);
                 *self.by_kind.entry(msg.kind()).or_default() += 1;
-                self.net.sent(i, j, &msg, self.now - self.start);
+                self.net.sent(i, j, &msg);
                 let msg = if self.codec {
                     let max = self.cfg.max_frame_size();
                     let encoded = frame::encode(&msg, max)

@@ -44,12 +44,6 @@ impl Net {
     pub fn take_join_hops(&mut self, mid: Mid, member: NodeId) -> Option<u32> {
         self.join_hops.remove(&(mid, member))
     }
-
-    /// Forgets the join bookkeeping (between phases).
-    pub fn clear_joins(&mut self) {
-        self.origin.clear();
-        self.join_hops.clear();
-    }
 }
 
 impl Network for Net {
@@ -57,7 +51,7 @@ impl Network for Net {
         Duration::from_micros(self.topo.delay_us(from, to) as u64)
     }
 
-    fn sent(&mut self, from: usize, to: usize, msg: &Message, _at: Duration) {
+    fn sent(&mut self, from: usize, to: usize, msg: &Message) {
         match msg {
             Message::Data(_) => {
                 if let Some(stress) = self.stress.as_mut() {

@@ -221,11 +221,11 @@ impl Report {
 
     /// The table: each figure beside its target, and whether it is met.
     pub fn table(&self) -> String {
-        let mut s = String::new();
+        let mut out = Table::default();
         let n = self.scenario.nodes as f64;
         let log16 = n.ln() / 16f64.ln();
         let _ = writeln!(
-            s,
+            out.0,
             "overlay-sim: {} nodes, {} groups, seed {}, proximity {}, {}",
             self.scenario.nodes,
             self.scenario.groups,
@@ -234,33 +234,14 @@ impl Report {
             self.topology
         );
         let _ = writeln!(
-            s,
+            out.0,
             "{:<44} {:>24}   {:<22} ",
             "measure", "measured", "target"
         );
-        let _ = writeln!(s, "{}", "-".repeat(96));
-        let mut row = |name: &str, value: String, target: &str, ok: Option<bool>| {
-            let mark = match ok {
-                Some(true) => "ok",
-                Some(false) => "MISSED",
-                None => "",
-            };
-            let _ = writeln!(s, "{name:<44} {value:>24}   {target:<22} {mark}");
-        };
+        let _ = writeln!(out.0, "{}", "-".repeat(96));
         let r = &self.routing;
-        row(
-            "routing hops, mean / p99 / max",
-            format!("{:.2} / {:.0} / {:.0}", r.hops.mean, r.hops.p99, r.hops.max),
-            &format!("mean <= {log16:.2}, max <= 6"),
-            Some(r.hops.mean <= log16 && r.hops.max <= 6.0),
-        );
-        row(
-            "routes ending at the responsible node",
-            format!("{}/{}", r.samples as u64 - r.wrong_destination, r.samples),
-            "all",
-            Some(r.wrong_destination == 0),
-        );
-        row(
+        out.routing("", r, log16);
+        out.row(
             "routing stretch, mean / median / p95",
             format!(
                 "{:.2} / {:.2} / {:.2}",
@@ -269,20 +250,20 @@ impl Report {
             "",
             None,
         );
-        row(
+        out.row(
             "routing table size, mean / max",
             format!("{:.1} / {:.0}", r.table_size.mean, r.table_size.max),
             "",
             None,
         );
         let j = &self.join;
-        row(
+        out.row(
             "join hops, mean / max",
             format!("{:.2} / {:.0}", j.hops.mean, j.hops.max),
             "",
             None,
         );
-        row(
+        out.row(
             "join latency ms, median / p95 / max",
             format!(
                 "{:.0} / {:.0} / {:.0}",
@@ -291,26 +272,26 @@ impl Report {
             "",
             None,
         );
-        row(
+        out.row(
             "joins acknowledged / failed / pending",
             format!("{} / {} / {}", j.joins, j.failed, j.unacknowledged),
             "all acknowledged",
             Some(j.failed == 0 && j.unacknowledged == 0),
         );
         let t = &self.trees;
-        row(
+        out.row(
             "tree depth, mean / max",
             format!("{:.2} / {:.0}", t.depth.mean, t.depth.max),
             "",
             None,
         );
-        row(
+        out.row(
             "children per forwarding node, mean / max",
             format!("{:.2} / {:.0}", t.children.mean, t.children.max),
             &format!("max <= {}", t.max_children_bound),
             Some(t.children.max <= t.max_children_bound as f64),
         );
-        row(
+        out.row(
             "forwarders that are not members",
             format!(
                 "{:.1}% ({}/{})",
@@ -321,13 +302,13 @@ impl Report {
             "",
             None,
         );
-        row(
+        out.row(
             "tree nodes that are not members",
             format!("{:.1}%", pct(t.nonmember_tree_nodes, t.tree_nodes)),
             "",
             None,
         );
-        row(
+        out.row(
             "tree stretch (RDP), mean / median",
             format!("{:.2} / {:.2}", t.stretch.mean, t.stretch.median),
             if self.scenario.proximity {
@@ -337,7 +318,7 @@ impl Report {
             },
             self.scenario.proximity.then_some(t.stretch.mean <= 1.3),
         );
-        row(
+        out.row(
             "tree stretch (RDP), p95 / max",
             format!("{:.2} / {:.2}", t.stretch.p95, t.stretch.max),
             if self.scenario.proximity {
@@ -347,40 +328,40 @@ impl Report {
             },
             self.scenario.proximity.then_some(t.stretch.p95 <= 2.0),
         );
-        row(
+        out.row(
             "members on a consistent path to the root",
             format!("{}/{}", t.members - t.unattached_members, t.members),
             "all",
             Some(t.unattached_members == 0 && t.violations.is_empty()),
         );
         if let Some(st) = &self.stress {
-            row(
+            out.row(
                 "link stress, mean / max (overlay)",
                 format!("{:.2} / {:.0}", st.alm.mean, st.alm.max),
                 &format!("mean <= {:.2} (2x IP)", 2.0 * st.ip.mean),
                 Some(st.alm.mean <= 2.0 * st.ip.mean),
             );
-            row(
+            out.row(
                 "link stress, mean / max (IP multicast)",
                 format!("{:.2} / {:.0}", st.ip.mean, st.ip.max),
                 "",
                 None,
             );
-            row(
+            out.row(
                 "copies on all links, overlay / IP",
                 format!("{} / {}", st.alm_total, st.ip_total),
                 "",
                 None,
             );
         }
-        row(
+        out.row(
             "messages per node per second at rest",
             format!("{:.2}", self.control_per_node_s),
             "",
             None,
         );
         let d = &self.delivery_at_rest;
-        row(
+        out.row(
             "delivered at rest (member x message)",
             format!("{}/{}", d.delivered, d.expected),
             "100%",
@@ -388,7 +369,7 @@ impl Report {
         );
         if let Some(c) = &self.churn {
             let d = &c.delivery;
-            row(
+            out.row(
                 &format!(
                     "churn: crashes + arrivals over {} s",
                     self.scenario.churn_secs
@@ -397,19 +378,19 @@ impl Report {
                 &format!("{:.0}% of the nodes", self.scenario.churn * 100.0),
                 None,
             );
-            row(
+            out.row(
                 "churn: acknowledged messages delivered",
                 format!("{:.4}% ({}/{})", d.ratio() * 100.0, d.delivered, d.expected),
                 "100%",
                 Some(d.delivered == d.expected),
             );
-            row(
+            out.row(
                 "churn: duplicates / gaps / lost reports",
                 format!("{} / {} / {}", d.duplicates, d.gaps, d.lost_reports),
                 "0 / 0 / 0",
                 Some(d.duplicates == 0 && d.gaps == 0 && d.lost_reports == 0),
             );
-            row(
+            out.row(
                 "churn: repair ms, median / p95 / max",
                 format!(
                     "{:.0} / {:.0} / {:.0}",
@@ -418,7 +399,7 @@ impl Report {
                 "",
                 None,
             );
-            row(
+            out.row(
                 "churn: crashes not repaired",
                 format!("{}", c.unrepaired),
                 "0",
@@ -426,28 +407,17 @@ impl Report {
             );
         }
         if let Some(r) = &self.routing_after_churn {
-            row(
-                "after churn: routes to the responsible node",
-                format!("{}/{}", r.samples as u64 - r.wrong_destination, r.samples),
-                "all",
-                Some(r.wrong_destination == 0),
-            );
-            row(
-                "after churn: routing hops mean / max",
-                format!("{:.2} / {:.0}", r.hops.mean, r.hops.max),
-                &format!("mean <= {log16:.2}, max <= 6"),
-                Some(r.hops.mean <= log16 && r.hops.max <= 6.0),
-            );
+            out.routing("after churn: ", r, log16);
         }
         if let Some(t) = &self.trees_after_churn {
-            row(
+            out.row(
                 "after churn: members attached",
                 format!("{}/{}", t.members - t.unattached_members, t.members),
                 "all",
                 Some(t.unattached_members == 0),
             );
         }
-        row(
+        out.row(
             "simulator: wall time s / peak memory MiB",
             format!(
                 "{:.1} / {}",
@@ -459,14 +429,48 @@ impl Report {
             None,
         );
         let _ = writeln!(
-            s,
+            out.0,
             "({:.1} s of virtual time, {} inputs handled)",
             self.virtual_secs, self.sim_inputs
         );
         for v in self.trees.violations.iter().take(10) {
-            let _ = writeln!(s, "violation: {v}");
+            let _ = writeln!(out.0, "violation: {v}");
         }
-        s
+        out.0
+    }
+}
+
+/// The table being written: one row per figure.
+#[derive(Default)]
+struct Table(String);
+
+impl Table {
+    /// A figure, its target, and whether the target is met (`None`: no
+    /// target).
+    fn row(&mut self, name: &str, value: String, target: &str, ok: Option<bool>) {
+        let mark = match ok {
+            Some(true) => "ok",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        let _ = writeln!(self.0, "{name:<44} {value:>24}   {target:<22} {mark}");
+    }
+
+    /// Routing hops and destinations beside their targets (`log16` is
+    /// log base 16 of the number of nodes).
+    fn routing(&mut self, prefix: &str, r: &Routing, log16: f64) {
+        self.row(
+            &format!("{prefix}routing hops, mean / p99 / max"),
+            format!("{:.2} / {:.0} / {:.0}", r.hops.mean, r.hops.p99, r.hops.max),
+            &format!("mean <= {log16:.2}, max <= 6"),
+            Some(r.hops.mean <= log16 && r.hops.max <= 6.0),
+        );
+        self.row(
+            &format!("{prefix}routes to the responsible node"),
+            format!("{}/{}", r.samples as u64 - r.wrong_destination, r.samples),
+            "all",
+            Some(r.wrong_destination == 0),
+        );
     }
 }
 

@@ -194,12 +194,11 @@ impl Driver {
         let bootstrap: Vec<usize> = if self.live.is_empty() {
             Vec::new()
         } else {
-            let sample = (0..self.scn.bootstrap_sample)
+            (0..self.scn.bootstrap_sample)
                 .map(|_| self.live[self.rng.random_range(0..self.live.len())])
                 .min_by_key(|&b| self.sim.network().topo.delay_us(i, b))
                 .into_iter()
-                .collect();
-            sample
+                .collect()
         };
         let j = self.sim.add_node(&bootstrap);
         debug_assert_eq!(i, j);
@@ -459,7 +458,7 @@ impl Driver {
                 rdp.push(delay as f64 / direct);
             }
         }
-        let sizes: Vec<f64> = self
+        let mut sizes: Vec<f64> = self
             .live
             .iter()
             .map(|&i| self.sim.node(i).routing().len() as f64)
@@ -470,13 +469,13 @@ impl Driver {
             stretch: Dist::of(&mut rdp),
             wrong_destination: wrong,
             stale_entries_met: stale,
-            table_size: Dist::of(&mut sizes.clone()),
+            table_size: Dist::of(&mut sizes),
         }
     }
 
     /// The trees as the nodes' own state says they are, checked for
     /// consistency.
-    pub(crate) fn measure_trees(&mut self) -> Trees {
+    fn measure_trees(&mut self) -> Trees {
         self.say("measuring trees");
         let max_children = self.scn.max_children;
         let mut t = Trees::default();
@@ -506,8 +505,7 @@ impl Driver {
                 continue;
             }
             let root = roots[0];
-            let mut forwarders = 0usize;
-            for (&i, v) in views {
+            for v in views.values() {
                 if v.children.len() > max_children {
                     t.violations.push(format!(
                         "group {g}: a node has {} children (bound {max_children})",
@@ -519,15 +517,13 @@ impl Driver {
                     if !v.member {
                         t.nonmember_forwarders += 1;
                     }
-                    forwarders += 1;
+                    t.forwarding_nodes += 1;
                 }
                 if !v.member && !v.root {
                     t.nonmember_tree_nodes += 1;
                 }
                 t.tree_nodes += 1;
-                let _ = i;
             }
-            t.forwarding_nodes += forwarders;
             // Every member: a path of consistent links up to the root.
             for &m in &self.members[g] {
                 if !self.alive(m) {
