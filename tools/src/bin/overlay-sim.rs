@@ -7,6 +7,7 @@
 //! overlay-sim --nodes 100000           # the large run
 //! overlay-sim --no-proximity           # without proximity neighbour selection
 //! overlay-sim --scenario my.toml --json
+//! overlay-sim --plot plots             # also plots (SVG) and one tree drawn
 //! ```
 
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ struct Args {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write plots into DIR (created if missing): stretch.svg,
+    /// children.svg, link-stress.svg, and one small group's tree as
+    /// tree.dot and tree.svg.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Say what the run is doing on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -93,12 +99,35 @@ fn main() -> anyhow::Result<()> {
     if args.codec {
         scn.codec = true;
     }
+    if let Some(dir) = &args.plot {
+        // Fail now rather than after a run of minutes.
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "could not create the plot directory {}: give --plot a directory you can write to",
+                dir.display()
+            )
+        })?;
+    }
     let mut report = sim::run(&scn, args.verbose).context("the simulation could not run")?;
     report.peak_rss_mib = sim::peak_rss_mib();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
+    }
+    if let Some(dir) = &args.plot {
+        if report.stress.is_none() {
+            eprintln!(
+                "no link-stress.svg: the {:?} model has no physical links",
+                scn.model
+            );
+        }
+        if report.trees.drawing.is_none() {
+            eprintln!("no tree.dot or tree.svg: no group had exactly one root");
+        }
+        for path in sim::plot::write_plots(&report, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

@@ -8,13 +8,15 @@
 //!   also counts what crosses each link;
 //! - [`scenario`]: what a run does, from TOML and flags;
 //! - [`run`]: the phases of a run and the measurements;
-//! - [`report`]: the figures, as a table beside the targets or as JSON.
+//! - [`report`]: the figures, as a table beside the targets or as JSON;
+//! - [`plot`]: the distributions and one group's tree, as SVG (`--plot`).
 //!
 //! Everything random comes from the scenario's seed, and the simulated
 //! network delivers events in a fixed order, so a seed gives the same
 //! figures every time.
 
 pub mod net;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -90,6 +90,9 @@ pub struct Trees {
     /// Every forwarding node's children, for plots.
     #[serde(skip)]
     pub children_samples: Vec<f64>,
+    /// One small group's tree, for a drawing.
+    #[serde(skip)]
+    pub drawing: Option<super::plot::TreeDrawing>,
 }
 
 /// Link stress of one message per group.
@@ -106,6 +109,9 @@ pub struct Stress {
     /// Per-link copies, for plots.
     #[serde(skip)]
     pub alm_samples: Vec<f64>,
+    /// Per-link copies under IP multicast, for plots.
+    #[serde(skip)]
+    pub ip_samples: Vec<f64>,
 }
 
 /// Joins.

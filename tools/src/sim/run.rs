@@ -32,6 +32,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::net::Net;
+use super::plot::TreeDrawing;
 use super::report::{Churn, Delivery, Dist, Report, Routing, Stress, Trees};
 use super::scenario::{Model, Scenario};
 use super::topology::Topology;
@@ -586,6 +587,19 @@ impl Driver {
         t.max_children_bound = max_children;
         t.stretch_samples = stretch;
         t.children_samples = children_counts;
+        let sizes: Vec<usize> = self
+            .members
+            .iter()
+            .map(|m| m.iter().filter(|&&i| self.alive(i)).count())
+            .collect();
+        t.drawing = TreeDrawing::pick(&sizes).and_then(|g| {
+            TreeDrawing::from_views(
+                g,
+                &per_group[g],
+                |id| self.sim.index_of(id),
+                |a, b| topo.delay_us(a, b) as f64 / 1000.0,
+            )
+        });
         t
     }
 
@@ -634,6 +648,7 @@ impl Driver {
             alm: Dist::of(&mut a),
             ip: Dist::of(&mut b),
             alm_samples: a,
+            ip_samples: b,
         })
     }
 
