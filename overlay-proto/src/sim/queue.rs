@@ -173,11 +173,9 @@ mod tests {
             let mut q = Queue::new();
             let mut model: Vec<(u64, u64)> = Vec::new();
             let mut now = 0u64;
-            let mut n = 0u64;
-            for (delay, pops, horizon) in steps {
+            for (n, (delay, pops, horizon)) in (0u64..).zip(steps) {
                 q.push(now + delay, n);
                 model.push((now + delay, n));
-                n += 1;
                 for _ in 0..pops {
                     let limit = now + horizon;
                     model.sort();
