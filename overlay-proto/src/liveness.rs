@@ -1,7 +1,8 @@
 //! Failure detection between tree neighbours, and the soft state that keeps
 //! both ends of every tree link in agreement.
 //!
-//! Every `heartbeat_interval` (250 ms) a node sends a
+//! Every `heartbeat_interval` (250 ms), while it has tree or replica state,
+//! a node sends a
 //! [`Message::Heartbeat`] to each of its tree neighbours: its parents and
 //! acknowledged children in every group, the replicas of the groups it is
 //! root of, and the roots of the groups it replicates. Any message from a
@@ -60,13 +61,22 @@ impl<R: Rng> Node<R> {
 
     /// Any message from `peer` is a sign of life.
     pub(crate) fn heard_from(&mut self, peer: NodeId) {
-        if let Some(t) = self.heard.get_mut(&peer) {
+        if let Some((t, _)) = self.heard.get_mut(&peer) {
             *t = self.now;
         }
     }
 
-    pub(crate) fn arm_heartbeat(&mut self) {
-        self.set_timer(self.cfg.heartbeat_interval, Timer::Heartbeat);
+    /// Keeps the heartbeat timer running while the node has tree or replica
+    /// state, and only then: a node in no group has no one to watch, and an
+    /// idle node (or a hundred thousand in a simulation) should not wake
+    /// four times a second for nothing. Called after every input.
+    pub(crate) fn keep_heartbeat(&mut self) {
+        let busy =
+            !self.groups.is_empty() || !self.replicas.is_empty() || !self.acks_due.is_empty();
+        if busy && !self.heartbeat_armed {
+            self.heartbeat_armed = true;
+            self.set_timer(self.cfg.heartbeat_interval, Timer::Heartbeat);
+        }
     }
 
     /// Every neighbour we share tree or replica state with, and what we tell
@@ -110,7 +120,8 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_heartbeat_timer(&mut self) {
-        self.arm_heartbeat();
+        // Re-armed after this input if there is still something to watch.
+        self.heartbeat_armed = false;
         // In case the driver does not flush.
         self.flush_acks();
         if !self.is_joined() {
@@ -118,24 +129,42 @@ impl<R: Rng> Node<R> {
         }
         let now = self.now;
         let beats = self.beats();
-        // Neighbours we no longer share anything with are not watched.
+        // Neighbours we no longer share anything with are not watched. They
+        // get one last, empty heartbeat: they may still think we share a
+        // group (a join acknowledged after we went elsewhere), and would
+        // otherwise take our silence for a crash and route around a live
+        // node for `dead_memory`. The empty list makes them reconcile now.
+        let gone: Vec<NodeInfo> = self
+            .heard
+            .iter()
+            .filter(|(id, _)| !beats.contains_key(id))
+            .map(|(_, (_, info))| *info)
+            .collect();
         self.heard.retain(|id, _| beats.contains_key(id));
+        for info in gone {
+            self.send(
+                info,
+                Message::Heartbeat {
+                    tree: Vec::new(),
+                    replica: Vec::new(),
+                },
+            );
+        }
         let mut dead = Vec::new();
         for (id, beat) in beats {
-            let heard = *self.heard.entry(id).or_insert(now);
+            let Some(info) = beat.info else { continue };
+            let (heard, _) = *self.heard.entry(id).or_insert((now, info));
             if now.duration_since(heard) > self.cfg.failure_timeout {
                 dead.push(id);
                 continue;
             }
-            if let Some(info) = beat.info {
-                self.send(
-                    info,
-                    Message::Heartbeat {
-                        tree: beat.tree,
-                        replica: beat.replica,
-                    },
-                );
-            }
+            self.send(
+                info,
+                Message::Heartbeat {
+                    tree: beat.tree,
+                    replica: beat.replica,
+                },
+            );
         }
         for id in dead {
             tracing::info!(peer = %id.short(), "no sign of life from a tree neighbour; taking it for dead");

@@ -360,6 +360,9 @@ pub(crate) enum Phase {
     Joined,
 }
 
+/// Room for outputs a node keeps between inputs.
+const OUT_KEEP: usize = 32;
+
 /// One overlay node's protocol state. Feed it [`Input`]s with
 /// [`Node::handle`], then drain [`Output`]s with [`Node::poll_output`].
 ///
@@ -374,14 +377,17 @@ pub struct Node<R> {
     pub(crate) phase: Phase,
     /// Maintenance rounds since the node entered the overlay.
     pub(crate) maintenance_round: u32,
+    /// Whether a [`Timer::Heartbeat`] is pending.
+    pub(crate) heartbeat_armed: bool,
     pub(crate) groups: BTreeMap<Mid, Group>,
     pub(crate) replicas: BTreeMap<Mid, Replica>,
     pub(crate) publishes: BTreeMap<u64, PendingPublish>,
     pub(crate) publish_bytes: usize,
     pub(crate) publish_sweep_armed: bool,
     pub(crate) replays: BTreeMap<u64, Replay>,
-    /// When each watched tree neighbour was last heard from.
-    pub(crate) heard: BTreeMap<NodeId, Instant>,
+    /// When each watched tree neighbour was last heard from, and where it
+    /// is.
+    pub(crate) heard: BTreeMap<NodeId, (Instant, NodeInfo)>,
     /// Candidates for a routing-table slot whose round-trip time we asked
     /// the driver to measure, and since when (at most `max_probes`).
     pub(crate) probing: BTreeMap<NodeId, Instant>,
@@ -408,6 +414,7 @@ impl<R: Rng> Node<R> {
             rng,
             phase: Phase::Idle,
             maintenance_round: 0,
+            heartbeat_armed: false,
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
             publishes: BTreeMap::new(),
@@ -449,7 +456,14 @@ impl<R: Rng> Node<R> {
 
     /// The next thing for the driver to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > OUT_KEEP {
+            // A burst (a neighbour list that fills the table) can queue a
+            // hundred outputs; a node should not hold that room for good,
+            // when a simulation runs a hundred thousand of them.
+            self.out = VecDeque::new();
+        }
+        out
     }
 
     /// Handles one input at time `now`. Outputs queue up for
@@ -466,6 +480,7 @@ impl<R: Rng> Node<R> {
             Input::Command(c) => self.on_command(c),
             Input::Flush => self.flush_acks(),
         }
+        self.keep_heartbeat();
     }
 
     fn on_message(&mut self, from: NodeInfo, msg: Message) {

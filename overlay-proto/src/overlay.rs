@@ -47,7 +47,6 @@ impl<R: Rng> Node<R> {
             self.phase = Phase::Bootstrapping { addrs, round: 0 };
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
-        self.arm_heartbeat();
         self.maintenance_round = 0;
         self.arm_maintenance();
     }
@@ -158,7 +157,7 @@ impl<R: Rng> Node<R> {
             }
         }
         if reply {
-            let nodes = self.neighbours_for(from.id);
+            let nodes = self.table.useful_to(from.id, MAX_NEIGHBOURS_PER_MESSAGE);
             self.send(
                 from,
                 Message::Neighbours {

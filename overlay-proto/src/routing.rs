@@ -35,6 +35,10 @@ use std::time::Duration;
 use crate::id::{digit, distance, shared_digits, Key, NodeId, DIGITS};
 use crate::message::NodeInfo;
 
+/// Entries beyond the shared rows that [`RoutingTable::useful_to`] sends:
+/// more candidates for the one slot they compete for.
+const SPARE_CANDIDATES: usize = 2;
+
 /// A routing-table entry: a node and, once measured, its round-trip time.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -42,11 +46,19 @@ struct Entry {
     rtt: Option<Duration>,
 }
 
-/// One table row: the entries, and how many candidates were measured for
-/// each slot since the counts last decayed.
+/// One table row: the entries, a spare for each slot, and how many
+/// candidates were measured for each slot since the counts last decayed.
+///
+/// A spare is the second-best candidate heard of for its slot (the nearer
+/// one, when both were measured). It is not used for routing; it takes the
+/// slot when the entry is removed, so that a slot whose entry crashed is not
+/// left empty until repair finds another node with that prefix: in the deep
+/// rows few nodes fit a slot, and an empty slot there can make a route end
+/// at the wrong node. A spare exists only beside an entry.
 #[derive(Debug, Clone)]
 struct Row {
     slots: [Option<Entry>; 16],
+    spares: [Option<Entry>; 16],
     probed: [u8; 16],
 }
 
@@ -54,7 +66,24 @@ impl Row {
     fn new() -> Self {
         Row {
             slots: [None; 16],
+            spares: [None; 16],
             probed: [0; 16],
+        }
+    }
+
+    /// Keeps `e` as the spare of slot `col` if it is better than the spare
+    /// there: none, the same node, or a farther (or unmeasured) one.
+    fn keep_spare(&mut self, col: usize, e: Entry) {
+        if self.slots[col].is_some_and(|s| s.info.id == e.info.id) {
+            return;
+        }
+        let better = match self.spares[col] {
+            None => true,
+            Some(s) if s.info.id == e.info.id => true,
+            Some(s) => e.rtt.is_some_and(|r| s.rtt.is_none_or(|sr| r < sr)),
+        };
+        if better {
+            self.spares[col] = Some(e);
         }
     }
 }
@@ -124,20 +153,27 @@ impl RoutingTable {
         }
         let mut changed = false;
         if let Some((row, col)) = self.slot_of(node.id) {
-            let slot = &mut self.row_mut(row).slots[col];
-            match slot {
-                None => {
-                    *slot = Some(Entry {
-                        info: node,
-                        rtt: None,
-                    });
+            let r = self.row_mut(row);
+            let entry = Entry {
+                info: node,
+                rtt: None,
+            };
+            match &mut r.slots[col] {
+                slot @ None => {
+                    *slot = Some(entry);
                     changed = true;
                 }
-                Some(old) if old.info.id == node.id && old.info.addr != node.addr => {
-                    old.info = node;
-                    changed = true;
+                Some(old) if old.info.id == node.id => {
+                    if old.info.addr != node.addr {
+                        old.info = node;
+                        changed = true;
+                    }
                 }
-                Some(_) => {}
+                Some(_) => {
+                    if r.spares[col].is_none() {
+                        r.spares[col] = Some(entry);
+                    }
+                }
             }
         }
         changed |= self.insert_leaf(node);
@@ -155,17 +191,23 @@ impl RoutingTable {
         }
         let mut took = false;
         if let Some((row, col)) = self.slot_of(node.id) {
-            let slot = &mut self.row_mut(row).slots[col];
+            let r = self.row_mut(row);
             let entry = Entry {
                 info: node,
                 rtt: Some(rtt),
             };
-            match slot {
+            match &mut r.slots[col] {
                 Some(old) if old.info.id == node.id => *old = entry,
-                Some(old) if old.rtt.is_some_and(|r| r <= rtt) => {}
-                _ => {
-                    *slot = Some(entry);
+                Some(old) if old.rtt.is_some_and(|r| r <= rtt) => r.keep_spare(col, entry),
+                slot => {
+                    let before = slot.replace(entry);
                     took = true;
+                    if r.spares[col].is_some_and(|s| s.info.id == node.id) {
+                        r.spares[col] = None;
+                    }
+                    if let Some(b) = before {
+                        r.keep_spare(col, b);
+                    }
                 }
             }
         }
@@ -214,26 +256,33 @@ impl RoutingTable {
         self.entry(id)?.rtt
     }
 
+    /// Where `id` is or would be in the leaf set, and whether it is there.
+    /// Distinct ids are at distinct distances from us, so the leaf set's
+    /// order finds it (this runs for every node of every neighbour list).
+    fn leaf_position(&self, id: NodeId) -> (usize, bool) {
+        let me = self.me.id.key();
+        let d = distance(me, id.key());
+        let pos = self
+            .leaves
+            .partition_point(|l| distance(me, l.id.key()) < d);
+        (pos, self.leaves.get(pos).is_some_and(|l| l.id == id))
+    }
+
     fn insert_leaf(&mut self, node: NodeInfo) -> bool {
-        let mut changed = false;
-        if let Some(old) = self.leaves.iter_mut().find(|l| l.id == node.id) {
-            if old.addr != node.addr {
+        match self.leaf_position(node.id) {
+            (pos, true) => {
+                let old = &mut self.leaves[pos];
+                let changed = old.addr != node.addr;
                 old.addr = node.addr;
-                changed = true;
+                changed
             }
-        } else {
-            let me = self.me.id.key();
-            let d = distance(me, node.id.key());
-            let pos = self
-                .leaves
-                .partition_point(|l| distance(me, l.id.key()) < d);
-            if pos < self.leaf_set_size {
+            (pos, false) if pos < self.leaf_set_size => {
                 self.leaves.insert(pos, node);
                 self.leaves.truncate(self.leaf_set_size);
-                changed = true;
+                true
             }
+            _ => false,
         }
-        changed
     }
 
     /// Forgets a node (it left or cannot be reached). Returns whether it was
@@ -243,14 +292,18 @@ impl RoutingTable {
         if let Some((row, col)) = self.slot_of(id) {
             if let Some(r) = self.rows.get_mut(row) {
                 if r.slots[col].is_some_and(|e| e.info.id == id) {
-                    r.slots[col] = None;
+                    // The spare, if any, takes the slot.
+                    r.slots[col] = r.spares[col].take();
                     found = true;
+                } else if r.spares[col].is_some_and(|e| e.info.id == id) {
+                    r.spares[col] = None;
                 }
             }
         }
-        let before = self.leaves.len();
-        self.leaves.retain(|l| l.id != id);
-        found |= self.leaves.len() != before;
+        if let (pos, true) = self.leaf_position(id) {
+            self.leaves.remove(pos);
+            found = true;
+        }
         while self
             .rows
             .last()
@@ -268,8 +321,8 @@ impl RoutingTable {
 
     /// The entry for `id`, if known.
     pub fn get(&self, id: NodeId) -> Option<NodeInfo> {
-        if let Some(l) = self.leaves.iter().find(|l| l.id == id) {
-            return Some(*l);
+        if let (pos, true) = self.leaf_position(id) {
+            return Some(self.leaves[pos]);
         }
         self.entry(id).map(|e| e.info)
     }
@@ -301,10 +354,16 @@ impl RoutingTable {
         let mut best_d = distance(self.me.id.key(), key);
         // Runs for every routed message: scan the entries as they lie, with
         // no de-duplication (a node in both places is just compared twice).
-        let table = self
-            .rows
-            .iter()
-            .flat_map(|r| r.slots.iter().flatten().map(|e| &e.info));
+        // A slot whose entry is to be gone around offers its spare instead.
+        let table = self.rows.iter().flat_map(|r| {
+            r.slots
+                .iter()
+                .zip(&r.spares)
+                .filter_map(|(e, spare)| match e {
+                    Some(e) if skip.contains(&e.info.id) => spare.as_ref().map(|s| &s.info),
+                    e => e.as_ref().map(|e| &e.info),
+                })
+        });
         for &n in self.leaves.iter().chain(table) {
             if skip.contains(&n.id) {
                 continue;
@@ -332,6 +391,43 @@ impl RoutingTable {
                 .flat_map(|r| r.slots.iter().flatten().map(|e| e.info))
                 .filter(move |n| !leaves.contains(&n.id)),
         )
+    }
+
+    /// What this node tells `asker` when asked for its neighbours: the
+    /// nodes that can improve `asker`'s state, not every node it knows
+    /// (Castro et al.'s join: "ask each node of row r for its row r").
+    ///
+    /// With `p` the digits this node shares with `asker`, rows `0..=p` of
+    /// this table fit the same rows of `asker`'s (as fillers or as nearer
+    /// candidates); every deeper entry shares exactly `p` digits with
+    /// `asker` and would compete for the one slot this node holds there, so
+    /// [`SPARE_CANDIDATES`] of them are enough. The leaf set is sent only
+    /// to a node that belongs near us (it falls within our leaf set's span,
+    /// or shares our deepest row), where it is what `asker` needs most.
+    pub fn useful_to(&self, asker: NodeId, max: usize) -> Vec<NodeInfo> {
+        let p = shared_digits(self.me.id.key(), asker.key());
+        let (leaf_pos, _) = self.leaf_position(asker);
+        let near = leaf_pos < self.leaf_set_size || p + 1 >= self.rows.len();
+        let mut out: Vec<NodeInfo> = Vec::with_capacity(max.min(64));
+        if near {
+            out.extend(self.leaves.iter().filter(|l| l.id != asker));
+        }
+        let mut deeper = 0;
+        for (r, row) in self.rows.iter().enumerate() {
+            for e in row.slots.iter().flatten() {
+                if r > p {
+                    if deeper == SPARE_CANDIDATES {
+                        break;
+                    }
+                    deeper += 1;
+                }
+                if e.info.id != asker && !(near && out.iter().any(|o| o.id == e.info.id)) {
+                    out.push(e.info);
+                }
+            }
+        }
+        out.truncate(max);
+        out
     }
 
     /// The leaf set, closest first.
@@ -409,6 +505,28 @@ mod tests {
         l.offer(info(3), Duration::from_millis(100));
         l.offer(info(8), Duration::from_millis(1));
         assert_eq!(l.leaves()[0].id, NodeId(3));
+    }
+
+    #[test]
+    fn a_spare_takes_the_slot_of_a_removed_entry() {
+        let me = info(0);
+        let mut t = RoutingTable::new(me, 1);
+        // Three nodes for the same slot (row 0, digit 1), none a leaf.
+        let (a, b, c) = (info(1 << 124), info((1 << 124) + 5), info((1 << 124) + 9));
+        t.insert(info(1)); // the only leaf
+        assert!(t.insert(a));
+        assert!(!t.insert(b), "the slot is taken: b is only its spare");
+        assert!(!t.contains(b.id), "a spare is not used for routing");
+        assert!(t.remove(a.id));
+        assert!(t.contains(b.id), "the spare took the slot");
+        // Measured: the nearer candidate is the spare.
+        t.offer(a, Duration::from_millis(50));
+        t.offer(c, Duration::from_millis(20));
+        assert!(t.contains(c.id) && !t.contains(a.id) && !t.contains(b.id));
+        assert!(t.remove(c.id));
+        assert!(t.contains(a.id), "the farther measured node is the spare");
+        assert!(t.remove(a.id));
+        assert!(!t.contains(b.id), "one spare per slot");
     }
 
     /// Greedy routing over full tables of 2,000 random nodes reaches the

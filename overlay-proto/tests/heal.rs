@@ -304,7 +304,7 @@ fn crashes_and_loss_lose_no_accepted_message() {
         sim.run_for(Duration::from_secs(20));
         rec.take(&mut sim, seed);
         if std::env::var("KINDS").is_ok() {
-            eprintln!("seed {seed}: {:?}", sim.by_kind);
+            eprintln!("seed {seed}: {:?}", sim.by_kind());
         }
         eprintln!(
             "seed {seed}: {} accepted, {} failed, {} crashed, {} messages dropped, {} sent in all",

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo build --release -p overlay-tools
 //! target/release/overlay-bench --nodes 16 --messages 20000 --size 256
+//! target/release/overlay-bench --nodes 100 --max-children 8 --messages 2000
 //! ```
 //!
 //! Starts N `overlay node` processes on 127.0.0.1 (each bootstrapped from

@@ -125,7 +125,7 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
     }
     report.messages_by_kind = d
         .sim
-        .by_kind
+        .by_kind()
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();

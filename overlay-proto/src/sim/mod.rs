@@ -19,8 +19,9 @@
 //! `tools/` (`overlay-sim`) drives it with network topologies, churn and
 //! measurements through its own [`Network`].
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+mod queue;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -58,14 +59,49 @@ impl Network for FixedDelay {
     }
 }
 
-/// When an input is due: ordered by time, then by the order it was
-/// scheduled in, so runs are reproducible. The input itself waits in a slab
-/// (`slot`): inputs are large, and the heap moves its entries around.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: Instant,
-    seq: u64,
-    slot: u32,
+/// What waits in the queue for a node.
+#[derive(Debug)]
+enum Pending {
+    Input(Input),
+    /// A connection came up: [`Input::PeerUp`] and [`Input::Rtt`] at once,
+    /// as the daemon reports them.
+    Connected {
+        peer: NodeInfo,
+        rtt: Duration,
+    },
+}
+
+/// A node's open connections: peer indices, sorted (a node has a few
+/// hundred at most, and this is looked up for every message sent).
+#[derive(Debug, Default)]
+struct Peers(Vec<u32>);
+
+impl Peers {
+    fn contains(&self, p: u32) -> bool {
+        self.0.binary_search(&p).is_ok()
+    }
+
+    /// Adds `p`; whether it was new.
+    fn insert(&mut self, p: u32) -> bool {
+        match self.0.binary_search(&p) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, p);
+                true
+            }
+        }
+    }
+
+    /// Removes `p`; whether it was there.
+    fn remove(&mut self, p: u32) -> bool {
+        match self.0.binary_search(&p) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// A simulated network of nodes.
@@ -76,12 +112,14 @@ pub struct Sim<N = FixedDelay> {
     by_id: HashMap<NodeId, usize>,
     by_addr: HashMap<SocketAddr, usize>,
     /// Each node's open connections, by peer index.
-    links: Vec<BTreeSet<u32>>,
-    queue: BinaryHeap<Reverse<Due>>,
-    /// The inputs the queue refers to, with their node.
-    slab: Vec<Option<(u32, Input)>>,
+    links: Vec<Peers>,
+    /// Inputs by when they are due (nanoseconds after `start`), then by
+    /// the order they were scheduled in, so runs are reproducible. The queue
+    /// holds an index into `slab`, where the input waits with its node:
+    /// inputs are large, and the queue moves its entries around.
+    queue: queue::Queue<u32>,
+    slab: Vec<Option<(u32, Pending)>>,
     free: Vec<u32>,
-    next_seq: u64,
     start: Instant,
     now: Instant,
     rng: StdRng,
@@ -101,8 +139,8 @@ pub struct Sim<N = FixedDelay> {
     events: Vec<(usize, Event)>,
     /// Messages delivered so far.
     pub messages: u64,
-    /// Messages sent so far, by kind.
-    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Messages sent so far, by kind (few kinds: a list is quickest).
+    kinds: Vec<(&'static str, u64)>,
     /// Inputs handled so far (messages, timers, commands, connections).
     pub inputs: u64,
 }
@@ -126,10 +164,9 @@ impl<N: Network> Sim<N> {
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
             links: Vec::new(),
-            queue: BinaryHeap::new(),
+            queue: queue::Queue::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            next_seq: 0,
             start: now,
             now,
             rng: StdRng::seed_from_u64(seed),
@@ -142,7 +179,7 @@ impl<N: Network> Sim<N> {
             dropped: 0,
             events: Vec::new(),
             messages: 0,
-            by_kind: Default::default(),
+            kinds: Vec::new(),
             inputs: 0,
         }
     }
@@ -177,7 +214,7 @@ impl<N: Network> Sim<N> {
             self.now,
         ));
         self.alive.push(true);
-        self.links.push(BTreeSet::new());
+        self.links.push(Peers::default());
         self.by_id.insert(id, i);
         self.by_addr.insert(addr, i);
         let addrs = bootstrap.iter().map(|&b| self.nodes[b].me().addr).collect();
@@ -187,7 +224,19 @@ impl<N: Network> Sim<N> {
 
     /// Hands node `i` a local command now.
     pub fn command(&mut self, i: usize, cmd: Command) {
-        self.input(i, Input::Command(cmd));
+        self.input(i, [Input::Command(cmd)]);
+    }
+
+    /// Messages sent so far, by kind.
+    pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.kinds.iter().copied().collect()
+    }
+
+    fn count_kind(&mut self, kind: &'static str) {
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.kinds.push((kind, 1)),
+        }
     }
 
     /// The node at index `i`.
@@ -226,8 +275,8 @@ impl<N: Network> Sim<N> {
         let id = self.nodes[i].me().id;
         let peers = std::mem::take(&mut self.links[i]);
         let at = self.now + self.idle_timeout;
-        for j in peers {
-            self.links[j as usize].remove(&(i as u32));
+        for j in peers.0 {
+            self.links[j as usize].remove(i as u32);
             self.schedule(at, j as usize, Input::PeerDown(id));
         }
     }
@@ -236,8 +285,8 @@ impl<N: Network> Sim<N> {
     /// peer too slow to keep up: both learn of it at once, and the next
     /// message between them opens a new connection.
     pub fn disconnect(&mut self, a: usize, b: usize) {
-        if self.links[a].remove(&(b as u32)) {
-            self.links[b].remove(&(a as u32));
+        if self.links[a].remove(b as u32) {
+            self.links[b].remove(a as u32);
             let (ia, ib) = (self.nodes[a].me().id, self.nodes[b].me().id);
             let at = self.now + self.net.delay(a, b);
             self.schedule(at, a, Input::PeerDown(ib));
@@ -265,23 +314,34 @@ impl<N: Network> Sim<N> {
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= until) {
-            let Some(Reverse(due)) = self.queue.pop() else {
-                break;
-            };
-            self.now = due.at;
-            if let Some((node, input)) = self.slab[due.slot as usize].take() {
-                self.free.push(due.slot);
-                self.input(node as usize, input);
+        let limit = self.nanos(until);
+        while let Some((at, slot)) = self.queue.pop_until(limit) {
+            self.now = self.start + Duration::from_nanos(at);
+            if let Some((node, pending)) = self.slab[slot as usize].take() {
+                self.free.push(slot);
+                match pending {
+                    Pending::Input(input) => self.input(node as usize, [input]),
+                    Pending::Connected { peer, rtt } => self.input(
+                        node as usize,
+                        [Input::PeerUp(peer), Input::Rtt { peer, rtt }],
+                    ),
+                }
             }
         }
         self.now = until;
     }
 
+    /// Nanoseconds of virtual time from the start to `t`.
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from((t - self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn schedule(&mut self, at: Instant, i: usize, input: Input) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let entry = Some((i as u32, input));
+        self.schedule_pending(at, i, Pending::Input(input));
+    }
+
+    fn schedule_pending(&mut self, at: Instant, i: usize, pending: Pending) {
+        let entry = Some((i as u32, pending));
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = entry;
@@ -292,17 +352,20 @@ impl<N: Network> Sim<N> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse(Due { at, seq, slot }));
+        self.queue.push(self.nanos(at), slot);
     }
 
-    fn input(&mut self, i: usize, input: Input) {
+    /// Hands node `i` the inputs, flushes it, and carries out its outputs.
+    fn input<const K: usize>(&mut self, i: usize, inputs: [Input; K]) {
         if !self.alive[i] {
             return;
         }
-        self.inputs += 1;
+        self.inputs += K as u64;
         let t = (self.now - self.start).as_millis() as u64;
         let _span = tracing::debug_span!("node", i, t).entered();
-        self.nodes[i].handle(self.now, input);
+        for input in inputs {
+            self.nodes[i].handle(self.now, input);
+        }
         self.nodes[i].handle(self.now, Input::Flush);
         while let Some(out) = self.nodes[i].poll_output() {
             self.output(i, out);
@@ -325,10 +388,8 @@ impl<N: Network> Sim<N> {
             let (ia, ib) = (self.nodes[a].me(), self.nodes[b].me());
             let at_a = self.now + rtt;
             let at_b = self.now + self.net.delay(a, b);
-            self.schedule(at_b, b, Input::PeerUp(ia));
-            self.schedule(at_b, b, Input::Rtt { peer: ia, rtt });
-            self.schedule(at_a, a, Input::PeerUp(ib));
-            self.schedule(at_a, a, Input::Rtt { peer: ib, rtt });
+            self.schedule_pending(at_b, b, Pending::Connected { peer: ia, rtt });
+            self.schedule_pending(at_a, a, Pending::Connected { peer: ib, rtt });
         }
     }
 
@@ -341,7 +402,7 @@ impl<N: Network> Sim<N> {
                 if !self.alive[j] {
                     // Connected: the idle timeout will tell. Not connected:
                     // the dial fails.
-                    if !self.links[i].contains(&(j as u32)) {
+                    if !self.links[i].contains(j as u32) {
                         self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id));
                     }
                     return;
@@ -351,7 +412,7 @@ impl<N: Network> Sim<N> {
                     return;
                 }
                 self.connect(i, j);
-                *self.by_kind.entry(msg.kind()).or_default() += 1;
+                self.count_kind(msg.kind());
                 self.net.sent(i, j, &msg);
                 let msg = if self.codec {
                     let max = self.cfg.max_frame_size();
