@@ -53,6 +53,10 @@ pub struct Routing {
     pub stretch: Dist,
     /// Routes that did not end at the node closest to the key.
     pub wrong_destination: u64,
+    /// Running nodes still entering the overlay (their bootstrap node
+    /// crashed under churn, and they are trying again): not part of the
+    /// overlay yet, so neither a route's start nor its end.
+    pub entering: usize,
     /// Table entries met that pointed to a crashed node.
     pub stale_entries_met: u64,
     /// Distinct nodes in each routing table and leaf set.
@@ -176,6 +180,9 @@ pub struct Churn {
     pub repair_ms: Dist,
     /// Crashes not repaired by the end.
     pub unrepaired: u64,
+    /// Arrivals whose bootstrap node crashed before it answered, started
+    /// again through another node (as an operator would).
+    pub bootstraps_retried: u64,
 }
 
 /// Everything a run measured.
@@ -411,6 +418,12 @@ impl Report {
                 "0",
                 Some(c.unrepaired == 0),
             );
+            out.row(
+                "churn: arrivals bootstrapped again",
+                format!("{}", c.bootstraps_retried),
+                "",
+                None,
+            );
         }
         if let Some(r) = &self.routing_after_churn {
             out.routing("after churn: ", r, log16);
@@ -477,6 +490,14 @@ impl Table {
             "all",
             Some(r.wrong_destination == 0),
         );
+        if r.entering > 0 {
+            self.row(
+                &format!("{prefix}nodes still entering the overlay"),
+                format!("{}", r.entering),
+                "",
+                None,
+            );
+        }
     }
 }
 

@@ -91,6 +91,7 @@ pub struct Driver {
     watches: Vec<Watch>,
     repair_ms: Vec<f64>,
     unrepaired: u64,
+    rebootstraps: u64,
     progress: bool,
     wall: Instant,
 }
@@ -163,6 +164,7 @@ impl Driver {
             watches: Vec::new(),
             repair_ms: Vec::new(),
             unrepaired: 0,
+            rebootstraps: 0,
             live: Vec::new(),
             live_at: Vec::new(),
             scn,
@@ -192,15 +194,7 @@ impl Driver {
     fn add_node(&mut self) -> usize {
         let i = self.sim.network_mut().topo.attach(&mut self.rng);
         debug_assert_eq!(i, self.sim.len());
-        let bootstrap: Vec<usize> = if self.live.is_empty() {
-            Vec::new()
-        } else {
-            (0..self.scn.bootstrap_sample)
-                .map(|_| self.live[self.rng.random_range(0..self.live.len())])
-                .min_by_key(|&b| self.sim.network().topo.delay_us(i, b))
-                .into_iter()
-                .collect()
-        };
+        let bootstrap = self.bootstrap_for(i);
         let j = self.sim.add_node(&bootstrap);
         debug_assert_eq!(i, j);
         let id = self.sim.node(j).me().id;
@@ -208,6 +202,20 @@ impl Driver {
         self.live_at.push(Some(self.live.len()));
         self.live.push(j);
         j
+    }
+
+    /// The nearest of a few random running nodes other than `i` (none
+    /// for the first node).
+    fn bootstrap_for(&mut self, i: usize) -> Vec<usize> {
+        if self.live.iter().all(|&b| b == i) {
+            return Vec::new();
+        }
+        (0..self.scn.bootstrap_sample)
+            .map(|_| self.live[self.rng.random_range(0..self.live.len())])
+            .filter(|&b| b != i)
+            .min_by_key(|&b| self.sim.network().topo.delay_us(i, b))
+            .into_iter()
+            .collect()
     }
 
     fn crash(&mut self, i: usize) {
@@ -295,6 +303,19 @@ impl Driver {
                     });
                 }
                 Event::JoinFailed { .. } => self.join_failures += 1,
+                Event::BootstrapFailed { .. } if self.alive(i) => {
+                    // Its bootstrap node crashed before it answered. An
+                    // operator would start it again with another address.
+                    let addrs: Vec<_> = self
+                        .bootstrap_for(i)
+                        .into_iter()
+                        .map(|b| self.sim.node(b).me().addr)
+                        .collect();
+                    if !addrs.is_empty() {
+                        self.rebootstraps += 1;
+                        self.sim.command(i, Command::Bootstrap { addrs });
+                    }
+                }
                 Event::Delivered { mid, seq, .. } => {
                     let Some(&g) = self.group_of.get(&mid) else {
                         continue;
@@ -415,8 +436,13 @@ impl Driver {
     /// Follows random keys through the routing tables from random nodes.
     fn measure_routing(&mut self) -> Routing {
         self.say("measuring routing");
-        let mut sorted: Vec<u128> = self
+        let overlay: Vec<usize> = self
             .live
+            .iter()
+            .copied()
+            .filter(|&i| self.sim.node(i).is_joined())
+            .collect();
+        let mut sorted: Vec<u128> = overlay
             .iter()
             .map(|&i| self.sim.node(i).me().id.0)
             .collect();
@@ -427,7 +453,7 @@ impl Driver {
         let mut stale = 0u64;
         for _ in 0..self.scn.route_samples {
             let key: u128 = self.rng.random();
-            let from = self.live[self.rng.random_range(0..self.live.len())];
+            let from = overlay[self.rng.random_range(0..overlay.len())];
             let mut at = from;
             let mut n = 0u32;
             let mut delay = 0u64;
@@ -459,8 +485,7 @@ impl Driver {
                 rdp.push(delay as f64 / direct);
             }
         }
-        let mut sizes: Vec<f64> = self
-            .live
+        let mut sizes: Vec<f64> = overlay
             .iter()
             .map(|&i| self.sim.node(i).routing().len() as f64)
             .collect();
@@ -469,6 +494,7 @@ impl Driver {
             hops: Dist::of(&mut hops),
             stretch: Dist::of(&mut rdp),
             wrong_destination: wrong,
+            entering: self.live.len() - overlay.len(),
             stale_entries_met: stale,
             table_size: Dist::of(&mut sizes),
         }
@@ -759,6 +785,7 @@ impl Driver {
             delivery: self.delivery(),
             repair_ms: Dist::of(&mut self.repair_ms.clone()),
             unrepaired: self.unrepaired,
+            bootstraps_retried: self.rebootstraps,
         }
     }
 
