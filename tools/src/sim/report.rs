@@ -246,6 +246,19 @@ impl Report {
             if self.scenario.proximity { "on" } else { "off" },
             self.topology
         );
+        let sc = &self.scenario;
+        let ms =
+            |v: Option<u64>, default: std::time::Duration| v.unwrap_or(default.as_millis() as u64);
+        let proto = overlay_proto::Config::default();
+        let _ = writeln!(
+            out.0,
+            "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms",
+            sc.arrival_rate,
+            sc.join_rate,
+            sc.max_children,
+            ms(sc.heartbeat_ms, proto.heartbeat_interval),
+            ms(sc.failure_timeout_ms, proto.failure_timeout),
+        );
         let _ = writeln!(
             out.0,
             "{:<44} {:>24}   {:<22} ",
