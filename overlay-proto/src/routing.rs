@@ -29,7 +29,6 @@
 //! networks", 2002). The leaf set is chosen by id alone: it decides who is
 //! responsible for a key, and proximity must never change that.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::id::{digit, distance, shared_digits, Key, NodeId, DIGITS};
@@ -86,6 +85,12 @@ impl Row {
             self.spares[col] = Some(e);
         }
     }
+}
+
+/// The entries of `rows`, row by row.
+fn entries(rows: &[Row]) -> impl Iterator<Item = NodeInfo> + '_ {
+    rows.iter()
+        .flat_map(|r| r.slots.iter().flatten().map(|e| e.info))
 }
 
 /// One node's view of the overlay.
@@ -384,13 +389,10 @@ impl RoutingTable {
 
     /// Every known node once: leaf set first, then the table by rows.
     pub fn iter(&self) -> impl Iterator<Item = NodeInfo> + '_ {
-        let leaves: HashSet<NodeId> = self.leaves.iter().map(|l| l.id).collect();
-        self.leaves.iter().copied().chain(
-            self.rows
-                .iter()
-                .flat_map(|r| r.slots.iter().flatten().map(|e| e.info))
-                .filter(move |n| !leaves.contains(&n.id)),
-        )
+        self.leaves
+            .iter()
+            .copied()
+            .chain(entries(&self.rows).filter(|n| !self.leaf_position(n.id).1))
     }
 
     /// What this node tells `asker` when asked for its neighbours: the
@@ -412,20 +414,10 @@ impl RoutingTable {
         if near {
             out.extend(self.leaves.iter().filter(|l| l.id != asker));
         }
-        let mut deeper = 0;
-        for (r, row) in self.rows.iter().enumerate() {
-            for e in row.slots.iter().flatten() {
-                if r > p {
-                    if deeper == SPARE_CANDIDATES {
-                        break;
-                    }
-                    deeper += 1;
-                }
-                if e.info.id != asker && !(near && out.iter().any(|o| o.id == e.info.id)) {
-                    out.push(e.info);
-                }
-            }
-        }
+        let (shared, deeper) = self.rows.split_at((p + 1).min(self.rows.len()));
+        let table = entries(shared).chain(entries(deeper).take(SPARE_CANDIDATES));
+        // A node holds one slot at most; the leaves were sent already.
+        out.extend(table.filter(|n| n.id != asker && !(near && self.leaf_position(n.id).1)));
         out.truncate(max);
         out
     }

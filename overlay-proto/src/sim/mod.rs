@@ -71,8 +71,8 @@ enum Pending {
     },
 }
 
-/// A node's open connections: peer indices, sorted (a node has a few
-/// hundred at most, and this is looked up for every message sent).
+/// A node's open connections: peer indices, sorted (looked up for every
+/// message sent, changed only when a connection opens or closes).
 #[derive(Debug, Default)]
 struct Peers(Vec<u32>);
 

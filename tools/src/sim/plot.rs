@@ -382,10 +382,18 @@ fn stretch(area: &Area<'_>, t: &Trees) -> anyhow::Result<()> {
         MARK,
         format!("p95 {:.2}", d.p95),
     )?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Draws the chart's legend, in the same style on every chart.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
@@ -455,14 +463,7 @@ fn children(area: &Area<'_>, t: &Trees) -> anyhow::Result<()> {
         )))?
         .label(format!("bound {bound}"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MARK.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperMiddle)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperMiddle)
 }
 
 /// Link stress, the overlay against IP multicast, as CDFs on a log scale.
@@ -522,14 +523,7 @@ fn link_stress(area: &Area<'_>, st: &Stress) -> anyhow::Result<()> {
                 });
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// Where each node of a tree goes: (horizontal slot, level). Leaves take

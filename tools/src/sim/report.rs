@@ -247,17 +247,15 @@ impl Report {
             self.topology
         );
         let sc = &self.scenario;
-        let ms =
-            |v: Option<u64>, default: std::time::Duration| v.unwrap_or(default.as_millis() as u64);
-        let proto = overlay_proto::Config::default();
+        let cfg = sc.config();
         let _ = writeln!(
             out.0,
             "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms",
             sc.arrival_rate,
             sc.join_rate,
-            sc.max_children,
-            ms(sc.heartbeat_ms, proto.heartbeat_interval),
-            ms(sc.failure_timeout_ms, proto.failure_timeout),
+            cfg.max_children,
+            cfg.heartbeat_interval.as_millis(),
+            cfg.failure_timeout.as_millis(),
         );
         let _ = writeln!(
             out.0,
