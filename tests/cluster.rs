@@ -487,6 +487,8 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             joiner,
             want: None,
             around: None,
+            coord: Default::default(),
+            moving: false,
         };
         let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
         let mut s = conn.open_uni().await.unwrap();
@@ -497,6 +499,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             let beat = overlay_proto::Message::Heartbeat {
                 tree: vec![(mid, 1)],
                 replica: vec![],
+                coord: Default::default(),
             };
             let frame = overlay_proto::frame::encode(&beat, 1 << 20).unwrap();
             loop {

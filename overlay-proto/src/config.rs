@@ -89,6 +89,22 @@ pub struct Config {
     /// other nodes' (older) neighbour lists still name it. Hearing from it
     /// directly lets it back in at once.
     pub dead_memory: Duration,
+    /// Tree placement: every tree node looks for a parent that gives it a
+    /// shorter delay from the root (see [`crate::placement`]).
+    pub tree_optimize: bool,
+    /// Longest wait between two such looks; the first comes a second after
+    /// a node attaches, and the wait doubles each time up to this.
+    pub optimize_interval: Duration,
+    /// The delay from the root a placement allows a node, in percent above
+    /// the direct path's (as the network coordinates predict it). Within
+    /// it, a node takes the nearest parent it can find, which keeps tree
+    /// links short and so the copies they put on the network few; more
+    /// slack shortens links, less shortens paths from the root.
+    pub placement_slack_pct: u16,
+    /// Least gain, in percent, for which a node moves to another parent:
+    /// of its delay from the root while that is over budget, else of the
+    /// delay of its link to its parent (and at least 2 ms either way).
+    pub move_gain_pct: u16,
 }
 
 impl Default for Config {
@@ -123,6 +139,10 @@ impl Default for Config {
             proximity: true,
             probes_per_slot: 4,
             max_probes: 64,
+            tree_optimize: true,
+            optimize_interval: Duration::from_secs(60),
+            placement_slack_pct: 20,
+            move_gain_pct: 10,
         }
     }
 }

@@ -195,7 +195,7 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
         Message::Neighbours { nodes, .. } => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
         Message::JoinAck { path, .. } => (path.len(), MAX_PATH),
         Message::ReplicaSync { replicas, .. } => (replicas.len(), MAX_REPLICAS),
-        Message::Heartbeat { tree, replica } => {
+        Message::Heartbeat { tree, replica, .. } => {
             (tree.len().max(replica.len()), MAX_HEARTBEAT_GROUPS)
         }
         _ => (0, 0),
@@ -257,6 +257,17 @@ mod tests {
         )
     }
 
+    /// Coordinates as the network may send them, NaN aside (a NaN is
+    /// never equal to itself, so a round trip could not be compared).
+    fn arb_coord() -> impl Strategy<Value = crate::coord::Coord> {
+        let f = prop_oneof![
+            any::<f32>().prop_filter("not NaN", |v| !v.is_nan()),
+            -1e3f32..1e3
+        ];
+        (prop::array::uniform4(f.clone()), f.clone(), f)
+            .prop_map(|(pos, height, error)| crate::coord::Coord { pos, height, error })
+    }
+
     fn arb_data(payload: impl Strategy<Value = Bytes>) -> impl Strategy<Value = Data> {
         (
             any::<u128>(),
@@ -276,31 +287,65 @@ mod tests {
         let payload = prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from);
         prop_oneof![
             arb_info().prop_map(|joiner| Message::JoinOverlay { joiner }),
-            (prop::collection::vec(arb_info(), 0..40), any::<bool>())
-                .prop_map(|(nodes, reply)| Message::Neighbours { nodes, reply }),
+            (
+                prop::collection::vec(arb_info(), 0..40),
+                any::<bool>(),
+                arb_coord()
+            )
+                .prop_map(|(nodes, reply, coord)| Message::Neighbours {
+                    nodes,
+                    reply,
+                    coord
+                }),
             (
                 mid.clone(),
                 arb_info(),
                 any::<Option<u64>>(),
-                any::<Option<u128>>()
+                any::<Option<u128>>(),
+                arb_coord(),
+                any::<bool>()
             )
-                .prop_map(|(mid, joiner, want, around)| Message::Join {
+                .prop_map(|(mid, joiner, want, around, coord, moving)| Message::Join {
                     mid,
                     joiner,
                     want,
-                    around: around.map(NodeId)
+                    around: around.map(NodeId),
+                    coord,
+                    moving
                 }),
+            (mid.clone(), arb_info(), arb_coord(), any::<Option<u32>>()).prop_map(
+                |(mid, node, coord, budget_us)| Message::Place {
+                    mid,
+                    node,
+                    coord,
+                    budget_us
+                }
+            ),
+            (mid.clone(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+                |(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer {
+                    mid,
+                    delay_us,
+                    edge_us,
+                    budget_us
+                }
+            ),
             (
                 mid.clone(),
                 any::<u64>(),
                 any::<u32>(),
-                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8),
+                any::<u32>(),
+                arb_coord()
             )
-                .prop_map(|(mid, next, epoch, path)| Message::JoinAck {
-                    mid,
-                    next,
-                    epoch,
-                    path
+                .prop_map(|(mid, next, epoch, path, delay_us, coord)| {
+                    Message::JoinAck {
+                        mid,
+                        next,
+                        epoch,
+                        path,
+                        delay_us,
+                        coord,
+                    }
                 }),
             (mid.clone(), arb_reason())
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
@@ -331,9 +376,14 @@ mod tests {
                 .prop_map(|(request, data)| Message::Fetched { request, data }),
             (
                 prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
-                prop::collection::vec((mid.clone(), any::<u64>()), 0..5)
+                prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
+                arb_coord()
             )
-                .prop_map(|(tree, replica)| Message::Heartbeat { tree, replica }),
+                .prop_map(|(tree, replica, coord)| Message::Heartbeat {
+                    tree,
+                    replica,
+                    coord
+                }),
             (
                 mid.clone(),
                 any::<u64>(),
@@ -488,6 +538,7 @@ mod tests {
         let msg = Message::Neighbours {
             nodes: vec![info; MAX_NEIGHBOURS_PER_MESSAGE + 1],
             reply: false,
+            coord: Default::default(),
         };
         let frame = whole(&encode(&msg, MAX).unwrap());
         assert!(matches!(

@@ -27,6 +27,8 @@
 //!   a message reaches the node responsible for a key in about `log16(N)`
 //!   hops and routes can never loop; each slot holds the nearest candidate
 //!   measured (proximity neighbour selection).
+//! - [`coord`]: network coordinates (Vivaldi), learned from measured
+//!   round-trip times, that predict the delay between any two nodes.
 //! - [`overlay`]: entering the overlay through bootstrap nodes, and keeping
 //!   routing state fresh.
 //! - [`tree`]: group trees built by join requests routed toward the root, as
@@ -34,6 +36,9 @@
 //!   forwarder, the first node already on the tree ends it, and a node at its
 //!   fan-out bound hands the joiner down to a child. Messages are sequenced
 //!   by the root and flow down the tree.
+//! - [`placement`]: each tree node looks for a parent nearer the root
+//!   and moves there, so trees approach shortest-path trees within the
+//!   fan-out bound.
 //! - [`stream`]: each node's ordered, gap-free stream of a group's messages,
 //!   its repair buffer, and gap repair from the parent and the root.
 //! - [`publish`] and [`root`]: publishing with retries, and the root that
@@ -47,6 +52,7 @@
 //! - [`query`]: collecting the whole tree at the root for display.
 
 pub mod config;
+pub mod coord;
 pub mod frame;
 pub mod id;
 pub mod liveness;
@@ -54,6 +60,7 @@ mod log;
 pub mod message;
 pub mod node;
 pub mod overlay;
+pub mod placement;
 pub mod publish;
 pub mod query;
 pub mod replica;

@@ -147,6 +147,7 @@ impl<R: Rng> Node<R> {
                 Message::Heartbeat {
                     tree: Vec::new(),
                     replica: Vec::new(),
+                    coord: self.coord,
                 },
             );
         }
@@ -163,6 +164,7 @@ impl<R: Rng> Node<R> {
                 Message::Heartbeat {
                     tree: beat.tree,
                     replica: beat.replica,
+                    coord: self.coord,
                 },
             );
         }
@@ -181,6 +183,7 @@ impl<R: Rng> Node<R> {
         from: NodeInfo,
         tree: Vec<(Mid, u64)>,
         replica: Vec<(Mid, u64)>,
+        coord: crate::coord::Coord,
     ) {
         let now = self.now;
         let grace = self.cfg.failure_timeout;
@@ -200,7 +203,10 @@ impl<R: Rng> Node<R> {
                     None => {}
                 }
             }
-            if let Some(c) = g.children.get(&from.id) {
+            if let Some(c) = g.children.get_mut(&from.id) {
+                if coord.is_sane() {
+                    c.coord = Some(coord);
+                }
                 let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
                 if settled && !listed.contains_key(mid) {
                     drop_child.push(*mid);

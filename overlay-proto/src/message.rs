@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
 
 /// Version of the wire protocol, carried in every frame header and in the
@@ -144,6 +145,9 @@ pub enum Message {
         nodes: Vec<NodeInfo>,
         /// Whether the receiver should answer with its own neighbours.
         reply: bool,
+        /// The sender's network coordinate: with the connection's measured
+        /// round-trip time, a sample for the receiver's own.
+        coord: Coord,
     },
     /// A request to join the tree of `mid`, sent one overlay hop toward the
     /// root, or handed down to a child by a node at its fan-out bound.
@@ -159,6 +163,14 @@ pub enum Message {
         /// A node the joiner found dead (its lost parent): nodes on the way
         /// route around it, since they may not have noticed yet.
         around: Option<NodeId>,
+        /// The joiner's network coordinate, by which a node at its fan-out
+        /// bound picks the child to hand the join to.
+        coord: Coord,
+        /// The joiner is attached elsewhere and moves here because a
+        /// [`Message::PlaceOffer`] promised a shorter path from the root.
+        /// Such a join never creates forwarders or travels further up: a
+        /// node that cannot take it answers [`Message::Leave`].
+        moving: bool,
     },
     /// The sender is now the receiver's parent and is attached to the root.
     JoinAck {
@@ -174,6 +186,38 @@ pub enum Message {
         /// (at most [`MAX_PATH`]). A receiver that finds itself on it would
         /// close a cycle, and refuses.
         path: Vec<NodeId>,
+        /// The sender's delay from the root along the tree, in µs, as it
+        /// estimates it; the receiver adds its own link's.
+        delay_us: u32,
+        /// The sender's network coordinate.
+        coord: Coord,
+    },
+    /// Asks the tree for a better place for `node`: it climbs parent links
+    /// to the root, which sets the delay budget, then descends toward the
+    /// tree node nearest `node` within that budget, which answers with a
+    /// [`Message::PlaceOffer`]. See [`crate::placement`].
+    Place {
+        /// The group.
+        mid: Mid,
+        /// The node looking for a better parent.
+        node: NodeInfo,
+        /// Its network coordinate.
+        coord: Coord,
+        /// `None` while climbing toward the root; then the most delay from
+        /// the root, in µs, the placement allows `node`.
+        budget_us: Option<u32>,
+    },
+    /// The sender has room for the receiver; the receiver moves there with
+    /// a [`Message::Join`] (`moving`) if that is better enough.
+    PlaceOffer {
+        /// The group.
+        mid: Mid,
+        /// The receiver's delay from the root through the sender, in µs.
+        delay_us: u32,
+        /// The delay of the link from the sender to the receiver, in µs.
+        edge_us: u32,
+        /// The budget the root set for the receiver's delay, in µs.
+        budget_us: u32,
     },
     /// The join cannot succeed.
     JoinReject {
@@ -260,6 +304,9 @@ pub enum Message {
         /// root or replica: the last sequence number the sender holds
         /// (root: committed; replica: received).
         replica: Vec<(Mid, u64)>,
+        /// The sender's network coordinate: keeps the receiver's view of its
+        /// tree neighbours current, and is a sample for its own.
+        coord: Coord,
     },
     /// Asks for messages `from..to` of a group, to fill a gap. Routed toward
     /// the root, which answers with [`Message::Fetched`] and
@@ -366,6 +413,8 @@ impl Message {
             Message::Join { .. } => "join",
             Message::JoinAck { .. } => "join-ack",
             Message::JoinReject { .. } => "join-reject",
+            Message::Place { .. } => "place",
+            Message::PlaceOffer { .. } => "place-offer",
             Message::Leave { .. } => "leave",
             Message::Publish(_) => "publish",
             Message::PublishAck { .. } => "publish-ack",

@@ -117,6 +117,8 @@ pub enum Timer {
     Repair(Mid),
     /// A replay's fetch is overdue.
     Replay(u64),
+    /// Look for a better place in this group's tree.
+    Optimize(Mid),
 }
 
 /// Something that happened to the node, for the driver to act on.
@@ -401,6 +403,12 @@ pub struct Node<R> {
     pub(crate) collections: BTreeMap<u64, crate::query::Collection>,
     pub(crate) next_collection: u64,
     pub(crate) queries: BTreeMap<u64, Mid>,
+    /// This node's network coordinate (see [`crate::coord`]).
+    pub(crate) coord: crate::coord::Coord,
+    /// Round-trip times of recently connected peers that the routing table
+    /// does not hold (at most [`crate::placement::RTT_MEMORY`]): samples
+    /// for the coordinate, and tree links' delays.
+    pub(crate) rtts: BTreeMap<NodeId, std::time::Duration>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) now: Instant,
 }
@@ -429,6 +437,8 @@ impl<R: Rng> Node<R> {
             collections: BTreeMap::new(),
             next_collection: 1,
             queries: BTreeMap::new(),
+            coord: Default::default(),
+            rtts: BTreeMap::new(),
             out: VecDeque::new(),
             now,
         }
@@ -442,6 +452,11 @@ impl<R: Rng> Node<R> {
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// This node's network coordinate.
+    pub fn coord(&self) -> crate::coord::Coord {
+        self.coord
     }
 
     /// The routing state.
@@ -492,19 +507,71 @@ impl<R: Rng> Node<R> {
         }
         match msg {
             Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
-            Message::Neighbours { nodes, reply } => self.on_neighbours(from, nodes, reply),
+            Message::Neighbours {
+                nodes,
+                reply,
+                coord,
+            } => {
+                self.learn_coord(from.id, &coord);
+                self.on_neighbours(from, nodes, reply)
+            }
             Message::Join {
                 mid,
                 joiner,
                 want,
                 around,
-            } => self.on_join(from, mid, joiner, want, around),
+                coord,
+                moving,
+            } => {
+                if joiner.id == from.id {
+                    self.learn_coord(from.id, &coord);
+                }
+                let join = crate::tree::JoinRequest {
+                    joiner,
+                    want,
+                    around,
+                    coord,
+                    moving,
+                };
+                self.on_join(from, mid, join)
+            }
+            Message::Place {
+                mid,
+                node,
+                coord,
+                budget_us,
+            } => self.on_place(from, mid, node, coord, budget_us),
+            Message::PlaceOffer {
+                mid,
+                delay_us,
+                edge_us,
+                budget_us,
+            } => {
+                let offer = crate::placement::Offer {
+                    delay_us,
+                    edge_us,
+                    budget_us,
+                };
+                self.on_place_offer(from, mid, offer)
+            }
             Message::JoinAck {
                 mid,
                 next,
                 epoch,
                 path,
-            } => self.on_join_ack(from, mid, next, epoch, path),
+                delay_us,
+                coord,
+            } => {
+                self.learn_coord(from.id, &coord);
+                let ack = crate::tree::JoinAck {
+                    next,
+                    epoch,
+                    path,
+                    delay_us,
+                    coord,
+                };
+                self.on_join_ack(from, mid, ack)
+            }
             Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::Publish(p) => self.on_publish(p),
@@ -540,7 +607,14 @@ impl<R: Rng> Node<R> {
                     });
                 }
             }
-            Message::Heartbeat { tree, replica } => self.on_heartbeat(from, tree, replica),
+            Message::Heartbeat {
+                tree,
+                replica,
+                coord,
+            } => {
+                self.learn_coord(from.id, &coord);
+                self.on_heartbeat(from, tree, replica, coord)
+            }
             Message::Fetch {
                 mid,
                 from: first,
@@ -575,6 +649,7 @@ impl<R: Rng> Node<R> {
 
     fn on_peer_down(&mut self, peer: NodeId) {
         self.probing.remove(&peer);
+        self.rtts.remove(&peer);
         self.connection_lost(peer);
     }
 
@@ -588,6 +663,7 @@ impl<R: Rng> Node<R> {
             Timer::Heartbeat => self.on_heartbeat_timer(),
             Timer::Repair(mid) => self.on_repair_timer(mid),
             Timer::Replay(request) => self.on_replay_timer(request),
+            Timer::Optimize(mid) => self.on_optimize_timer(mid),
             Timer::QueryTimeout(id) => {
                 if let Some(mid) = self.queries.remove(&id) {
                     self.emit(Event::Tree {

@@ -127,6 +127,7 @@ impl<R: Rng> Node<R> {
             Message::Neighbours {
                 nodes,
                 reply: false,
+                coord: self.coord,
             },
         );
         // Route on before learning the joiner, so the route cannot end at it.
@@ -163,6 +164,7 @@ impl<R: Rng> Node<R> {
                 Message::Neighbours {
                     nodes,
                     reply: false,
+                    coord: self.coord,
                 },
             );
         }
@@ -180,6 +182,7 @@ impl<R: Rng> Node<R> {
             Message::Neighbours {
                 nodes: Vec::new(),
                 reply: true,
+                coord: self.coord,
             },
         );
     }
@@ -207,6 +210,9 @@ impl<R: Rng> Node<R> {
         } else {
             self.table.insert(peer);
             self.table.note_rtt(peer.id, rtt);
+        }
+        if self.table.rtt(peer.id).is_none() {
+            self.remember_rtt(peer.id, rtt);
         }
     }
 

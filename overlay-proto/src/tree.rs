@@ -35,12 +35,16 @@
 //! A member that leaves stays on as a forwarder while it has children; a
 //! forwarder with neither membership nor children leaves its parent, which
 //! may prune itself in turn.
+//!
+//! Where a join puts a node is only its first place: [`crate::placement`]
+//! moves tree nodes to parents that give them shorter paths from the root.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
 use crate::message::{Message, NodeInfo, RejectReason, MAX_PATH};
 use crate::node::{Event, Node, Timer};
@@ -61,15 +65,51 @@ pub(crate) struct Child {
     /// When we acknowledged it; from then on it receives the group's
     /// messages and heartbeats.
     pub(crate) acked: Option<Instant>,
+    /// Its network coordinate, from its join and heartbeats.
+    pub(crate) coord: Option<Coord>,
 }
 
 impl Child {
-    fn new(info: NodeInfo, want: Option<u64>) -> Self {
+    fn new(info: NodeInfo, want: Option<u64>, coord: Coord) -> Self {
         Child {
             info,
             handed: 0,
             want,
             acked: None,
+            coord: coord.is_sane().then_some(coord),
+        }
+    }
+}
+
+/// A join's acknowledgement as it arrives (see [`Message::JoinAck`]).
+#[derive(Debug, Clone)]
+pub(crate) struct JoinAck {
+    pub(crate) next: u64,
+    pub(crate) epoch: u32,
+    pub(crate) path: Vec<NodeId>,
+    pub(crate) delay_us: u32,
+    pub(crate) coord: Coord,
+}
+
+/// A join as it arrives: who joins, and how.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinRequest {
+    pub(crate) joiner: NodeInfo,
+    pub(crate) want: Option<u64>,
+    pub(crate) around: Option<NodeId>,
+    pub(crate) coord: Coord,
+    pub(crate) moving: bool,
+}
+
+impl JoinRequest {
+    pub(crate) fn message(self, mid: Mid) -> Message {
+        Message::Join {
+            mid,
+            joiner: self.joiner,
+            want: self.want,
+            around: self.around,
+            coord: self.coord,
+            moving: self.moving,
         }
     }
 }
@@ -109,6 +149,15 @@ pub(crate) struct Group {
     pub(crate) attempts: u8,
     /// The messages: order, gaps, repair buffer.
     pub(crate) stream: Stream,
+    /// Our delay from the root along the tree, in µs (estimated: our
+    /// parent's, plus our link to it).
+    pub(crate) delay_us: u32,
+    /// The node we asked to move to, after its [`Message::PlaceOffer`].
+    pub(crate) moving: Option<NodeId>,
+    /// Placement rounds since we attached (their interval doubles).
+    pub(crate) optimize_round: u8,
+    /// When the pending [`Timer::Optimize`] is due, if one is.
+    pub(crate) optimize_at: Option<Instant>,
 }
 
 impl Group {
@@ -129,6 +178,10 @@ impl Group {
             established: false,
             attempts: 0,
             stream: Stream::new(cfg),
+            delay_us: 0,
+            moving: None,
+            optimize_round: 0,
+            optimize_at: None,
         }
     }
 
@@ -327,15 +380,14 @@ impl<R: Rng> Node<R> {
         let established = g.established;
         match next {
             Some(next) => {
-                self.send(
-                    next,
-                    Message::Join {
-                        mid,
-                        joiner: me,
-                        want,
-                        around,
-                    },
-                );
+                let join = JoinRequest {
+                    joiner: me,
+                    want,
+                    around,
+                    coord: self.coord,
+                    moving: false,
+                };
+                self.send(next, join.message(mid));
                 self.set_timer(retry, Timer::JoinRetry(mid));
             }
             // A group we were on does not vanish because its root did: the
@@ -384,68 +436,69 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    pub(crate) fn on_join(
-        &mut self,
-        from: NodeInfo,
-        mid: Mid,
-        joiner: NodeInfo,
-        want: Option<u64>,
-        around: Option<NodeId>,
-    ) {
+    pub(crate) fn on_join(&mut self, from: NodeInfo, mid: Mid, join: JoinRequest) {
         let me = self.me().id;
+        let joiner = join.joiner;
         if joiner.id == me {
             return;
         }
         let max_children = self.cfg.max_children.max(1);
-        if let Some(g) = self.groups.get_mut(&mid) {
+        let on_tree = self
+            .groups
+            .get(&mid)
+            .is_some_and(|g| g.attached || g.is_root());
+        if join.moving && !on_tree {
+            // A move goes only to a node on the tree; it never makes
+            // forwarders. The joiner stays where it is.
+            self.send(joiner, Message::Leave { mid });
+            return;
+        }
+        if let Some(g) = self.groups.get(&mid) {
             if g.path.contains(&joiner.id) || g.parent.is_some_and(|p| p.id == joiner.id) {
+                if join.moving {
+                    self.send(joiner, Message::Leave { mid });
+                    return;
+                }
                 // The joiner is our ancestor: adopting it would close a
                 // cycle. Pass its join on toward the root instead, as a
                 // router, around both of us.
                 tracing::debug!(mid = %mid, joiner = %joiner.id.short(), "join from an ancestor, passing it on");
-                let skip: Vec<NodeId> = [joiner.id, from.id].into_iter().chain(around).collect();
+                let skip: Vec<NodeId> = [joiner.id, from.id]
+                    .into_iter()
+                    .chain(join.around)
+                    .collect();
                 if let Some(next) = self.table.next_hop(mid.key(), &skip) {
-                    let msg = Message::Join {
-                        mid,
-                        joiner,
-                        want,
-                        around,
-                    };
-                    self.send(next, msg);
+                    self.send(next, join.message(mid));
                 }
                 return;
             }
             // Already on the tree: the joiner becomes our child, or one of
             // our children's if we are full. The join ends here either way.
-            if let Some(c) = g.children.get_mut(&joiner.id) {
-                // A child that joins again lost track of us; start over.
-                c.info = joiner;
-                c.want = want;
-                c.acked = None;
-            } else if g.children.len() >= max_children {
-                let child = g
-                    .children
-                    .values_mut()
-                    .filter(|c| c.info.id != from.id && c.info.id != joiner.id)
-                    .min_by_key(|c| c.handed);
-                if let Some(child) = child {
-                    child.handed += 1;
-                    let to = child.info;
+            let full = g.children.len() >= max_children && !g.children.contains_key(&joiner.id);
+            if full {
+                if let Some(to) = self.hand_down_to(mid, &join.coord, &[from.id, joiner.id]) {
                     tracing::trace!(mid = %mid, joiner = %joiner.id.short(), to = %to.id.short(), "fan-out bound reached, handing join down");
-                    let msg = Message::Join {
-                        mid,
-                        joiner,
-                        want,
-                        around,
-                    };
-                    self.send(to, msg);
+                    self.send(to, join.message(mid));
                     return;
                 }
-                // Our only children sent us this join: take it over the
-                // bound rather than bounce it back.
-                g.children.insert(joiner.id, Child::new(joiner, want));
-            } else {
-                g.children.insert(joiner.id, Child::new(joiner, want));
+            }
+            let Some(g) = self.groups.get_mut(&mid) else {
+                return;
+            };
+            match g.children.get_mut(&joiner.id) {
+                Some(c) => {
+                    // A child that joins again lost track of us; start over.
+                    c.info = joiner;
+                    c.want = join.want;
+                    c.acked = None;
+                    c.coord = join.coord.is_sane().then_some(join.coord);
+                }
+                // Full, and our only children sent us this join: take it
+                // over the bound rather than bounce it back.
+                None => {
+                    g.children
+                        .insert(joiner.id, Child::new(joiner, join.want, join.coord));
+                }
             }
             if g.attached {
                 self.ack_child(mid, joiner.id);
@@ -453,7 +506,7 @@ impl<R: Rng> Node<R> {
             return;
         }
         // Not on the tree: become a forwarder and join on our own behalf.
-        let skip: Vec<NodeId> = around.into_iter().collect();
+        let skip: Vec<NodeId> = join.around.into_iter().collect();
         if self.toward_root(mid, &skip).is_none() {
             self.send(
                 joiner,
@@ -475,9 +528,10 @@ impl<R: Rng> Node<R> {
             return;
         }
         let mut g = Group::new(false, &self.cfg, self.now);
-        g.want_hint = want;
-        g.around = around;
-        g.children.insert(joiner.id, Child::new(joiner, want));
+        g.want_hint = join.want;
+        g.around = join.around;
+        g.children
+            .insert(joiner.id, Child::new(joiner, join.want, join.coord));
         self.groups.insert(mid, g);
         self.send_join(mid);
     }
@@ -495,6 +549,7 @@ impl<R: Rng> Node<R> {
             return;
         };
         let epoch = g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch);
+        let delay_us = g.delay_us;
         let mut path = g.path.clone();
         path.push(me);
         let Some(c) = g.children.get_mut(&child) else {
@@ -516,6 +571,8 @@ impl<R: Rng> Node<R> {
                 next: start,
                 epoch,
                 path,
+                delay_us,
+                coord: self.coord,
             },
         );
         for d in backlog {
@@ -523,24 +580,27 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    pub(crate) fn on_join_ack(
-        &mut self,
-        from: NodeInfo,
-        mid: Mid,
-        next: u64,
-        epoch: u32,
-        path: Vec<NodeId>,
-    ) {
+    pub(crate) fn on_join_ack(&mut self, from: NodeInfo, mid: Mid, ack: JoinAck) {
+        let JoinAck {
+            next,
+            epoch,
+            path,
+            delay_us,
+            coord,
+        } = ack;
         let me = self.me().id;
         let unwanted = match self.groups.get(&mid) {
             // We no longer want this group, or the sender is below us, or we
             // are attached through another parent (a late answer to an
-            // earlier join attempt): make sure the sender drops us.
+            // earlier join attempt): make sure the sender drops us. A move
+            // we asked for is answered by the node we asked or, if it was
+            // full, by a node below it.
             None => true,
             Some(g) => {
+                let moving = g.moving.is_some_and(|m| m == from.id || path.contains(&m));
                 g.is_root()
                     || g.children.contains_key(&from.id)
-                    || (g.attached && g.parent.is_some_and(|p| p.id != from.id))
+                    || (g.attached && g.parent.is_some_and(|p| p.id != from.id) && !moving)
             }
         };
         if unwanted {
@@ -554,6 +614,7 @@ impl<R: Rng> Node<R> {
             self.send(from, Message::Leave { mid });
             if let Some(g) = self.groups.get_mut(&mid) {
                 g.avoid = Some(from.id);
+                g.moving = None;
                 if g.parent.is_some_and(|p| p.id == from.id) {
                     g.parent = None;
                     g.attached = false;
@@ -564,11 +625,14 @@ impl<R: Rng> Node<R> {
             return;
         }
         let now = self.now;
+        let link = self.link_delay_us(from.id, &coord);
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
         let old = g.parent.replace(from).filter(|p| p.id != from.id);
         let was_attached = g.attached;
+        g.delay_us = delay_us.saturating_add(link);
+        g.moving = None;
         g.attached = true;
         g.established = true;
         g.parent_since = now;
@@ -604,6 +668,9 @@ impl<R: Rng> Node<R> {
                 next: stream_next,
             });
         }
+        if !was_attached || old.is_some() {
+            self.arm_optimize(mid);
+        }
     }
 
     pub(crate) fn on_join_reject(&mut self, from: NodeInfo, mid: Mid, reason: RejectReason) {
@@ -637,7 +704,10 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.children.remove(&from.id).is_some() {
+        if g.moving == Some(from.id) {
+            // The node we asked to move to cannot take us: stay.
+            g.moving = None;
+        } else if g.children.remove(&from.id).is_some() {
             self.prune(mid);
         } else if g.parent.is_some_and(|p| p.id == from.id) {
             // Our parent dropped us (it does not know us as its child).
@@ -762,6 +832,8 @@ mod tests {
             joiner: info(joiner),
             want: None,
             around: None,
+            coord: Default::default(),
+            moving: false,
         };
         n.handle(
             Instant::now(),
@@ -799,6 +871,8 @@ mod tests {
                     next: 1,
                     epoch: 1,
                     path: vec![NodeId(ROOT)],
+                    delay_us: 0,
+                    coord: Default::default(),
                 },
             },
         );
@@ -837,6 +911,8 @@ mod tests {
                     next: 1,
                     epoch: 1,
                     path: vec![NodeId(ROOT)],
+                    delay_us: 0,
+                    coord: Default::default(),
                 },
             },
         );

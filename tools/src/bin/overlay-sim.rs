@@ -37,9 +37,21 @@ struct Args {
     /// Physical network model.
     #[arg(long, value_enum)]
     model: Option<Model>,
-    /// Turn proximity neighbour selection off.
+    /// Turn proximity neighbour selection off (in routing tables, and tree
+    /// placement with it).
     #[arg(long)]
     no_proximity: bool,
+    /// Turn tree placement off (nodes stay where their joins put them).
+    #[arg(long)]
+    no_placement: bool,
+    /// Percent by which a path through a child may be longer for a
+    /// placement to go down to it.
+    #[arg(long)]
+    placement_slack_pct: Option<u16>,
+    /// Virtual seconds the trees settle between the last join and the
+    /// measurements.
+    #[arg(long)]
+    settle_secs: Option<f64>,
     /// Share of nodes that crash (and arrive) during the churn phase.
     #[arg(long)]
     churn: Option<f64>,
@@ -91,10 +103,18 @@ fn main() -> anyhow::Result<()> {
         churn,
         churn_secs,
         max_children,
-        min_group
+        min_group,
+        settle_secs
     );
     if args.no_proximity {
         scn.proximity = false;
+        scn.placement = false;
+    }
+    if args.no_placement {
+        scn.placement = false;
+    }
+    if let Some(p) = args.placement_slack_pct {
+        scn.placement_slack_pct = Some(p);
     }
     if args.codec {
         scn.codec = true;

@@ -61,6 +61,9 @@ pub struct Routing {
     pub stale_entries_met: u64,
     /// Distinct nodes in each routing table and leaf set.
     pub table_size: Dist,
+    /// Network coordinates: relative error of the round-trip time they
+    /// predict between two random nodes, against the topology's.
+    pub coord_error: Dist,
 }
 
 /// The group trees.
@@ -110,6 +113,12 @@ pub struct Stress {
     pub alm_total: u64,
     /// Copies over all links, IP multicast.
     pub ip_total: u64,
+    /// Of `alm_total`, the copies on the nodes' own access links (every
+    /// tree node receives one and sends one per child on its own).
+    pub alm_access: u64,
+    /// Of `ip_total`, the copies on access links (one per member and
+    /// group, and one for the source).
+    pub ip_access: u64,
     /// Per-link copies, for plots.
     #[serde(skip)]
     pub alm_samples: Vec<f64>,
@@ -239,23 +248,26 @@ impl Report {
         let log16 = n.ln() / 16f64.ln();
         let _ = writeln!(
             out.0,
-            "overlay-sim: {} nodes, {} groups, seed {}, proximity {}, {}",
+            "overlay-sim: {} nodes, {} groups, seed {}, proximity {}, tree placement {}, {}",
             self.scenario.nodes,
             self.scenario.groups,
             self.scenario.seed,
             if self.scenario.proximity { "on" } else { "off" },
+            if self.scenario.placement { "on" } else { "off" },
             self.topology
         );
         let sc = &self.scenario;
         let cfg = sc.config();
         let _ = writeln!(
             out.0,
-            "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms",
+            "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms, placement slack {}%, settle {} s",
             sc.arrival_rate,
             sc.join_rate,
             cfg.max_children,
             cfg.heartbeat_interval.as_millis(),
             cfg.failure_timeout.as_millis(),
+            cfg.placement_slack_pct,
+            sc.settle_secs,
         );
         let _ = writeln!(
             out.0,
@@ -265,6 +277,12 @@ impl Report {
         let _ = writeln!(out.0, "{}", "-".repeat(96));
         let r = &self.routing;
         out.routing("", r, log16);
+        out.row(
+            "coordinate error (relative), median / p95",
+            format!("{:.3} / {:.3}", r.coord_error.median, r.coord_error.p95),
+            "",
+            None,
+        );
         out.row(
             "routing stretch, mean / median / p95",
             format!(
@@ -374,6 +392,16 @@ impl Report {
             out.row(
                 "copies on all links, overlay / IP",
                 format!("{} / {}", st.alm_total, st.ip_total),
+                "",
+                None,
+            );
+            out.row(
+                "  of which on router links, overlay / IP",
+                format!(
+                    "{} / {}",
+                    st.alm_total - st.alm_access,
+                    st.ip_total - st.ip_access
+                ),
                 "",
                 None,
             );

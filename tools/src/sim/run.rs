@@ -426,7 +426,8 @@ impl Driver {
         while !self.join_started.is_empty() && self.now() < deadline {
             self.advance(Duration::from_millis(100));
         }
-        self.advance(Duration::from_secs(2));
+        self.say(&format!("settling for {} s", self.scn.settle_secs));
+        self.advance(Duration::from_secs_f64(self.scn.settle_secs.max(2.0)));
         self.say(&format!(
             "groups built; {} joins not acknowledged",
             self.join_started.len()
@@ -489,7 +490,17 @@ impl Driver {
             .iter()
             .map(|&i| self.sim.node(i).routing().len() as f64)
             .collect();
+        let mut coord_error: Vec<f64> = (0..self.scn.route_samples)
+            .filter_map(|_| {
+                let a = overlay[self.rng.random_range(0..overlay.len())];
+                let b = overlay[self.rng.random_range(0..overlay.len())];
+                let real = 2.0 * self.sim.network().topo.delay_us(a, b) as f64 / 1000.0;
+                let (ca, cb) = (self.sim.node(a).coord(), self.sim.node(b).coord());
+                (a != b && real > 0.0).then(|| (ca.rtt_ms(&cb) - real).abs() / real)
+            })
+            .collect();
         Routing {
+            coord_error: Dist::of(&mut coord_error),
             samples: self.scn.route_samples,
             hops: Dist::of(&mut hops),
             stretch: Dist::of(&mut rdp),
@@ -668,9 +679,12 @@ impl Driver {
             |v: &[u32]| -> Vec<f64> { v.iter().filter(|&&c| c > 0).map(|&c| c as f64).collect() };
         let mut a = used(&alm);
         let mut b = used(&ip);
+        let routers = self.sim.network().topo.router_links();
         Some(Stress {
             alm_total: alm.iter().map(|&c| c as u64).sum(),
             ip_total: ip.iter().map(|&c| c as u64).sum(),
+            alm_access: alm[routers..].iter().map(|&c| c as u64).sum(),
+            ip_access: ip[routers..].iter().map(|&c| c as u64).sum(),
             alm: Dist::of(&mut a),
             ip: Dist::of(&mut b),
             alm_samples: a,

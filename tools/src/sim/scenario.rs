@@ -36,6 +36,14 @@ pub struct Scenario {
     pub euclidean_side_ms: f64,
     /// Proximity neighbour selection in the routing tables.
     pub proximity: bool,
+    /// Tree placement: tree nodes move to parents nearer the root.
+    pub placement: bool,
+    /// How much longer, in percent, a path through a child may be for a
+    /// placement to go on down to it (the protocol's default if unset).
+    pub placement_slack_pct: Option<u16>,
+    /// Virtual seconds between the last join's acknowledgement and the
+    /// measurements, in which trees settle (placement moves nodes).
+    pub settle_secs: f64,
     /// Nodes entering the overlay per second of virtual time while it is
     /// built.
     pub arrival_rate: f64,
@@ -87,6 +95,9 @@ impl Default for Scenario {
             transit_stub: TransitStub::default(),
             euclidean_side_ms: 150.0,
             proximity: true,
+            placement: true,
+            placement_slack_pct: None,
+            settle_secs: 30.0,
             arrival_rate: 2_000.0,
             bootstrap_sample: 16,
             groups: 1_000,
@@ -134,6 +145,7 @@ impl Scenario {
     pub fn config(&self) -> overlay_proto::Config {
         let mut cfg = overlay_proto::Config {
             proximity: self.proximity,
+            tree_optimize: self.placement,
             max_children: self.max_children.max(1),
             ..Default::default()
         };
@@ -142,6 +154,9 @@ impl Scenario {
         }
         if let Some(ms) = self.failure_timeout_ms {
             cfg.failure_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(pct) = self.placement_slack_pct {
+            cfg.placement_slack_pct = pct;
         }
         if let Some(ms) = self.maintenance_ms {
             cfg.maintenance_interval = std::time::Duration::from_millis(ms);

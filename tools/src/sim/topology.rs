@@ -173,6 +173,15 @@ impl Topology {
         }
     }
 
+    /// Number of router links; the links numbered from here on are the
+    /// nodes' access links.
+    pub fn router_links(&self) -> usize {
+        match &self.placement {
+            Placement::TransitStub { routers, .. } => routers.links,
+            Placement::Euclidean { .. } => 0,
+        }
+    }
+
     /// One-way delay from node `a` to node `b`, in µs.
     pub fn delay_us(&self, a: usize, b: usize) -> u32 {
         if a == b {

@@ -1,0 +1,599 @@
+//! Tree placement: every tree node looks, now and then, for a parent that
+//! gives it a shorter delay from the root, and moves there.
+//!
+//! Why. A Scribe tree is the union of the overlay routes from the members
+//! to the root, walked backwards, plus the hand-downs of nodes at their
+//! fan-out bound. Proximity neighbour selection makes each route's first
+//! hops short, but the last ones, where few nodes share the key's prefix,
+//! cross the network in random directions, and a hand-down places a joiner
+//! under whichever child is next in turn. Members end up 1.6 to 2 times as
+//! far from the root as the direct path, and the tree's links cross the
+//! backbone many more times than IP multicast's would.
+//!
+//! How. A node's [`Message::Place`] climbs the tree to the root along
+//! parent links. The root sets the node's delay *budget*: the direct
+//! path's delay plus [`Config::placement_slack_pct`](crate::Config::placement_slack_pct).
+//! The request then descends, in the manner of Overcast (Jannotti et al.,
+//! OSDI 2000) with delay in place of bandwidth: a node X on the way passes
+//! it to the child nearest the placed node N among those through which N
+//! would stay within budget and which are nearer N than X is. When no
+//! child is, X offers N a place ([`Message::PlaceOffer`]) if it has room,
+//! and otherwise passes the request to its best child (within budget and
+//! nearest, or else the shortest way from the root). So N ends near the
+//! nearest tree node that keeps its path from the root within the budget:
+//! short tree links, which put few copies on the network, and paths close
+//! to the direct one.
+//!
+//! N moves, by a join marked `moving` straight to X, if the offer is
+//! better by [`Config::move_gain_pct`](crate::Config::move_gain_pct) (and
+//! 2 ms): a shorter path from the root while N is over its budget, else a
+//! shorter link that stays within it. Once X's acknowledgement arrives N
+//! leaves its old parent, which prunes itself if it was a forwarder with
+//! nothing left below it, so the forwarders that routing made but no
+//! member needs fall away. Nodes look again after 1, 2, 3... seconds, up to
+//! [`Config::optimize_interval`](crate::Config::optimize_interval): trees
+//! converge over tens of rounds, as the nodes above them settle and the
+//! coordinates improve.
+//!
+//! Distances. `d(c, N)` for nodes that never met comes from network
+//! coordinates ([`crate::coord`]); `D(X)` is learned down the tree, each
+//! node adding the measured delay of its own parent link to its parent's
+//! (carried in [`Message::JoinAck`]).
+//!
+//! Safety. The descent starts at the root and never enters N's own
+//! subtree (it skips N, and the subtree hangs below N), and a moving join
+//! is refused by a node that finds N on its own path, as is an
+//! acknowledgement whose path holds N: a move cannot close a cycle. A node
+//! keeps its parent until the new one has acknowledged it, and the new
+//! link starts at the first message the node still needs, so a move loses
+//! and repeats nothing. A placement is answered at most once, and only
+//! a node's own child can make it climb, so a peer cannot make a node send
+//! more than it receives.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::coord::{random_direction, Coord};
+use crate::id::{Mid, NodeId};
+use crate::message::{Message, NodeInfo};
+use crate::node::{Node, Timer};
+use crate::tree::JoinRequest;
+
+/// Round-trip times of connected peers outside the routing table that a
+/// node remembers: enough for the tree neighbours it just met and the
+/// peers whose coordinates are on their way.
+pub(crate) const RTT_MEMORY: usize = 32;
+
+/// Least gain of a move, in µs of delay from the root.
+const MIN_GAIN_US: u32 = 2_000;
+
+/// Wait before a node first looks for a better place.
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+
+impl<R: Rng> Node<R> {
+    /// Remembers a connected peer's measured round-trip time.
+    pub(crate) fn remember_rtt(&mut self, peer: NodeId, rtt: Duration) {
+        if self.rtts.len() >= RTT_MEMORY && !self.rtts.contains_key(&peer) {
+            let evict = self.rng.random_range(0..self.rtts.len());
+            if let Some(k) = self.rtts.keys().nth(evict).copied() {
+                self.rtts.remove(&k);
+            }
+        }
+        self.rtts.insert(peer, rtt);
+    }
+
+    /// The measured round-trip time to a peer, if we have one.
+    pub(crate) fn rtt_to(&self, peer: NodeId) -> Option<Duration> {
+        self.rtts
+            .get(&peer)
+            .copied()
+            .or_else(|| self.table.rtt(peer))
+    }
+
+    /// One-way delay to a peer in µs: measured if we can, else predicted.
+    pub(crate) fn link_delay_us(&self, peer: NodeId, coord: &Coord) -> u32 {
+        match self.rtt_to(peer) {
+            Some(rtt) => (rtt.as_micros() / 2).min(u32::MAX as u128) as u32,
+            None => self.coord.delay_us(coord),
+        }
+    }
+
+    /// A peer told us its coordinate: if we measured our round trip to it,
+    /// that is a sample for ours.
+    pub(crate) fn learn_coord(&mut self, peer: NodeId, coord: &Coord) {
+        if let Some(rtt) = self.rtt_to(peer) {
+            let rng = &mut self.rng;
+            self.coord
+                .update(coord, rtt.as_secs_f64() * 1000.0, || random_direction(rng));
+        }
+    }
+
+    /// The child of `mid`'s tree through which a node at `coord` would be
+    /// nearest the root, and that delay; children in `skip`, not yet
+    /// acknowledged, or of unknown place are not candidates.
+    fn best_child(&self, mid: Mid, coord: &Coord, skip: &[NodeId]) -> Option<(NodeInfo, u32)> {
+        let g = self.groups.get(&mid)?;
+        g.acked_children()
+            .filter(|c| !skip.contains(&c.info.id))
+            .filter_map(|c| {
+                let at = c.coord?;
+                let cost = g
+                    .delay_us
+                    .saturating_add(self.link_delay_us(c.info.id, &at))
+                    .saturating_add(at.delay_us(coord));
+                Some((c, cost))
+            })
+            // Among equals (nodes whose coordinates have not learned
+            // anything yet), spread the hand-downs.
+            .min_by_key(|&(c, cost)| (cost, c.handed, c.info.id))
+            .map(|(c, cost)| (c.info, cost))
+    }
+
+    /// The child a join is handed down to when we are at the fan-out
+    /// bound: the one nearest the joiner's way, or, when no child's place
+    /// is known, the one handed the fewest joins.
+    pub(crate) fn hand_down_to(
+        &mut self,
+        mid: Mid,
+        coord: &Coord,
+        skip: &[NodeId],
+    ) -> Option<NodeInfo> {
+        let best = if coord.is_sane() {
+            self.best_child(mid, coord, skip).map(|(c, _)| c.id)
+        } else {
+            None
+        };
+        let g = self.groups.get_mut(&mid)?;
+        let child = match best {
+            Some(id) => g.children.get_mut(&id),
+            None => g
+                .children
+                .values_mut()
+                .filter(|c| !skip.contains(&c.info.id))
+                .min_by_key(|c| c.handed),
+        }?;
+        child.handed += 1;
+        Some(child.info)
+    }
+
+    /// Schedules this node's next look for a better place in `mid`'s tree,
+    /// unless one is pending.
+    pub(crate) fn arm_optimize(&mut self, mid: Mid) {
+        if !self.cfg.tree_optimize {
+            return;
+        }
+        let now = self.now;
+        let max = self.cfg.optimize_interval.max(FIRST_LOOK);
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if g.optimize_at.is_some() || g.is_root() {
+            return;
+        }
+        // The wait grows by a second a round: a tree converges over tens of
+        // rounds, as the nodes above settle and the coordinates improve.
+        let wait = (FIRST_LOOK * (g.optimize_round as u32 + 1)).min(max);
+        g.optimize_round = g.optimize_round.saturating_add(1);
+        let jitter = self.rng.random_range(0..=wait.as_millis() as u64 / 4);
+        let wait = wait + Duration::from_millis(jitter);
+        if let Some(g) = self.groups.get_mut(&mid) {
+            g.optimize_at = Some(now + wait);
+        }
+        self.set_timer(wait, Timer::Optimize(mid));
+    }
+
+    pub(crate) fn on_optimize_timer(&mut self, mid: Mid) {
+        let now = self.now;
+        let me = self.me();
+        let coord = self.coord;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if g.optimize_at.is_none_or(|at| now < at) {
+            return;
+        }
+        g.optimize_at = None;
+        if !g.attached || g.is_root() {
+            // Attaching arms it again.
+            return;
+        }
+        g.moving = None;
+        let parent = g.parent;
+        // A child of the root is as near it as the tree allows.
+        let worth = g.path.len() > 1;
+        self.arm_optimize(mid);
+        if let (Some(p), true) = (parent, worth && coord.is_sane()) {
+            self.send(
+                p,
+                Message::Place {
+                    mid,
+                    node: me,
+                    coord,
+                    budget_us: None,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_place(
+        &mut self,
+        from: NodeInfo,
+        mid: Mid,
+        node: NodeInfo,
+        coord: Coord,
+        budget_us: Option<u32>,
+    ) {
+        if !coord.is_sane() || node.id == self.me().id {
+            return;
+        }
+        let Some(g) = self.groups.get(&mid) else {
+            return;
+        };
+        if !g.attached && !g.is_root() {
+            return;
+        }
+        let budget = match budget_us {
+            // Climbing: only our own subtree climbs through us.
+            None if !g.is_root() => {
+                if let (true, Some(p)) = (g.children.contains_key(&from.id), g.parent) {
+                    let msg = Message::Place {
+                        mid,
+                        node,
+                        coord,
+                        budget_us: None,
+                    };
+                    self.send(p, msg);
+                }
+                return;
+            }
+            // At the root: the budget is the direct path's delay, plus the
+            // slack.
+            None => {
+                let direct = self.coord.delay_us(&coord) as u64;
+                let slack = direct * self.cfg.placement_slack_pct as u64 / 100;
+                (direct + slack).min(u32::MAX as u64) as u32
+            }
+            Some(b) if g.parent.is_some_and(|p| p.id == from.id) => b,
+            Some(_) => return,
+        };
+        if g.children.contains_key(&node.id) || g.path.contains(&node.id) {
+            // It is here already, or above us: nothing better below.
+            return;
+        }
+        let edge = self.coord.delay_us(&coord);
+        let own = g.delay_us.saturating_add(edge);
+        let room = g.children.len() < self.cfg.max_children.max(1);
+        let children = self.placements(mid, &coord, node.id);
+        // Nearer the node than we are, and within the budget: go on down.
+        let nearer = children
+            .iter()
+            .filter(|c| c.delay_us <= budget && c.edge_us < edge)
+            .min_by_key(|c| (c.edge_us, c.info.id));
+        let to = match nearer {
+            Some(c) => Some(c.info),
+            None if room && (own <= budget || children.iter().all(|c| c.delay_us >= own)) => {
+                let offer = Message::PlaceOffer {
+                    mid,
+                    delay_us: own,
+                    edge_us: edge,
+                    budget_us: budget,
+                };
+                self.send(node, offer);
+                return;
+            }
+            // Full, or a child gives a shorter way: the best of them.
+            None => children
+                .iter()
+                .min_by_key(|c| {
+                    let over = c.delay_us > budget;
+                    (over, if over { c.delay_us } else { c.edge_us }, c.info.id)
+                })
+                .map(|c| c.info),
+        };
+        if let Some(to) = to {
+            let msg = Message::Place {
+                mid,
+                node,
+                coord,
+                budget_us: Some(budget),
+            };
+            self.send(to, msg);
+        }
+    }
+
+    /// What each child of `mid`'s tree (acknowledged, of known place, not
+    /// `skip`) would give a node at `coord` as its parent.
+    fn placements(&self, mid: Mid, coord: &Coord, skip: NodeId) -> Vec<Placement> {
+        let Some(g) = self.groups.get(&mid) else {
+            return Vec::new();
+        };
+        g.acked_children()
+            .filter(|c| c.info.id != skip)
+            .filter_map(|c| {
+                let at = c.coord?;
+                let edge_us = at.delay_us(coord);
+                let delay_us = g
+                    .delay_us
+                    .saturating_add(self.link_delay_us(c.info.id, &at))
+                    .saturating_add(edge_us);
+                Some(Placement {
+                    info: c.info,
+                    delay_us,
+                    edge_us,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn on_place_offer(&mut self, from: NodeInfo, mid: Mid, offer: Offer) {
+        let me = self.me();
+        let coord = self.coord;
+        let gain_pct = self.cfg.move_gain_pct as u64;
+        let Some(g) = self.groups.get(&mid) else {
+            return;
+        };
+        if !g.attached || g.is_root() || g.moving.is_some() {
+            return;
+        }
+        let Some(parent) = g.parent else {
+            return;
+        };
+        if parent.id == from.id || g.children.contains_key(&from.id) {
+            return;
+        }
+        let edge = self
+            .rtt_to(parent.id)
+            .map_or(offer.edge_us.saturating_mul(2), |r| {
+                (r.as_micros() / 2).min(u32::MAX as u128) as u32
+            });
+        let enough = |now: u32, then: u32| {
+            let gain = now.saturating_sub(then) as u64;
+            gain >= (now as u64 * gain_pct / 100).max(MIN_GAIN_US as u64)
+        };
+        let better = if g.delay_us > offer.budget_us {
+            // Over budget: a shorter path from the root is what counts.
+            enough(g.delay_us, offer.delay_us)
+        } else {
+            // Within it: a shorter link, as long as the path stays within.
+            offer.delay_us <= offer.budget_us && enough(edge, offer.edge_us)
+        };
+        if !better {
+            return;
+        }
+        tracing::debug!(mid = %mid, to = %from.id.short(), from_us = g.delay_us, to_us = offer.delay_us, "moving to a better parent");
+        let want = g.stream.next;
+        if let Some(g) = self.groups.get_mut(&mid) {
+            g.moving = Some(from.id);
+        }
+        let join = JoinRequest {
+            joiner: me,
+            want,
+            around: None,
+            coord,
+            moving: true,
+        };
+        self.send(from, join.message(mid));
+    }
+}
+
+/// What a [`Message::PlaceOffer`] promises.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Offer {
+    pub(crate) delay_us: u32,
+    pub(crate) edge_us: u32,
+    pub(crate) budget_us: u32,
+}
+
+/// One candidate parent, as a placement sees it.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    info: NodeInfo,
+    /// The placed node's delay from the root under it.
+    delay_us: u32,
+    /// The link's delay from it to the placed node.
+    edge_us: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Moves, one node at a time: inputs in, outputs checked.
+    use super::*;
+    use crate::config::Config;
+    use crate::node::{Command, Input, Output};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::time::Instant;
+
+    fn info(id: u128) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], (id % 50000) as u16 + 1000)),
+        }
+    }
+
+    const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
+    const P: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
+    const M: u128 = 0xD000_0000_0000_0000_0000_0000_0000_0000;
+    const N: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
+    const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
+
+    fn node(me: u128, known: &[u128]) -> Node<StdRng> {
+        let mut n = Node::new(
+            info(me),
+            Config::default(),
+            StdRng::seed_from_u64(me as u64),
+            Instant::now(),
+        );
+        n.handle(
+            Instant::now(),
+            Input::Command(Command::Bootstrap { addrs: vec![] }),
+        );
+        for &k in known {
+            n.handle(Instant::now(), Input::PeerUp(info(k)));
+        }
+        drain(&mut n);
+        n
+    }
+
+    fn drain(n: &mut Node<StdRng>) -> Vec<(NodeId, Message)> {
+        let mut sent = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Send { to, msg } = o {
+                sent.push((to.id, msg));
+            }
+        }
+        sent
+    }
+
+    fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(NodeId, Message)> {
+        n.handle(
+            Instant::now(),
+            Input::Message {
+                from: info(from),
+                msg,
+            },
+        );
+        drain(n)
+    }
+
+    fn ack(path: &[u128], delay_us: u32) -> Message {
+        Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: path.iter().map(|&i| NodeId(i)).collect(),
+            delay_us,
+            coord: Coord::default(),
+        }
+    }
+
+    /// N, a member attached under ROOT -> P, 80 ms from the root.
+    fn attached_n() -> Node<StdRng> {
+        let mut n = node(N, &[ROOT, P, M]);
+        n.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut n);
+        n.handle(
+            Instant::now(),
+            Input::Rtt {
+                peer: info(P),
+                rtt: Duration::from_millis(60),
+            },
+        );
+        deliver(&mut n, P, ack(&[ROOT, P], 50_000));
+        assert_eq!(n.group(MID).unwrap().parent.map(|p| p.id), Some(NodeId(P)));
+        n
+    }
+
+    fn offer(delay_us: u32, edge_us: u32) -> Message {
+        Message::PlaceOffer {
+            mid: MID,
+            delay_us,
+            edge_us,
+            budget_us: 60_000,
+        }
+    }
+
+    #[test]
+    fn a_node_over_budget_moves_to_a_shorter_path_and_then_leaves_its_parent() {
+        let mut n = attached_n();
+        // 80 ms from the root, 60 allowed: 70 is not gain enough, 50 is.
+        assert!(deliver(&mut n, M, offer(78_000, 5_000)).is_empty());
+        let sent = deliver(&mut n, M, offer(50_000, 5_000));
+        assert!(matches!(
+            sent[..],
+            [(to, Message::Join { moving: true, want: Some(1), .. })] if to == NodeId(M)
+        ));
+        // Until M answers, P stays our parent.
+        assert_eq!(n.group(MID).unwrap().parent.map(|p| p.id), Some(NodeId(P)));
+        let sent = deliver(&mut n, M, ack(&[ROOT, M], 20_000));
+        assert!(
+            sent.iter()
+                .any(|(to, m)| *to == NodeId(P) && matches!(m, Message::Leave { .. })),
+            "the old parent is told: {sent:?}"
+        );
+        let g = n.group(MID).unwrap();
+        assert_eq!(g.parent.map(|p| p.id), Some(NodeId(M)));
+        assert!(g.attached);
+    }
+
+    #[test]
+    fn a_refused_move_leaves_the_node_where_it_was() {
+        let mut n = attached_n();
+        deliver(&mut n, M, offer(40_000, 5_000));
+        // M is no longer on the tree: it answers with a leave.
+        assert!(deliver(&mut n, M, Message::Leave { mid: MID }).is_empty());
+        let g = n.group(MID).unwrap();
+        assert_eq!(g.parent.map(|p| p.id), Some(NodeId(P)));
+        assert!(g.attached, "a refused move does not detach");
+        // A later, unasked acknowledgement from M is turned away.
+        let sent = deliver(&mut n, M, ack(&[ROOT, M], 20_000));
+        assert!(matches!(sent[..], [(to, Message::Leave { .. })] if to == NodeId(M)));
+        assert_eq!(n.group(MID).unwrap().parent.map(|p| p.id), Some(NodeId(P)));
+    }
+
+    #[test]
+    fn a_moving_join_never_makes_forwarders_or_cycles() {
+        // Off the tree: refused, no state kept, nothing routed on.
+        let mut m = node(M, &[ROOT, P, N]);
+        let join = |want| Message::Join {
+            mid: MID,
+            joiner: info(N),
+            want,
+            around: None,
+            coord: Coord::default(),
+            moving: true,
+        };
+        let sent = deliver(&mut m, N, join(Some(1)));
+        assert!(matches!(sent[..], [(to, Message::Leave { .. })] if to == NodeId(N)));
+        assert!(m.groups().is_empty());
+        // On the tree below N: refused too, where a plain join would be
+        // passed on toward the root.
+        m.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut m);
+        deliver(&mut m, N, ack(&[ROOT, P, N], 30_000));
+        assert!(m.group(MID).unwrap().attached);
+        let sent = deliver(&mut m, N, join(Some(1)));
+        assert!(matches!(sent[..], [(to, Message::Leave { .. })] if to == NodeId(N)));
+        assert!(m.group(MID).unwrap().children.is_empty());
+    }
+
+    #[test]
+    fn placement_climbs_to_the_root_and_the_root_offers_its_room() {
+        let mut root = node(ROOT, &[P, N]);
+        root.handle(
+            Instant::now(),
+            Input::Command(Command::CreateGroup { request: 1 }),
+        );
+        drain(&mut root);
+        let mid = root.groups()[0].mid;
+        // P is the root's child; N asks through it.
+        let join = Message::Join {
+            mid,
+            joiner: info(P),
+            want: None,
+            around: None,
+            coord: Coord::default(),
+            moving: false,
+        };
+        deliver(&mut root, P, join);
+        let place = Message::Place {
+            mid,
+            node: info(N),
+            coord: Coord::default(),
+            budget_us: None,
+        };
+        let sent = deliver(&mut root, P, place.clone());
+        assert!(
+            matches!(sent[..], [(to, Message::PlaceOffer { .. })] if to == NodeId(N)),
+            "{sent:?}"
+        );
+        // Only a child may make a node climb: a stranger's request at a
+        // non-root node goes nowhere.
+        let mut p = node(P, &[ROOT, N]);
+        p.handle(Instant::now(), Input::Command(Command::Join { mid }));
+        drain(&mut p);
+        deliver(&mut p, ROOT, ack(&[ROOT], 0));
+        assert!(deliver(&mut p, M, place).is_empty());
+    }
+}
