@@ -68,6 +68,8 @@ pub mod root;
 pub mod routing;
 pub mod sim;
 pub mod stream;
+#[cfg(test)]
+mod test_support;
 pub mod tree;
 
 pub use config::Config;

@@ -400,17 +400,10 @@ mod tests {
     //! Moves, one node at a time: inputs in, outputs checked.
     use super::*;
     use crate::config::Config;
-    use crate::node::{Command, Input, Output};
+    use crate::node::{Command, Input};
+    use crate::test_support::{drain, info};
     use rand::rngs::StdRng;
-    use rand::SeedableRng;
     use std::time::Instant;
-
-    fn info(id: u128) -> NodeInfo {
-        NodeInfo {
-            id: NodeId(id),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], (id % 50000) as u16 + 1000)),
-        }
-    }
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
     const P: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
@@ -419,31 +412,7 @@ mod tests {
     const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
 
     fn node(me: u128, known: &[u128]) -> Node<StdRng> {
-        let mut n = Node::new(
-            info(me),
-            Config::default(),
-            StdRng::seed_from_u64(me as u64),
-            Instant::now(),
-        );
-        n.handle(
-            Instant::now(),
-            Input::Command(Command::Bootstrap { addrs: vec![] }),
-        );
-        for &k in known {
-            n.handle(Instant::now(), Input::PeerUp(info(k)));
-        }
-        drain(&mut n);
-        n
-    }
-
-    fn drain(n: &mut Node<StdRng>) -> Vec<(NodeId, Message)> {
-        let mut sent = Vec::new();
-        while let Some(o) = n.poll_output() {
-            if let Output::Send { to, msg } = o {
-                sent.push((to.id, msg));
-            }
-        }
-        sent
+        crate::test_support::node(me, known, Config::default())
     }
 
     fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(NodeId, Message)> {

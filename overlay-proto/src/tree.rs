@@ -776,17 +776,10 @@ mod tests {
     //! The join rule, one node at a time: inputs in, outputs checked.
     use super::*;
     use crate::config::Config;
-    use crate::node::{Command, Input, Output};
+    use crate::node::{Command, Input};
+    use crate::test_support::{drain, info};
     use rand::rngs::StdRng;
-    use rand::SeedableRng;
     use std::time::Instant;
-
-    fn info(id: u128) -> NodeInfo {
-        NodeInfo {
-            id: NodeId(id),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], (id % 50000) as u16 + 1000)),
-        }
-    }
 
     /// A node with id `me` that knows `known` and has entered the overlay.
     fn node(me: u128, known: &[u128], max_children: usize) -> Node<StdRng> {
@@ -794,31 +787,7 @@ mod tests {
             max_children,
             ..Config::default()
         };
-        let mut n = Node::new(
-            info(me),
-            cfg,
-            StdRng::seed_from_u64(me as u64),
-            Instant::now(),
-        );
-        n.handle(
-            Instant::now(),
-            Input::Command(Command::Bootstrap { addrs: vec![] }),
-        );
-        for &k in known {
-            n.handle(Instant::now(), Input::PeerUp(info(k)));
-        }
-        drain(&mut n);
-        n
-    }
-
-    fn drain(n: &mut Node<StdRng>) -> Vec<(NodeId, Message)> {
-        let mut sent = Vec::new();
-        while let Some(o) = n.poll_output() {
-            if let Output::Send { to, msg } = o {
-                sent.push((to.id, msg));
-            }
-        }
-        sent
+        crate::test_support::node(me, known, cfg)
     }
 
     fn join_from(

@@ -1,0 +1,51 @@
+//! Helpers for the unit tests that drive one node by hand: inputs in,
+//! the messages it sends out.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::config::Config;
+use crate::id::NodeId;
+use crate::message::{Message, NodeInfo};
+use crate::node::{Command, Input, Node, Output};
+
+/// A node id with a loopback address derived from it.
+pub(crate) fn info(id: u128) -> NodeInfo {
+    NodeInfo {
+        id: NodeId(id),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], (id % 50000) as u16 + 1000)),
+    }
+}
+
+/// A node with id `me` and settings `cfg` that has entered the overlay
+/// and knows `known`; what it sent doing so is drained.
+pub(crate) fn node(me: u128, known: &[u128], cfg: Config) -> Node<StdRng> {
+    let mut n = Node::new(
+        info(me),
+        cfg,
+        StdRng::seed_from_u64(me as u64),
+        Instant::now(),
+    );
+    n.handle(
+        Instant::now(),
+        Input::Command(Command::Bootstrap { addrs: vec![] }),
+    );
+    for &k in known {
+        n.handle(Instant::now(), Input::PeerUp(info(k)));
+    }
+    drain(&mut n);
+    n
+}
+
+/// The messages the node queued, with their receivers.
+pub(crate) fn drain(n: &mut Node<StdRng>) -> Vec<(NodeId, Message)> {
+    let mut sent = Vec::new();
+    while let Some(o) = n.poll_output() {
+        if let Output::Send { to, msg } = o {
+            sent.push((to.id, msg));
+        }
+    }
+    sent
+}
