@@ -669,6 +669,12 @@ impl<R: Rng> Node<R> {
             });
         }
         if !was_attached || old.is_some() {
+            // A new place: look again soon, the new neighbourhood may offer
+            // more.
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.optimize_round = 0;
+                g.optimize_at = None;
+            }
             self.arm_optimize(mid);
         }
     }
