@@ -959,4 +959,31 @@ mod tests {
         ));
         assert!(root.groups().is_empty(), "no state kept for it");
     }
+
+    #[test]
+    fn join_retries_go_around_every_silent_first_hop() {
+        // Three nodes nearer the mid than P, nearest first: ROOT, Q, S.
+        const S: u128 = 0xD000_0000_0000_0000_0000_0000_0000_0000;
+        let mut p = node(P, &[ROOT, Q, S], 16);
+        let first_hop = |sent: &[(NodeId, Message)]| {
+            let joins: Vec<NodeId> = sent
+                .iter()
+                .filter(|(_, m)| matches!(m, Message::Join { .. }))
+                .map(|(to, _)| *to)
+                .collect();
+            assert_eq!(joins.len(), 1, "one join per attempt: {sent:?}");
+            joins[0]
+        };
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        let mut hops = vec![first_hop(&drain(&mut p))];
+        for _ in 0..2 {
+            p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+            hops.push(first_hop(&drain(&mut p)));
+        }
+        assert_eq!(hops, vec![NodeId(ROOT), NodeId(Q), NodeId(S)]);
+        // With every way around tried, the join still goes somewhere.
+        p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+        let fourth = first_hop(&drain(&mut p));
+        assert!([ROOT, Q, S].contains(&fourth.0));
+    }
 }
