@@ -93,7 +93,7 @@ pub struct Config {
     /// shorter delay from the root (see [`crate::placement`]).
     pub tree_optimize: bool,
     /// Longest wait between two such looks; the first comes a second after
-    /// a node attaches, and the wait doubles each time up to this.
+    /// a node attaches (or moves), and the wait doubles each time up to this.
     pub optimize_interval: Duration,
     /// The delay from the root a placement allows a node, in percent above
     /// the direct path's (as the network coordinates predict it). Within

@@ -408,7 +408,7 @@ pub struct Node<R> {
     /// Round-trip times of recently connected peers that the routing table
     /// does not hold (at most [`crate::placement::RTT_MEMORY`]): samples
     /// for the coordinate, and tree links' delays.
-    pub(crate) rtts: BTreeMap<NodeId, std::time::Duration>,
+    pub(crate) rtts: crate::placement::RttMemory,
     pub(crate) out: VecDeque<Output>,
     pub(crate) now: Instant,
 }
@@ -438,7 +438,7 @@ impl<R: Rng> Node<R> {
             next_collection: 1,
             queries: BTreeMap::new(),
             coord: Default::default(),
-            rtts: BTreeMap::new(),
+            rtts: Default::default(),
             out: VecDeque::new(),
             now,
         }
@@ -649,7 +649,7 @@ impl<R: Rng> Node<R> {
 
     fn on_peer_down(&mut self, peer: NodeId) {
         self.probing.remove(&peer);
-        self.rtts.remove(&peer);
+        self.rtts.remove(peer);
         self.connection_lost(peer);
     }
 

@@ -201,7 +201,7 @@ impl<R: Rng> Node<R> {
 
     /// A round-trip time measured by the driver.
     pub(crate) fn on_rtt(&mut self, peer: NodeInfo, rtt: Duration) {
-        self.probing.remove(&peer.id);
+        let probed = self.probing.remove(&peer.id).is_some();
         if peer.id == self.me().id || self.known_dead(peer.id) {
             return;
         }
@@ -211,7 +211,10 @@ impl<R: Rng> Node<R> {
             self.table.insert(peer);
             self.table.note_rtt(peer.id, rtt);
         }
-        if self.table.rtt(peer.id).is_none() {
+        // A connection's round trip is kept for the tree links and the
+        // coordinates; a probed candidate that lost its slot is neither,
+        // and a burst of probes would push out the peers that are.
+        if !probed && self.table.rtt(peer.id).is_none() {
             self.remember_rtt(peer.id, rtt);
         }
     }

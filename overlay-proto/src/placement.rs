@@ -30,10 +30,12 @@
 //! shorter link that stays within it. Once X's acknowledgement arrives N
 //! leaves its old parent, which prunes itself if it was a forwarder with
 //! nothing left below it, so the forwarders that routing made but no
-//! member needs fall away. Nodes look again after 1, 2, 3... seconds, up to
-//! [`Config::optimize_interval`](crate::Config::optimize_interval): trees
-//! converge over tens of rounds, as the nodes above them settle and the
-//! coordinates improve.
+//! member needs fall away. Nodes look again after 1, 2, 4... seconds, up to
+//! [`Config::optimize_interval`](crate::Config::optimize_interval), and a
+//! node that moved starts over at 1 s: its new neighbourhood may offer
+//! more, while a node that found nothing better looks less and less often.
+//! Trees converge as the nodes above them settle and the coordinates
+//! improve.
 //!
 //! Distances. `d(c, N)` for nodes that never met comes from network
 //! coordinates ([`crate::coord`]); `D(X)` is learned down the tree, each
@@ -74,21 +76,12 @@ const FIRST_LOOK: Duration = Duration::from_secs(1);
 impl<R: Rng> Node<R> {
     /// Remembers a connected peer's measured round-trip time.
     pub(crate) fn remember_rtt(&mut self, peer: NodeId, rtt: Duration) {
-        if self.rtts.len() >= RTT_MEMORY && !self.rtts.contains_key(&peer) {
-            let evict = self.rng.random_range(0..self.rtts.len());
-            if let Some(k) = self.rtts.keys().nth(evict).copied() {
-                self.rtts.remove(&k);
-            }
-        }
         self.rtts.insert(peer, rtt);
     }
 
     /// The measured round-trip time to a peer, if we have one.
     pub(crate) fn rtt_to(&self, peer: NodeId) -> Option<Duration> {
-        self.rtts
-            .get(&peer)
-            .copied()
-            .or_else(|| self.table.rtt(peer))
+        self.rtts.get(peer).or_else(|| self.table.rtt(peer))
     }
 
     /// One-way delay to a peer in µs: measured if we can, else predicted.
@@ -171,9 +164,11 @@ impl<R: Rng> Node<R> {
         if g.optimize_at.is_some() || g.is_root() {
             return;
         }
-        // The wait grows by a second a round: a tree converges over tens of
-        // rounds, as the nodes above settle and the coordinates improve.
-        let wait = (FIRST_LOOK * (g.optimize_round as u32 + 1)).min(max);
+        // The wait doubles each round (a move starts the rounds over): most
+        // of what a node gains comes in its first looks, and a tree of a
+        // hundred thousand nodes that looked every few seconds would spend
+        // its traffic on placements.
+        let wait = (FIRST_LOOK * 2u32.saturating_pow(g.optimize_round.min(16) as u32)).min(max);
         g.optimize_round = g.optimize_round.saturating_add(1);
         let jitter = self.rng.random_range(0..=wait.as_millis() as u64 / 4);
         let wait = wait + Duration::from_millis(jitter);
@@ -377,6 +372,48 @@ impl<R: Rng> Node<R> {
     }
 }
 
+/// The round-trip times of the last [`RTT_MEMORY`] connected peers, oldest
+/// replaced first. A short list searched end to end: cheaper than a map at
+/// this size, and it is consulted for every message a tree neighbour sends.
+#[derive(Debug, Default)]
+pub(crate) struct RttMemory {
+    entries: Vec<(NodeId, Duration)>,
+    /// The entry the next new peer replaces, once the list is full.
+    next: usize,
+}
+
+impl RttMemory {
+    pub(crate) fn get(&self, peer: NodeId) -> Option<Duration> {
+        self.entries
+            .iter()
+            .find(|(id, _)| *id == peer)
+            .map(|&(_, rtt)| rtt)
+    }
+
+    pub(crate) fn insert(&mut self, peer: NodeId, rtt: Duration) {
+        if let Some(e) = self.entries.iter_mut().find(|(id, _)| *id == peer) {
+            e.1 = rtt;
+        } else if self.entries.len() < RTT_MEMORY {
+            self.entries.push((peer, rtt));
+        } else {
+            self.entries[self.next] = (peer, rtt);
+            self.next = (self.next + 1) % RTT_MEMORY;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, peer: NodeId) {
+        if let Some(at) = self.entries.iter().position(|(id, _)| *id == peer) {
+            self.entries.remove(at);
+            if self.next > at {
+                self.next -= 1;
+            }
+            if self.next >= self.entries.len() {
+                self.next = 0;
+            }
+        }
+    }
+}
+
 /// What a [`Message::PlaceOffer`] promises.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Offer {
@@ -564,5 +601,28 @@ mod tests {
         drain(&mut p);
         deliver(&mut p, ROOT, ack(&[ROOT], 0));
         assert!(deliver(&mut p, M, place).is_empty());
+    }
+
+    #[test]
+    fn rtt_memory_keeps_the_latest_peers() {
+        let mut m = RttMemory::default();
+        let ms = Duration::from_millis;
+        for i in 0..RTT_MEMORY as u128 + 2 {
+            m.insert(NodeId(i), ms(i as u64));
+        }
+        // The two oldest made room; an update keeps its place.
+        assert_eq!(m.get(NodeId(0)), None);
+        assert_eq!(m.get(NodeId(1)), None);
+        assert_eq!(m.get(NodeId(2)), Some(ms(2)));
+        m.insert(NodeId(2), ms(99));
+        assert_eq!(m.get(NodeId(2)), Some(ms(99)));
+        assert_eq!(m.entries.len(), RTT_MEMORY);
+        // A removed peer frees a place, which the next new peer takes.
+        m.remove(NodeId(5));
+        assert_eq!(m.get(NodeId(5)), None);
+        m.insert(NodeId(1000), ms(1));
+        assert_eq!(m.entries.len(), RTT_MEMORY);
+        assert_eq!(m.get(NodeId(2)), Some(ms(99)));
+        assert_eq!(m.get(NodeId(1000)), Some(ms(1)));
     }
 }

@@ -54,6 +54,9 @@ use crate::stream::Stream;
 /// Answers of "unknown group" after which a first join fails.
 pub(crate) const UNKNOWN_GROUP_ATTEMPTS: u8 = 3;
 
+/// Most first hops a join routes around at once.
+const MAX_AVOID: usize = 3;
+
 /// A child in a group tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Child {
@@ -131,9 +134,10 @@ pub(crate) struct Group {
     /// The node our last join went to, whose acknowledgement we expect.
     pub(crate) join_target: Option<NodeId>,
     pub(crate) join_backoff: Duration,
-    /// A node the next join must not go to: it closed a cycle, or did not
-    /// answer.
-    pub(crate) avoid: Option<NodeId>,
+    /// Nodes the next join must not go to (the latest [`MAX_AVOID`]): they
+    /// closed a cycle, or did not answer. A retry that went back to a first
+    /// hop whose route crosses a crashed node would be lost again.
+    pub(crate) avoid: Vec<NodeId>,
     /// A node known to be dead that joins must route around (our lost
     /// parent, or the one the join we forward names).
     pub(crate) around: Option<NodeId>,
@@ -161,6 +165,17 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// Routes the next joins around `id` too, forgetting the oldest such
+    /// node when there are [`MAX_AVOID`].
+    fn avoid_also(&mut self, id: NodeId) {
+        if !self.avoid.contains(&id) {
+            if self.avoid.len() >= MAX_AVOID {
+                self.avoid.remove(0);
+            }
+            self.avoid.push(id);
+        }
+    }
+
     pub(crate) fn new(member: bool, cfg: &crate::Config, now: Instant) -> Self {
         Group {
             root: None,
@@ -172,7 +187,7 @@ impl Group {
             children: BTreeMap::new(),
             join_target: None,
             join_backoff: Duration::ZERO,
-            avoid: None,
+            avoid: Vec::new(),
             around: None,
             want_hint: None,
             established: false,
@@ -365,8 +380,13 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let skip: Vec<NodeId> = g.avoid.into_iter().chain(g.around).collect();
-        let next = self.toward_root(mid, &skip);
+        let skip: Vec<NodeId> = g.avoid.iter().copied().chain(g.around).collect();
+        let mut next = self.toward_root(mid, &skip);
+        if next.is_none() && !g.avoid.is_empty() {
+            // Nothing around them: better one of them than no join at all.
+            let around: Vec<NodeId> = g.around.into_iter().collect();
+            next = self.toward_root(mid, &around);
+        }
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
@@ -413,10 +433,8 @@ impl<R: Rng> Node<R> {
             return;
         }
         // The node we joined through did not answer: try around it.
-        if g.avoid.is_none() {
-            g.avoid = g.join_target;
-        } else {
-            g.avoid = None;
+        if let Some(t) = g.join_target {
+            g.avoid_also(t);
         }
         tracing::debug!(mid = %mid, "join not acknowledged yet, sending it again");
         self.send_join(mid);
@@ -613,7 +631,7 @@ impl<R: Rng> Node<R> {
             tracing::debug!(mid = %mid, parent = %from.id.short(), "refusing a parent on our own path");
             self.send(from, Message::Leave { mid });
             if let Some(g) = self.groups.get_mut(&mid) {
-                g.avoid = Some(from.id);
+                g.avoid_also(from.id);
                 g.moving = None;
                 if g.parent.is_some_and(|p| p.id == from.id) {
                     g.parent = None;
@@ -640,7 +658,7 @@ impl<R: Rng> Node<R> {
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
         g.attempts = 0;
-        g.avoid = None;
+        g.avoid.clear();
         g.around = None;
         g.want_hint = None;
         g.stream.epoch = g.stream.epoch.max(epoch);
@@ -669,6 +687,12 @@ impl<R: Rng> Node<R> {
             });
         }
         if !was_attached || old.is_some() {
+            // A new place: look again soon, the new neighbourhood may offer
+            // more.
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.optimize_round = 0;
+                g.optimize_at = None;
+            }
             self.arm_optimize(mid);
         }
     }
@@ -687,6 +711,10 @@ impl<R: Rng> Node<R> {
             // The root's successor may not have taken over yet, or routing
             // toward the root not converged: the join timer tries again.
             tracing::debug!(mid = %mid, "group not found; retrying");
+            // It answered: the retry may go the same way.
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.join_target = None;
+            }
             return;
         }
         tracing::debug!(mid = %mid, %reason, "join rejected");
@@ -930,5 +958,32 @@ mod tests {
             )]
         ));
         assert!(root.groups().is_empty(), "no state kept for it");
+    }
+
+    #[test]
+    fn join_retries_go_around_every_silent_first_hop() {
+        // Three nodes nearer the mid than P, nearest first: ROOT, Q, S.
+        const S: u128 = 0xD000_0000_0000_0000_0000_0000_0000_0000;
+        let mut p = node(P, &[ROOT, Q, S], 16);
+        let first_hop = |sent: &[(NodeId, Message)]| {
+            let joins: Vec<NodeId> = sent
+                .iter()
+                .filter(|(_, m)| matches!(m, Message::Join { .. }))
+                .map(|(to, _)| *to)
+                .collect();
+            assert_eq!(joins.len(), 1, "one join per attempt: {sent:?}");
+            joins[0]
+        };
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        let mut hops = vec![first_hop(&drain(&mut p))];
+        for _ in 0..2 {
+            p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+            hops.push(first_hop(&drain(&mut p)));
+        }
+        assert_eq!(hops, vec![NodeId(ROOT), NodeId(Q), NodeId(S)]);
+        // With every way around tried, the join still goes somewhere.
+        p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+        let fourth = first_hop(&drain(&mut p));
+        assert!([ROOT, Q, S].contains(&fourth.0));
     }
 }
