@@ -71,6 +71,11 @@ impl Coord {
             && self.error > 0.0
     }
 
+    /// The coordinate, if it is usable (see [`Coord::is_sane`]).
+    pub fn checked(self) -> Option<Coord> {
+        self.is_sane().then_some(self)
+    }
+
     /// The round-trip time these coordinates predict between two nodes.
     pub fn rtt_ms(&self, other: &Coord) -> f64 {
         self.flat_distance(other) + self.height as f64 + other.height as f64

@@ -204,9 +204,7 @@ impl<R: Rng> Node<R> {
                 }
             }
             if let Some(c) = g.children.get_mut(&from.id) {
-                if coord.is_sane() {
-                    c.coord = Some(coord);
-                }
+                c.coord = coord.checked().or(c.coord);
                 let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
                 if settled && !listed.contains_key(mid) {
                     drop_child.push(*mid);

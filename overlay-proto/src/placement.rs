@@ -438,7 +438,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::node::{Command, Input};
-    use crate::test_support::{drain, info};
+    use crate::test_support::{deliver, drain, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
 
@@ -450,17 +450,6 @@ mod tests {
 
     fn node(me: u128, known: &[u128]) -> Node<StdRng> {
         crate::test_support::node(me, known, Config::default())
-    }
-
-    fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(NodeId, Message)> {
-        n.handle(
-            Instant::now(),
-            Input::Message {
-                from: info(from),
-                msg,
-            },
-        );
-        drain(n)
     }
 
     fn ack(path: &[u128], delay_us: u32) -> Message {

@@ -39,6 +39,18 @@ pub(crate) fn node(me: u128, known: &[u128], cfg: Config) -> Node<StdRng> {
     n
 }
 
+/// Hands `n` a message from node `from`; what it sent in answer.
+pub(crate) fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(NodeId, Message)> {
+    n.handle(
+        Instant::now(),
+        Input::Message {
+            from: info(from),
+            msg,
+        },
+    );
+    drain(n)
+}
+
 /// The messages the node queued, with their receivers.
 pub(crate) fn drain(n: &mut Node<StdRng>) -> Vec<(NodeId, Message)> {
     let mut sent = Vec::new();

@@ -79,7 +79,7 @@ impl Child {
             handed: 0,
             want,
             acked: None,
-            coord: coord.is_sane().then_some(coord),
+            coord: coord.checked(),
         }
     }
 }
@@ -509,7 +509,7 @@ impl<R: Rng> Node<R> {
                     c.info = joiner;
                     c.want = join.want;
                     c.acked = None;
-                    c.coord = join.coord.is_sane().then_some(join.coord);
+                    c.coord = join.coord.checked();
                 }
                 // Full, and our only children sent us this join: take it
                 // over the bound rather than bounce it back.
@@ -805,7 +805,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::node::{Command, Input};
-    use crate::test_support::{drain, info};
+    use crate::test_support::{deliver, drain, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
 
@@ -832,14 +832,7 @@ mod tests {
             coord: Default::default(),
             moving: false,
         };
-        n.handle(
-            Instant::now(),
-            Input::Message {
-                from: info(from),
-                msg,
-            },
-        );
-        drain(n)
+        deliver(n, from, msg)
     }
 
     // Ids chosen so that routing toward MID goes P -> Q -> R (root).
@@ -859,21 +852,15 @@ mod tests {
         assert!(!g.member && !g.root, "Q is a forwarder, not a member");
         assert_eq!(g.children, vec![info(P)], "P is Q's child");
         // The root's acknowledgement attaches Q, which acknowledges P.
-        q.handle(
-            Instant::now(),
-            Input::Message {
-                from: info(ROOT),
-                msg: Message::JoinAck {
-                    mid: MID,
-                    next: 1,
-                    epoch: 1,
-                    path: vec![NodeId(ROOT)],
-                    delay_us: 0,
-                    coord: Default::default(),
-                },
-            },
-        );
-        let sent = drain(&mut q);
+        let ack = Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT)],
+            delay_us: 0,
+            coord: Default::default(),
+        };
+        let sent = deliver(&mut q, ROOT, ack);
         assert_eq!(sent.len(), 1);
         assert!(
             matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
@@ -899,21 +886,15 @@ mod tests {
         let mut q = node(Q, &[ROOT, P], 16);
         q.handle(Instant::now(), Input::Command(Command::Join { mid }));
         drain(&mut q);
-        q.handle(
-            Instant::now(),
-            Input::Message {
-                from: info(ROOT),
-                msg: Message::JoinAck {
-                    mid,
-                    next: 1,
-                    epoch: 1,
-                    path: vec![NodeId(ROOT)],
-                    delay_us: 0,
-                    coord: Default::default(),
-                },
-            },
-        );
-        drain(&mut q);
+        let ack = Message::JoinAck {
+            mid,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT)],
+            delay_us: 0,
+            coord: Default::default(),
+        };
+        deliver(&mut q, ROOT, ack);
         let sent = join_from(&mut q, mid, P, P);
         assert_eq!(sent.len(), 1);
         assert!(
