@@ -21,7 +21,7 @@
 //! of the stream (we fetch it); a root that does not list a group we
 //! replicate no longer counts on us (we forget the replica).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use rand::Rng;
 
@@ -187,14 +187,25 @@ impl<R: Rng> Node<R> {
     ) {
         let now = self.now;
         let grace = self.cfg.failure_timeout;
-        let listed: HashMap<Mid, u64> = tree.into_iter().collect();
+        // Sorted lists rather than maps: a heartbeat lists a handful of
+        // groups, and a peer that lists thousands costs a sort, not a hash
+        // map, per heartbeat.
+        let mut tree = tree;
+        tree.sort_unstable_by_key(|&(m, _)| m);
+        let listed = |mid: &Mid| {
+            tree.binary_search_by_key(mid, |&(m, _)| m)
+                .ok()
+                .map(|i| tree[i].1)
+        };
+        let mut replica = replica;
+        replica.sort_unstable_by_key(|&(m, _)| m);
         let mut rejoin = Vec::new();
         let mut drop_child = Vec::new();
         let mut tail = Vec::new();
         for (mid, g) in self.groups.iter_mut() {
             if g.parent.is_some_and(|p| p.id == from.id) && g.attached {
-                match listed.get(mid) {
-                    Some(&parent_next) if g.stream.next.is_some_and(|n| n < parent_next) => {
+                match listed(mid) {
+                    Some(parent_next) if g.stream.next.is_some_and(|n| n < parent_next) => {
                         g.stream.head = g.stream.head.max(parent_next);
                         tail.push(*mid);
                     }
@@ -206,7 +217,7 @@ impl<R: Rng> Node<R> {
             if let Some(c) = g.children.get_mut(&from.id) {
                 c.coord = coord.checked().or(c.coord);
                 let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
-                if settled && !listed.contains_key(mid) {
+                if settled && listed(mid).is_none() {
                     drop_child.push(*mid);
                 }
             }
@@ -225,8 +236,7 @@ impl<R: Rng> Node<R> {
             }
             self.prune(mid);
         }
-        let listed: HashSet<Mid> = replica.iter().map(|(m, _)| *m).collect();
-        for (mid, seq) in replica {
+        for &(mid, seq) in &replica {
             if let Some(r) = self.replicas.get_mut(&mid) {
                 if r.root.id == from.id {
                     r.committed = r.committed.max(seq.min(r.log.next() - 1));
@@ -236,7 +246,7 @@ impl<R: Rng> Node<R> {
         self.replicas.retain(|mid, r| {
             let dropped = r.root.id == from.id
                 && r.orphaned.is_none()
-                && !listed.contains(mid)
+                && replica.binary_search_by_key(mid, |&(m, _)| m).is_err()
                 && now.duration_since(r.since) > grace;
             if dropped {
                 tracing::debug!(mid = %mid, "the root no longer counts on us as a replica");
@@ -274,5 +284,89 @@ impl<R: Rng> Node<R> {
         self.tree_peer_lost(peer, true);
         self.replica_lost(peer);
         self.replica_root_lost(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+
+    use crate::config::Config;
+    use crate::coord::Coord;
+    use crate::id::{Mid, NodeId};
+    use crate::message::Message;
+    use crate::node::{Command, Input, Node};
+    use crate::test_support::{deliver, drain, info, node};
+
+    const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
+    const P: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
+    const N: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
+    const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
+
+    /// N, attached under ROOT -> P, at `t0`.
+    fn attached_n(t0: Instant) -> Node<StdRng> {
+        let mut n = node(N, &[ROOT, P], Config::default());
+        n.handle(t0, Input::Command(Command::Join { mid: MID }));
+        drain(&mut n);
+        let ack = Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT), NodeId(P)],
+            delay_us: 10_000,
+            coord: Coord::default(),
+        };
+        deliver(&mut n, P, ack);
+        assert!(n.group(MID).unwrap().attached);
+        n
+    }
+
+    /// A heartbeat from P at `at` that lists `tree`.
+    fn beat(n: &mut Node<StdRng>, at: Instant, tree: Vec<(Mid, u64)>) -> Vec<Message> {
+        let msg = Message::Heartbeat {
+            tree,
+            replica: Vec::new(),
+            coord: Coord::default(),
+        };
+        n.handle(at, Input::Message { from: info(P), msg });
+        drain(n).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Thousands of other groups, in no order.
+    fn others() -> Vec<(Mid, u64)> {
+        (0..4000u128)
+            .map(|i| (Mid(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 100), 1))
+            .collect()
+    }
+
+    #[test]
+    fn a_parent_that_lists_our_group_among_thousands_keeps_us() {
+        let t0 = Instant::now();
+        let mut n = attached_n(t0);
+        let mut tree = others();
+        tree.insert(1234, (MID, 1));
+        let sent = beat(&mut n, t0 + Duration::from_secs(3), tree);
+        assert!(
+            !sent.iter().any(|m| matches!(m, Message::Join { .. })),
+            "{sent:?}"
+        );
+        assert!(n.group(MID).unwrap().attached);
+    }
+
+    #[test]
+    fn a_parent_that_no_longer_lists_our_group_makes_us_join_again() {
+        let t0 = Instant::now();
+        let mut n = attached_n(t0);
+        // Within the grace period, a list without us may predate our join.
+        beat(&mut n, t0 + Duration::from_millis(100), others());
+        assert!(n.group(MID).unwrap().attached);
+        let sent = beat(&mut n, t0 + Duration::from_secs(3), others());
+        assert!(
+            sent.iter()
+                .any(|m| matches!(m, Message::Join { mid, .. } if *mid == MID)),
+            "{sent:?}"
+        );
     }
 }
