@@ -311,8 +311,8 @@ fn crashes_and_loss_lose_no_accepted_message() {
             rec.accepted.len(),
             rec.failed,
             crashed,
-            sim.dropped,
-            sim.messages
+            sim.dropped(),
+            sim.messages()
         );
         assert!(
             root_crashed && crashed >= 7,

@@ -6,44 +6,63 @@
 //! per link. Connections come up when a node first sends to another, as QUIC
 //! connections do in the daemon, and both ends are told the link's round-trip
 //! time, as the daemon tells them QUIC's estimate. A probe
-//! ([`Output::Probe`]) is answered with the round-trip time after one round
+//! ([`Output::Probe`](crate::node::Output::Probe)) is answered with the round-trip time after one round
 //! trip.
 //! A crashed node goes silent, as a killed process does: what is sent to it
 //! vanishes, its connected peers hear of it only when their connection's
 //! idle timeout expires (`idle_timeout`), and a new connection to it fails
 //! after `dial_timeout`. Messages can also be dropped at random (`loss`),
 //! to check that the protocol recovers from any single lost message. Given
-//! the same seed, a run is identical every time.
+//! the same seed (and number of parts), a run is identical every time.
+//!
+//! Large networks run on several threads: virtual time advances in windows
+//! shorter than the least delay of the network, within which no node can
+//! hear from another, so the nodes, split into parts, run each window at
+//! once and exchange what they sent when it ends (see [`Sim::with_parts`]).
 //!
 //! This drives the protocol in this crate's tests, and the simulator in
 //! `tools/` (`overlay-sim`) drives it with network topologies, churn and
 //! measurements through its own [`Network`].
 
+mod part;
 mod queue;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
-use crate::frame;
 use crate::id::NodeId;
 use crate::message::{Message, NodeInfo};
-use crate::node::{Command, Event, Input, Node, Output};
+use crate::node::{Command, Event, Input, Node};
+use part::{Part, Pending, Shared};
 
-/// The delays between nodes, and a view of every message sent.
-pub trait Network {
+/// The delays between nodes, and a view of the messages sent.
+pub trait Network: Sync {
     /// One-way delay of a message from node `from` to node `to` (indices in
     /// the order the nodes were added). Must not change for a pair while
     /// messages are under way between them, so that links stay in order.
-    fn delay(&mut self, from: usize, to: usize) -> Duration;
+    fn delay(&self, from: usize, to: usize) -> Duration;
+
+    /// A lower bound of [`Network::delay`] between two different nodes.
+    /// The simulation runs in windows of this length, within which the
+    /// nodes cannot hear from one another, so that parts of them can run
+    /// at once; the longer, the fewer windows.
+    fn min_delay(&self) -> Duration;
+
+    /// Whether [`Network::sent`] wants to see `msg`.
+    fn watches(&self, msg: &Message) -> bool {
+        let _ = msg;
+        false
+    }
 
     /// Called for every message that leaves `from` for `to` (running, and
-    /// not dropped by `loss`).
+    /// not dropped by `loss`) that the network [watches](Network::watches),
+    /// at the end of the window it was sent in, in the order of the nodes'
+    /// parts and then in the order sent.
     fn sent(&mut self, from: usize, to: usize, msg: &Message) {
         let _ = (from, to, msg);
     }
@@ -54,77 +73,41 @@ pub trait Network {
 pub struct FixedDelay(pub Duration);
 
 impl Network for FixedDelay {
-    fn delay(&mut self, _: usize, _: usize) -> Duration {
+    fn delay(&self, _: usize, _: usize) -> Duration {
+        self.0
+    }
+
+    fn min_delay(&self) -> Duration {
         self.0
     }
 }
 
-/// What waits in the queue for a node.
-#[derive(Debug)]
-enum Pending {
-    Input(Input),
-    /// A connection came up: [`Input::PeerUp`] and [`Input::Rtt`] at once,
-    /// as the daemon reports them.
-    Connected {
-        peer: NodeInfo,
-        rtt: Duration,
-    },
-}
-
-/// A node's open connections: peer indices, sorted (looked up for every
-/// message sent, changed only when a connection opens or closes).
-#[derive(Debug, Default)]
-struct Peers(Vec<u32>);
-
-impl Peers {
-    fn contains(&self, p: u32) -> bool {
-        self.0.binary_search(&p).is_ok()
-    }
-
-    /// Adds `p`; whether it was new.
-    fn insert(&mut self, p: u32) -> bool {
-        match self.0.binary_search(&p) {
-            Ok(_) => false,
-            Err(at) => {
-                self.0.insert(at, p);
-                true
-            }
-        }
-    }
-
-    /// Removes `p`; whether it was there.
-    fn remove(&mut self, p: u32) -> bool {
-        match self.0.binary_search(&p) {
-            Ok(at) => {
-                self.0.remove(at);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
+/// Fewest inputs waiting for a window to be worth a second thread.
+const PARALLEL_MIN_WAITING: usize = 4096;
 
 /// A simulated network of nodes.
+///
+/// Virtual time advances in windows no longer than the network's
+/// [least delay](Network::min_delay): nothing a node sends within a window
+/// arrives before it ends. The nodes are split into [parts](Sim::with_parts)
+/// that run each window on their own, at once on as many threads as the
+/// machine has, and exchange what they sent at its end. With one part (the
+/// default) the simulation runs exactly in the order events are due.
 #[derive(Debug)]
 pub struct Sim<N = FixedDelay> {
-    nodes: Vec<Node<StdRng>>,
+    parts: Vec<Part>,
     alive: Vec<bool>,
+    infos: Vec<NodeInfo>,
     by_id: HashMap<NodeId, usize>,
     by_addr: HashMap<SocketAddr, usize>,
-    /// Each node's open connections, by peer index.
-    links: Vec<Peers>,
-    /// Inputs by when they are due (nanoseconds after `start`), then by
-    /// the order they were scheduled in, so runs are reproducible. The queue
-    /// holds an index into `slab`, where the input waits with its node:
-    /// inputs are large, and the queue moves its entries around.
-    queue: queue::Queue<u32>,
-    slab: Vec<Option<(u32, Pending)>>,
-    free: Vec<u32>,
     start: Instant,
     now: Instant,
     rng: StdRng,
     cfg: Config,
     net: N,
+    threads: usize,
+    /// Fewest inputs waiting for a window to run on more than one thread.
+    parallel_min_waiting: usize,
     /// Whether every message is encoded and decoded on its way, which
     /// checks the codec on everything the protocol sends (on by default).
     pub codec: bool,
@@ -134,15 +117,6 @@ pub struct Sim<N = FixedDelay> {
     pub dial_timeout: Duration,
     /// Probability that any one message is dropped.
     pub loss: f64,
-    /// Messages dropped at random so far.
-    pub dropped: u64,
-    events: Vec<(usize, Event)>,
-    /// Messages delivered so far.
-    pub messages: u64,
-    /// Messages sent so far, by kind (few kinds: a list is quickest).
-    kinds: Vec<(&'static str, u64)>,
-    /// Inputs handled so far (messages, timers, commands, connections).
-    pub inputs: u64,
 }
 
 impl Sim<FixedDelay> {
@@ -155,33 +129,52 @@ impl Sim<FixedDelay> {
 
 impl<N: Network> Sim<N> {
     /// An empty network with delays from `net`, whose randomness all comes
-    /// from `seed`.
+    /// from `seed`, run as one part.
     pub fn with_network(seed: u64, cfg: Config, net: N) -> Self {
+        Sim::with_parts(seed, cfg, net, 1)
+    }
+
+    /// An empty network with delays from `net`, whose randomness all comes
+    /// from `seed`, with its nodes in `parts` parts (at least one) that
+    /// run at once on up to as many threads. The same seed and number of
+    /// parts give the same run, whatever the number of threads.
+    pub fn with_parts(seed: u64, cfg: Config, net: N, parts: usize) -> Self {
         let now = Instant::now();
+        let parts = parts.max(1);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(parts);
         Sim {
-            nodes: Vec::new(),
+            parts: (0..parts)
+                .map(|p| {
+                    // Each part draws its losses from a stream of its own.
+                    let seed = seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    Part::new(p, parts, now, StdRng::seed_from_u64(seed))
+                })
+                .collect(),
             alive: Vec::new(),
+            infos: Vec::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
-            links: Vec::new(),
-            queue: queue::Queue::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
             start: now,
             now,
             rng: StdRng::seed_from_u64(seed),
             cfg,
             net,
+            threads,
+            parallel_min_waiting: PARALLEL_MIN_WAITING,
             codec: true,
             idle_timeout: Duration::from_millis(1500),
             dial_timeout: Duration::from_secs(2),
             loss: 0.0,
-            dropped: 0,
-            events: Vec::new(),
-            messages: 0,
-            kinds: Vec::new(),
-            inputs: 0,
         }
+    }
+
+    /// Runs the parts on at most `threads` threads (at least one; by
+    /// default as many as the machine has, up to the number of parts). The
+    /// run is the same whatever the number.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.clamp(1, self.parts.len());
     }
 
     /// The network model.
@@ -198,7 +191,7 @@ impl<N: Network> Sim<N> {
     /// Adds a node with a random id and bootstraps it from `bootstrap`
     /// (none: it starts a new overlay). Returns its index.
     pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
-        let i = self.nodes.len();
+        let i = self.infos.len();
         let id = NodeId(self.rng.random());
         // Addresses are labels only: nothing is ever sent to them.
         let addr = SocketAddr::V4(SocketAddrV4::new(
@@ -207,41 +200,64 @@ impl<N: Network> Sim<N> {
         ));
         let info = NodeInfo { id, addr };
         let seed = self.rng.random();
-        self.nodes.push(Node::new(
+        let node = Node::new(
             info,
             self.cfg.clone(),
             StdRng::seed_from_u64(seed),
             self.now,
-        ));
+        );
+        let count = self.parts.len();
+        let part = &mut self.parts[i % count];
+        part.nodes.push(node);
+        part.links.push(Default::default());
         self.alive.push(true);
-        self.links.push(Peers::default());
+        self.infos.push(info);
         self.by_id.insert(id, i);
         self.by_addr.insert(addr, i);
-        let addrs = bootstrap.iter().map(|&b| self.nodes[b].me().addr).collect();
+        let addrs = bootstrap.iter().map(|&b| self.infos[b].addr).collect();
         self.command(i, Command::Bootstrap { addrs });
         i
     }
 
     /// Hands node `i` a local command now.
     pub fn command(&mut self, i: usize, cmd: Command) {
-        self.input(i, [Input::Command(cmd)]);
+        self.take_inboxes();
+        let count = self.parts.len();
+        let now = self.now;
+        self.parts[i % count].now = now;
+        let (sh, parts) = self.shared();
+        parts[i % count].input(&sh, i, [Input::Command(cmd)]);
+        self.hand_over();
     }
 
     /// Messages sent so far, by kind.
     pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
-        self.kinds.iter().copied().collect()
+        let mut all = BTreeMap::new();
+        for (k, n) in self.parts.iter().flat_map(|p| p.kinds.iter()) {
+            *all.entry(*k).or_default() += n;
+        }
+        all
     }
 
-    fn count_kind(&mut self, kind: &'static str) {
-        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => self.kinds.push((kind, 1)),
-        }
+    /// Messages delivered so far.
+    pub fn messages(&self) -> u64 {
+        self.parts.iter().map(|p| p.messages).sum()
+    }
+
+    /// Messages dropped at random so far.
+    pub fn dropped(&self) -> u64 {
+        self.parts.iter().map(|p| p.dropped).sum()
+    }
+
+    /// Inputs handled so far (messages, timers, commands, connections).
+    pub fn inputs(&self) -> u64 {
+        self.parts.iter().map(|p| p.inputs).sum()
     }
 
     /// The node at index `i`.
     pub fn node(&self, i: usize) -> &Node<StdRng> {
-        &self.nodes[i]
+        let part = &self.parts[i % self.parts.len()];
+        &part.nodes[part.slot(i)]
     }
 
     /// Index of the node with `id`.
@@ -251,12 +267,12 @@ impl<N: Network> Sim<N> {
 
     /// Number of nodes ever added.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.infos.len()
     }
 
     /// Whether no node was added.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.infos.is_empty()
     }
 
     /// Whether node `i` is running.
@@ -269,14 +285,30 @@ impl<N: Network> Sim<N> {
         self.now - self.start
     }
 
+    /// Node `i`'s open connections.
+    fn links(&mut self, i: usize) -> &mut part::Peers {
+        let count = self.parts.len();
+        let part = &mut self.parts[i % count];
+        let k = part.slot(i);
+        &mut part.links[k]
+    }
+
+    /// Queues `input` for node `i` at `at` (between windows).
+    fn schedule(&mut self, at: Instant, i: usize, input: Input) {
+        let at = u64::try_from((at - self.start).as_nanos()).unwrap_or(u64::MAX);
+        let count = self.parts.len();
+        self.parts[i % count].push(at, i as u32, Pending::Input(input));
+    }
+
     /// Stops node `i` without a word to anyone.
     pub fn crash(&mut self, i: usize) {
+        self.take_inboxes();
         self.alive[i] = false;
-        let id = self.nodes[i].me().id;
-        let peers = std::mem::take(&mut self.links[i]);
+        let id = self.infos[i].id;
+        let peers = std::mem::take(self.links(i)).sorted();
         let at = self.now + self.idle_timeout;
-        for j in peers.0 {
-            self.links[j as usize].remove(i as u32);
+        for j in peers {
+            self.links(j as usize).remove(i as u32);
             self.schedule(at, j as usize, Input::PeerDown(id));
         }
     }
@@ -285,9 +317,10 @@ impl<N: Network> Sim<N> {
     /// peer too slow to keep up: both learn of it at once, and the next
     /// message between them opens a new connection.
     pub fn disconnect(&mut self, a: usize, b: usize) {
-        if self.links[a].remove(b as u32) {
-            self.links[b].remove(a as u32);
-            let (ia, ib) = (self.nodes[a].me().id, self.nodes[b].me().id);
+        self.take_inboxes();
+        if self.links(a).remove(b as u32) {
+            self.links(b).remove(a as u32);
+            let (ia, ib) = (self.infos[a].id, self.infos[b].id);
             let at = self.now + self.net.delay(a, b);
             self.schedule(at, a, Input::PeerDown(ib));
             self.schedule(at, b, Input::PeerDown(ia));
@@ -296,8 +329,8 @@ impl<N: Network> Sim<N> {
 
     /// Index of a random running node for which `pick` holds, if any.
     pub fn random_node(&mut self, mut pick: impl FnMut(&Node<StdRng>) -> bool) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.alive[i] && pick(&self.nodes[i]))
+        let candidates: Vec<usize> = (0..self.len())
+            .filter(|&i| self.alive[i] && pick(self.node(i)))
             .collect();
         if candidates.is_empty() {
             None
@@ -306,153 +339,226 @@ impl<N: Network> Sim<N> {
         }
     }
 
-    /// Takes the events every node reported so far, with the node's index.
+    /// Takes the events every node reported so far, with the node's index,
+    /// in the order they happened (by time, then by part).
     pub fn take_events(&mut self) -> Vec<(usize, Event)> {
-        std::mem::take(&mut self.events)
+        let mut all: Vec<(u64, usize, Event)> = Vec::new();
+        for part in &mut self.parts {
+            all.append(&mut part.events);
+        }
+        // Stable: a part's events stay in the order they were reported.
+        all.sort_by_key(|&(t, _, _)| t);
+        all.into_iter().map(|(_, i, e)| (i, e)).collect()
     }
 
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        let limit = self.nanos(until);
-        while let Some((at, slot)) = self.queue.pop_until(limit) {
-            self.now = self.start + Duration::from_nanos(at);
-            if let Some((node, pending)) = self.slab[slot as usize].take() {
-                self.free.push(slot);
-                match pending {
-                    Pending::Input(input) => self.input(node as usize, [input]),
-                    Pending::Connected { peer, rtt } => self.input(
-                        node as usize,
-                        [Input::PeerUp(peer), Input::Rtt { peer, rtt }],
-                    ),
-                }
+        let end = u64::try_from((until - self.start).as_nanos()).unwrap_or(u64::MAX);
+        let window = u64::try_from(self.net.min_delay().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut from = u64::try_from((self.now - self.start).as_nanos()).unwrap_or(u64::MAX);
+        // Windows up to `end` included, as the events due at `end` belong
+        // to this run.
+        while from <= end {
+            let last = from.saturating_add(window - 1).min(end);
+            self.run_window(last);
+            from = last.saturating_add(1);
+            if last == u64::MAX {
+                break;
             }
         }
         self.now = until;
+        for part in &mut self.parts {
+            part.now = until;
+        }
     }
 
-    /// Nanoseconds of virtual time from the start to `t`.
-    fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from((t - self.start).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn schedule(&mut self, at: Instant, i: usize, input: Input) {
-        self.schedule_pending(at, i, Pending::Input(input));
-    }
-
-    fn schedule_pending(&mut self, at: Instant, i: usize, pending: Pending) {
-        let entry = Some((i as u32, pending));
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = entry;
-                slot
+    /// Runs every part up to `last` (ns, included), then hands over what
+    /// they have for each other.
+    fn run_window(&mut self, last: u64) {
+        let waiting: usize = self.parts.iter().map(|p| p.waiting()).sum();
+        let threads = if waiting >= self.parallel_min_waiting {
+            self.threads
+        } else {
+            1
+        };
+        let (sh, parts) = self.shared();
+        if threads <= 1 {
+            for part in parts.iter_mut() {
+                part.run_until(&sh, last);
             }
-            None => {
-                self.slab.push(entry);
-                (self.slab.len() - 1) as u32
+        } else {
+            // Part p runs on thread p % threads.
+            let mut groups: Vec<Vec<&mut Part>> = (0..threads).map(|_| Vec::new()).collect();
+            for (p, part) in parts.iter_mut().enumerate() {
+                groups[p % threads].push(part);
+            }
+            let sh = &sh;
+            std::thread::scope(|s| {
+                let mut groups = groups.into_iter();
+                let mine = groups.next().unwrap_or_default();
+                for group in groups {
+                    s.spawn(move || {
+                        for part in group {
+                            part.run_until(sh, last);
+                        }
+                    });
+                }
+                for part in mine {
+                    part.run_until(sh, last);
+                }
+            });
+        }
+        self.hand_over();
+    }
+
+    /// What the parts read while they run, and the parts.
+    fn shared(&mut self) -> (Shared<'_, N>, &mut [Part]) {
+        let sh = Shared {
+            alive: &self.alive,
+            by_id: &self.by_id,
+            by_addr: &self.by_addr,
+            infos: &self.infos,
+            cfg: &self.cfg,
+            net: &self.net,
+            start: self.start,
+            codec: self.codec,
+            dial_timeout: self.dial_timeout,
+            loss: self.loss,
+        };
+        (sh, &mut self.parts)
+    }
+
+    /// Hands each part what the others have for it, in the order of the
+    /// parts (each takes it in when it next runs), and shows the network
+    /// the messages it watches.
+    fn hand_over(&mut self) {
+        let count = self.parts.len();
+        for p in 0..count {
+            for q in 0..count {
+                if q != p && !self.parts[p].outbox[q].is_empty() {
+                    let batch = std::mem::take(&mut self.parts[p].outbox[q]);
+                    self.parts[q].inbox.push(batch);
+                }
+            }
+            let watched = std::mem::take(&mut self.parts[p].watched);
+            for (from, to, msg) in &watched {
+                self.net.sent(*from as usize, *to as usize, msg);
+            }
+        }
+    }
+
+    /// Has every part take in what was handed over to it, before the
+    /// connections or queues are looked at or changed from outside a
+    /// window.
+    fn take_inboxes(&mut self) {
+        for part in &mut self.parts {
+            part.take_inbox();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Mid;
+    use bytes::Bytes;
+
+    /// Builds an overlay of `n` nodes in `parts` parts on `threads`
+    /// threads, with one group that every node joins, publishes to it,
+    /// crashes a node, publishes again; returns every event with its node
+    /// and the messages sent.
+    fn run(parts: usize, threads: usize, n: usize) -> (Vec<String>, u64, u64) {
+        let mut sim = Sim::with_parts(
+            7,
+            Config::default(),
+            FixedDelay(Duration::from_millis(3)),
+            parts,
+        );
+        sim.set_threads(threads);
+        // Every window on the threads, however few inputs wait.
+        sim.parallel_min_waiting = 0;
+        let mut log = Vec::new();
+        let take = |sim: &mut Sim, log: &mut Vec<String>| {
+            for (i, e) in sim.take_events() {
+                log.push(format!("{:?} {i} {e:?}", sim.elapsed()));
             }
         };
-        self.queue.push(self.nanos(at), slot);
-    }
-
-    /// Hands node `i` the inputs, flushes it, and carries out its outputs.
-    fn input<const K: usize>(&mut self, i: usize, inputs: [Input; K]) {
-        if !self.alive[i] {
-            return;
+        sim.add_node(&[]);
+        for i in 1..n {
+            sim.add_node(&[(i * 7) % i, i / 2]);
+            sim.run_for(Duration::from_millis(20));
+            take(&mut sim, &mut log);
         }
-        self.inputs += K as u64;
-        let t = (self.now - self.start).as_millis() as u64;
-        let _span = tracing::debug_span!("node", i, t).entered();
-        for input in inputs {
-            self.nodes[i].handle(self.now, input);
+        sim.run_for(Duration::from_secs(5));
+        sim.command(0, Command::CreateGroup { request: 1 });
+        let mid: Mid = sim
+            .take_events()
+            .into_iter()
+            .find_map(|(_, e)| match e {
+                Event::GroupCreated { mid, .. } => Some(mid),
+                _ => None,
+            })
+            .expect("the group is created at once");
+        for i in 1..n {
+            sim.command(i, Command::Join { mid });
         }
-        self.nodes[i].handle(self.now, Input::Flush);
-        while let Some(out) = self.nodes[i].poll_output() {
-            self.output(i, out);
+        sim.run_for(Duration::from_secs(5));
+        take(&mut sim, &mut log);
+        for k in 0..5 {
+            let payload = Bytes::from(format!("message {k}"));
+            sim.command(
+                n - 1 - k,
+                Command::Publish {
+                    request: k as u64,
+                    mid,
+                    payload,
+                },
+            );
+            sim.run_for(Duration::from_millis(200));
+            take(&mut sim, &mut log);
         }
-    }
-
-    /// The round trip between two nodes.
-    fn rtt(&mut self, a: usize, b: usize) -> Duration {
-        self.net.delay(a, b) + self.net.delay(b, a)
-    }
-
-    fn connect(&mut self, a: usize, b: usize) {
-        if self.links[a].insert(b as u32) {
-            self.links[b].insert(a as u32);
-            let rtt = self.rtt(a, b);
-            // The other side learns of the connection with the first
-            // message, the dialer once its handshake is answered. (The
-            // handshake does not delay the first message here: links stay
-            // simple first-in first-out queues.)
-            let (ia, ib) = (self.nodes[a].me(), self.nodes[b].me());
-            let at_a = self.now + rtt;
-            let at_b = self.now + self.net.delay(a, b);
-            self.schedule_pending(at_b, b, Pending::Connected { peer: ia, rtt });
-            self.schedule_pending(at_a, a, Pending::Connected { peer: ib, rtt });
-        }
-    }
-
-    fn output(&mut self, i: usize, out: Output) {
-        match out {
-            Output::Send { to, msg } => {
-                let Some(&j) = self.by_id.get(&to.id) else {
-                    return;
-                };
-                if !self.alive[j] {
-                    // Connected: the idle timeout will tell. Not connected:
-                    // the dial fails.
-                    if !self.links[i].contains(j as u32) {
-                        self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id));
-                    }
-                    return;
-                }
-                if self.loss > 0.0 && self.rng.random_bool(self.loss.min(1.0)) {
-                    self.dropped += 1;
-                    return;
-                }
-                self.connect(i, j);
-                self.count_kind(msg.kind());
-                self.net.sent(i, j, &msg);
-                let msg = if self.codec {
-                    let max = self.cfg.max_frame_size();
-                    let encoded = frame::encode(&msg, max)
-                        .expect("the protocol only sends encodable messages");
-                    let mut buf = BytesMut::with_capacity(encoded.len());
-                    buf.put_slice(&encoded.head);
-                    buf.put_slice(&encoded.payload);
-                    frame::decode(buf.freeze(), max).expect("what was encoded decodes")
-                } else {
-                    msg
-                };
-                self.messages += 1;
-                let from = self.nodes[i].me();
-                let arrive = self.now + self.net.delay(i, j);
-                self.schedule(arrive, j, Input::Message { from, msg });
-            }
-            Output::Dial(addr) => {
-                let peer = self.by_addr.get(&addr).copied().filter(|&j| self.alive[j]);
-                let at = match peer {
-                    Some(j) => {
-                        self.connect(i, j);
-                        self.now + self.rtt(i, j)
-                    }
-                    None => self.now + self.dial_timeout,
-                };
-                let peer = peer.map(|j| self.nodes[j].me());
-                self.schedule(at, i, Input::Dialed { addr, peer });
-            }
-            Output::Probe(to) => match self.by_id.get(&to.id).copied() {
-                Some(j) if self.alive[j] => {
-                    let rtt = self.rtt(i, j);
-                    self.schedule(self.now + rtt, i, Input::Rtt { peer: to, rtt });
-                }
-                _ => self.schedule(self.now + self.dial_timeout, i, Input::PeerDown(to.id)),
+        sim.crash(1);
+        sim.run_for(Duration::from_secs(5));
+        sim.command(
+            n - 1,
+            Command::Publish {
+                request: 9,
+                mid,
+                payload: Bytes::from_static(b"after"),
             },
-            Output::SetTimer { at, timer } => {
-                self.schedule(at.max(self.now), i, Input::Timer(timer))
-            }
-            Output::Event(e) => self.events.push((i, e)),
+        );
+        sim.run_for(Duration::from_secs(3));
+        take(&mut sim, &mut log);
+        (log, sim.messages(), sim.inputs())
+    }
+
+    #[test]
+    fn threads_do_not_change_a_run() {
+        let one = run(3, 1, 40);
+        let many = run(3, 3, 40);
+        assert_eq!(one.1, many.1, "messages sent");
+        assert_eq!(one.2, many.2, "inputs handled");
+        assert_eq!(one.0.len(), many.0.len(), "events reported");
+        for (a, b) in one.0.iter().zip(&many.0) {
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn nodes_in_different_parts_build_a_group_that_delivers_everything() {
+        let n = 40;
+        let (log, _, _) = run(3, 2, n);
+        let delivered = |node: usize| {
+            let tag = format!(" {node} Delivered");
+            log.iter().filter(|l| l.contains(&tag)).count()
+        };
+        // Every member but the crashed one (node 0 is the root), whichever
+        // part it is in, gets each of the six messages once.
+        for i in 2..n {
+            assert_eq!(delivered(i), 6, "node {i}: {log:#?}");
         }
     }
 }

@@ -78,8 +78,7 @@ impl<T> Queue<T> {
     }
 
     /// Events waiting.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 

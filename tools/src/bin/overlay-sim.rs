@@ -16,6 +16,11 @@ use anyhow::Context;
 use clap::Parser;
 use overlay_tools::sim::{self, scenario::Model, Scenario};
 
+// Messages are made on one simulation thread and dropped on the other;
+// mimalloc frees across threads without the lock glibc's arenas take.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulate an overlay with the real protocol and measure its trees.
 ///
 /// Flags override the scenario file, which overrides the defaults.
@@ -67,6 +72,10 @@ struct Args {
     /// Encode and decode every message (slower).
     #[arg(long)]
     codec: bool,
+    /// Parts the nodes are split into, run at once on up to as many
+    /// threads (the figures depend on it, not on the threads).
+    #[arg(long)]
+    parts: Option<usize>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -104,7 +113,8 @@ fn main() -> anyhow::Result<()> {
         churn_secs,
         max_children,
         min_group,
-        settle_secs
+        settle_secs,
+        parts
     );
     if args.no_proximity {
         scn.proximity = false;

@@ -8,6 +8,7 @@
 //!   also counts what crosses each link;
 //! - [`scenario`]: what a run does, from TOML and flags;
 //! - [`run`]: the phases of a run and the measurements;
+//! - [`reference`]: the same groups built centrally, to compare with;
 //! - [`report`]: the figures, as a table beside the targets or as JSON;
 //! - [`plot`]: the distributions and one group's tree, as SVG (`--plot`).
 //!
@@ -17,6 +18,7 @@
 
 pub mod net;
 pub mod plot;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -47,8 +47,20 @@ impl Net {
 }
 
 impl Network for Net {
-    fn delay(&mut self, from: usize, to: usize) -> Duration {
+    fn delay(&self, from: usize, to: usize) -> Duration {
         Duration::from_micros(self.topo.delay_us(from, to) as u64)
+    }
+
+    fn min_delay(&self) -> Duration {
+        Duration::from_micros(self.topo.min_delay_us() as u64)
+    }
+
+    fn watches(&self, msg: &Message) -> bool {
+        match msg {
+            Message::Data(_) => self.stress.is_some(),
+            Message::Join { .. } => true,
+            _ => false,
+        }
     }
 
     fn sent(&mut self, from: usize, to: usize, msg: &Message) {

@@ -127,6 +127,19 @@ pub struct Stress {
     pub ip_samples: Vec<f64>,
 }
 
+/// Reference trees: the same groups built centrally (see
+/// [`super::reference`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct References {
+    /// Each member under the node that gives it the shortest delay from
+    /// the root.
+    pub shortest_paths: super::reference::Reference,
+    /// Each member under the nearest node.
+    pub nearest_parent: super::reference::Reference,
+    /// Each member under the nearest node within the placement budget.
+    pub nearest_within_budget: super::reference::Reference,
+}
+
 /// Joins.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Joins {
@@ -211,6 +224,9 @@ pub struct Report {
     pub control_per_node_s: f64,
     /// Link stress (none for the Euclidean model).
     pub stress: Option<Stress>,
+    /// The same groups built centrally and greedily with the same fan-out
+    /// bound, for comparison (none for the Euclidean model).
+    pub reference: Option<References>,
     /// Delivery of the messages published at rest.
     pub delivery_at_rest: Delivery,
     /// Churn.
@@ -391,7 +407,12 @@ impl Report {
             );
             out.row(
                 "copies on all links, overlay / IP",
-                format!("{} / {}", st.alm_total, st.ip_total),
+                format!(
+                    "{} / {} ({:.2}x)",
+                    st.alm_total,
+                    st.ip_total,
+                    st.alm_total as f64 / st.ip_total.max(1) as f64
+                ),
                 "",
                 None,
             );
@@ -405,6 +426,30 @@ impl Report {
                 "",
                 None,
             );
+        }
+        if let (Some(r), Some(st)) = (&self.reference, &self.stress) {
+            for (name, t) in [
+                ("shortest paths", &r.shortest_paths),
+                ("nearest parent", &r.nearest_parent),
+                ("nearest within budget", &r.nearest_within_budget),
+            ] {
+                out.row(
+                    &format!("reference, {name}: stretch mean / p95"),
+                    format!("{:.2} / {:.2}", t.stretch.mean, t.stretch.p95),
+                    "",
+                    None,
+                );
+                out.row(
+                    &format!("reference, {name}: stress mean, copies"),
+                    format!(
+                        "{:.2}, {:.2}x IP",
+                        t.stress.mean,
+                        t.copies_total as f64 / st.ip_total.max(1) as f64
+                    ),
+                    "",
+                    None,
+                );
+            }
         }
         out.row(
             "messages per node per second at rest",

@@ -11,7 +11,8 @@
 //! 3. **Measurements at rest.** Routing (random keys from random nodes,
 //!    followed through the real routing tables), the trees (depth,
 //!    children, forwarders, stretch against direct unicast), control
-//!    traffic per node and second in a quiet window, and link stress of one
+//!    traffic per node and second over the end of the settle (the quiet
+//!    window, `steady_secs`), and link stress of one
 //!    message per group, published at the root, against IP multicast's
 //!    shortest-path tree.
 //! 4. **Churn.** A share of the nodes crashes, silently, at random times;
@@ -33,7 +34,8 @@ use rand::{Rng, SeedableRng};
 
 use super::net::Net;
 use super::plot::TreeDrawing;
-use super::report::{Churn, Delivery, Dist, Report, Routing, Stress, Trees};
+use super::reference::{self, Builder};
+use super::report::{Churn, Delivery, Dist, References, Report, Routing, Stress, Trees};
 use super::scenario::{Model, Scenario};
 use super::topology::Topology;
 
@@ -92,6 +94,8 @@ pub struct Driver {
     repair_ms: Vec<f64>,
     unrepaired: u64,
     rebootstraps: u64,
+    /// Messages per running node and second over the end of the settle.
+    control_per_node_s: f64,
     progress: bool,
     wall: Instant,
 }
@@ -115,8 +119,9 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
     let mut report = Report::new(scn, d.sim.network().topo.describe());
     report.routing = d.measure_routing();
     report.trees = d.measure_trees();
-    report.control_per_node_s = d.measure_control();
+    report.control_per_node_s = d.control_per_node_s;
     report.stress = d.measure_stress();
+    report.reference = d.reference();
     report.join = d.join_stats();
     report.delivery_at_rest = d.delivery();
     if scn.churn > 0.0 {
@@ -131,7 +136,7 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     report.virtual_secs = d.sim.elapsed().as_secs_f64();
-    report.sim_inputs = d.sim.inputs;
+    report.sim_inputs = d.sim.inputs();
     report.wall_secs = d.wall.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -143,7 +148,7 @@ impl Driver {
             Model::TransitStub => Topology::transit_stub(&scn.transit_stub, &mut rng),
             Model::Euclidean => Topology::euclidean(scn.euclidean_side_ms),
         };
-        let mut sim = Sim::with_network(rng.random(), scn.config(), Net::new(topo));
+        let mut sim = Sim::with_parts(rng.random(), scn.config(), Net::new(topo), scn.parts);
         sim.codec = scn.codec;
         Driver {
             groups: Vec::new(),
@@ -165,6 +170,7 @@ impl Driver {
             repair_ms: Vec::new(),
             unrepaired: 0,
             rebootstraps: 0,
+            control_per_node_s: 0.0,
             live: Vec::new(),
             live_at: Vec::new(),
             scn,
@@ -427,7 +433,14 @@ impl Driver {
             self.advance(Duration::from_millis(100));
         }
         self.say(&format!("settling for {} s", self.scn.settle_secs));
-        self.advance(Duration::from_secs_f64(self.scn.settle_secs.max(2.0)));
+        let settle = self.scn.settle_secs.max(2.0);
+        let quiet = self.scn.steady_secs.clamp(0.1, settle);
+        self.advance(Duration::from_secs_f64(settle - quiet));
+        // Control traffic at rest: over the settle's last seconds.
+        let before = self.sim.messages();
+        self.advance(Duration::from_secs_f64(quiet));
+        self.control_per_node_s =
+            (self.sim.messages() - before) as f64 / self.live.len().max(1) as f64 / quiet;
         self.say(&format!(
             "groups built; {} joins not acknowledged",
             self.join_started.len()
@@ -640,15 +653,6 @@ impl Driver {
         t
     }
 
-    /// Messages per running node and second in a quiet window.
-    fn measure_control(&mut self) -> f64 {
-        self.say("measuring control traffic at rest");
-        let before = self.sim.messages;
-        let secs = self.scn.steady_secs.max(0.1);
-        self.advance(Duration::from_secs_f64(secs));
-        (self.sim.messages - before) as f64 / self.live.len().max(1) as f64 / secs
-    }
-
     /// One message per group, published at its root; copies per physical
     /// link, against IP multicast from the same root to the same members.
     fn measure_stress(&mut self) -> Option<Stress> {
@@ -689,6 +693,37 @@ impl Driver {
             ip: Dist::of(&mut b),
             alm_samples: a,
             ip_samples: b,
+        })
+    }
+
+    /// The same groups, with the same roots and running members, built
+    /// centrally (see [`super::reference`]).
+    fn reference(&self) -> Option<References> {
+        self.say("building the reference trees");
+        let groups: Vec<(usize, Vec<usize>)> = (0..self.groups.len())
+            .filter(|&g| self.alive(self.groups[g].1))
+            .map(|g| {
+                let members = self.members[g]
+                    .iter()
+                    .copied()
+                    .filter(|&m| self.alive(m))
+                    .collect();
+                (self.groups[g].1, members)
+            })
+            .collect();
+        let topo = &self.sim.network().topo;
+        let bound = self.scn.max_children;
+        Some(References {
+            shortest_paths: reference::measure(topo, &groups, bound, Builder::ShortestPaths)?,
+            nearest_parent: reference::measure(topo, &groups, bound, Builder::NearestParent)?,
+            nearest_within_budget: reference::measure(
+                topo,
+                &groups,
+                bound,
+                Builder::NearestWithinBudget {
+                    slack_pct: self.scn.config().placement_slack_pct,
+                },
+            )?,
         })
     }
 

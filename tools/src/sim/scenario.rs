@@ -69,7 +69,7 @@ pub struct Scenario {
     /// during the churn phase.
     pub churn_publish_rate: f64,
     /// Length of the quiet window in which control traffic per node is
-    /// measured, in seconds.
+    /// measured, in seconds: the end of the settle.
     pub steady_secs: f64,
     /// Random (node, key) routes followed to measure routing.
     pub route_samples: usize,
@@ -82,8 +82,17 @@ pub struct Scenario {
     pub failure_timeout_ms: Option<u64>,
     /// Routing-table maintenance interval, in ms.
     pub maintenance_ms: Option<u64>,
+    /// Candidates measured per routing-table slot (the protocol's default
+    /// if unset).
+    pub probes_per_slot: Option<u8>,
     /// Encode and decode every message (slower; checks the codec).
     pub codec: bool,
+    /// Parts the nodes are split into, which run each window of virtual
+    /// time at once on up to as many threads. The figures depend on the
+    /// number of parts (it orders events due at the same instant in
+    /// different parts), never on the number of threads: keep it when
+    /// comparing runs.
+    pub parts: usize,
 }
 
 impl Default for Scenario {
@@ -113,7 +122,9 @@ impl Default for Scenario {
             heartbeat_ms: None,
             failure_timeout_ms: None,
             maintenance_ms: None,
+            probes_per_slot: None,
             codec: false,
+            parts: 2,
         }
     }
 }
@@ -161,6 +172,9 @@ impl Scenario {
         if let Some(ms) = self.maintenance_ms {
             cfg.maintenance_interval = std::time::Duration::from_millis(ms);
         }
+        if let Some(n) = self.probes_per_slot {
+            cfg.probes_per_slot = n;
+        }
         cfg
     }
 
@@ -179,6 +193,11 @@ impl Scenario {
             (0.0..=0.9).contains(&self.churn),
             "churn is a share of the nodes between 0 and 0.9 (got {})",
             self.churn
+        );
+        anyhow::ensure!(
+            self.parts >= 1,
+            "parts must be at least 1 (got {}): the nodes are split into that many parts",
+            self.parts
         );
         anyhow::ensure!(
             self.bootstrap_sample >= 1,

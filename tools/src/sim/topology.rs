@@ -196,8 +196,38 @@ impl Topology {
             Placement::Euclidean { points, .. } => {
                 let (xa, ya) = points[a];
                 let (xb, yb) = points[b];
-                ((xa - xb).hypot(ya - yb)).max(1.0) as u32
+                ((xa - xb).hypot(ya - yb)).max(EUCLIDEAN_MIN_US as f64) as u32
             }
+        }
+    }
+
+    /// Node `i`'s router and the delay of its access link in µs
+    /// (transit-stub only).
+    pub fn host(&self, i: usize) -> Option<(u32, u32)> {
+        match &self.placement {
+            Placement::TransitStub { hosts, .. } => Some(hosts[i]),
+            Placement::Euclidean { .. } => None,
+        }
+    }
+
+    /// The delay between two routers in µs (transit-stub only: 0 for the
+    /// Euclidean model).
+    pub fn router_delay_us(&self, a: u32, b: u32) -> u32 {
+        match &self.placement {
+            Placement::TransitStub { routers, .. } => {
+                routers.dist[a as usize * routers.count + b as usize]
+            }
+            Placement::Euclidean { .. } => 0,
+        }
+    }
+
+    /// The least one-way delay between two different nodes, in µs: two
+    /// access links at their shortest (transit-stub), or the floor of the
+    /// Euclidean model. The simulation runs in windows of this length.
+    pub fn min_delay_us(&self) -> u32 {
+        match &self.placement {
+            Placement::TransitStub { access, .. } => 2 * uniform_us_bound(access.0),
+            Placement::Euclidean { .. } => EUCLIDEAN_MIN_US,
         }
     }
 
@@ -254,12 +284,22 @@ impl Topology {
     }
 }
 
+/// The least delay between two nodes of the Euclidean model, however
+/// close: what their own hosts and access links take (1 ms).
+const EUCLIDEAN_MIN_US: u32 = 1000;
+
 fn uniform_us(rng: &mut StdRng, (lo, hi): (f64, f64)) -> u32 {
     let ms = if hi > lo {
         rng.random_range(lo..hi)
     } else {
         lo
     };
+    uniform_us_bound(ms)
+}
+
+/// A delay in ms as whole µs (at least one), as [`uniform_us`] draws them;
+/// monotonic, so the bound of a range gives the bound of its draws.
+fn uniform_us_bound(ms: f64) -> u32 {
     (ms * 1000.0).round().max(1.0) as u32
 }
 
