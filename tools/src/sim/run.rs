@@ -711,19 +711,24 @@ impl Driver {
                 (self.groups[g].1, members)
             })
             .collect();
+        let groups = &groups;
         let topo = &self.sim.network().topo;
         let bound = self.scn.max_children;
+        let slack_pct = self.scn.config().placement_slack_pct;
+        // The three builders are independent: one thread each.
+        let [shortest_paths, nearest_parent, nearest_within_budget] = std::thread::scope(|s| {
+            [
+                Builder::ShortestPaths,
+                Builder::NearestParent,
+                Builder::NearestWithinBudget { slack_pct },
+            ]
+            .map(|b| s.spawn(move || reference::measure(topo, groups, bound, b)))
+            .map(|h| h.join().expect("a reference tree builder panicked"))
+        });
         Some(References {
-            shortest_paths: reference::measure(topo, &groups, bound, Builder::ShortestPaths)?,
-            nearest_parent: reference::measure(topo, &groups, bound, Builder::NearestParent)?,
-            nearest_within_budget: reference::measure(
-                topo,
-                &groups,
-                bound,
-                Builder::NearestWithinBudget {
-                    slack_pct: self.scn.config().placement_slack_pct,
-                },
-            )?,
+            shortest_paths: shortest_paths?,
+            nearest_parent: nearest_parent?,
+            nearest_within_budget: nearest_within_budget?,
         })
     }
 
