@@ -174,6 +174,9 @@ pub struct Delivery {
     pub lost_reports: u64,
     /// Members told to join that never attached.
     pub members_never_attached: u64,
+    /// The first few of those, with the state they are in, to trace them
+    /// (`RUST_LOG='[node{i=N}]=debug'`).
+    pub never_attached: Vec<String>,
 }
 
 impl Delivery {
@@ -431,7 +434,7 @@ impl Report {
             for (name, t) in [
                 ("shortest paths", &r.shortest_paths),
                 ("nearest parent", &r.nearest_parent),
-                ("nearest within budget", &r.nearest_within_budget),
+                ("within budget", &r.nearest_within_budget),
             ] {
                 out.row(
                     &format!("reference, {name}: stretch mean / p95"),
@@ -440,7 +443,7 @@ impl Report {
                     None,
                 );
                 out.row(
-                    &format!("reference, {name}: stress mean, copies"),
+                    &format!("reference, {name}: stress, copies"),
                     format!(
                         "{:.2}, {:.2}x IP",
                         t.stress.mean,
@@ -538,6 +541,12 @@ impl Report {
         );
         for v in self.trees.violations.iter().take(10) {
             let _ = writeln!(out.0, "violation: {v}");
+        }
+        let churn = self.churn.as_ref().map(|c| &c.delivery);
+        for d in [Some(&self.delivery_at_rest), churn].into_iter().flatten() {
+            for m in &d.never_attached {
+                let _ = writeln!(out.0, "never attached: {m}");
+            }
         }
         out.0
     }

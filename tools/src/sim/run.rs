@@ -760,6 +760,9 @@ impl Driver {
                 }
                 let Some(t) = self.tracks.get(&(m, g)) else {
                     d.members_never_attached += 1;
+                    if d.never_attached.len() < 10 {
+                        d.never_attached.push(self.describe_member(m, g));
+                    }
                     continue;
                 };
                 if t.start > last {
@@ -774,6 +777,26 @@ impl Driver {
             }
         }
         d
+    }
+
+    /// What node `m`, a member of group `g` that never attached, is doing.
+    fn describe_member(&self, m: usize, g: usize) -> String {
+        let node = self.sim.node(m);
+        let state = match self.groups[g].0.and_then(|mid| node.group(mid)) {
+            Some(v) => format!(
+                "attached {}, parent {}, depth {}",
+                v.attached,
+                v.parent
+                    .map_or_else(|| "none".to_string(), |p| p.id.short()),
+                v.depth
+            ),
+            None => "no state for the group".to_string(),
+        };
+        format!(
+            "node {m} ({}), group {g}: in the overlay {}, {state}",
+            node.me().id.short(),
+            node.is_joined()
+        )
     }
 
     /// Crashes `churn` of the nodes at random times over `churn_secs`, with
