@@ -82,6 +82,11 @@ impl Network for FixedDelay {
     }
 }
 
+/// Nanoseconds of virtual time from `start` to `t`, the queues' clock.
+fn nanos(start: Instant, t: Instant) -> u64 {
+    u64::try_from((t - start).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Fewest inputs waiting for a window to be worth a second thread.
 const PARALLEL_MIN_WAITING: usize = 4096;
 
@@ -295,7 +300,7 @@ impl<N: Network> Sim<N> {
 
     /// Queues `input` for node `i` at `at` (between windows).
     fn schedule(&mut self, at: Instant, i: usize, input: Input) {
-        let at = u64::try_from((at - self.start).as_nanos()).unwrap_or(u64::MAX);
+        let at = nanos(self.start, at);
         let count = self.parts.len();
         self.parts[i % count].push(at, i as u32, Pending::Input(input));
     }
@@ -354,11 +359,11 @@ impl<N: Network> Sim<N> {
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        let end = u64::try_from((until - self.start).as_nanos()).unwrap_or(u64::MAX);
+        let end = nanos(self.start, until);
         let window = u64::try_from(self.net.min_delay().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut from = u64::try_from((self.now - self.start).as_nanos()).unwrap_or(u64::MAX);
+        let mut from = nanos(self.start, self.now);
         // Windows up to `end` included, as the events due at `end` belong
         // to this run.
         while from <= end {
@@ -370,9 +375,6 @@ impl<N: Network> Sim<N> {
             }
         }
         self.now = until;
-        for part in &mut self.parts {
-            part.now = until;
-        }
     }
 
     /// Runs every part up to `last` (ns, included), then hands over what

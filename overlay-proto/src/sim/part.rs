@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::queue::Queue;
-use super::Network;
+use super::{nanos, Network};
 use crate::config::Config;
 use crate::frame;
 use crate::id::NodeId;
@@ -107,7 +107,8 @@ pub(super) struct Part {
     queue: Queue<u32>,
     slab: Vec<Option<(u32, Pending)>>,
     free: Vec<u32>,
-    /// The time of the input being handled.
+    /// The time of the input being handled: set before every input, by
+    /// the window that runs it or by [`super::Sim::command`].
     pub(super) now: Instant,
     /// Draws which messages are lost.
     rng: StdRng,
@@ -165,14 +166,9 @@ impl Part {
         self.queue.len() + self.inbox.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// Nanoseconds of virtual time from the start to `t`.
-    fn nanos(start: Instant, t: Instant) -> u64 {
-        u64::try_from((t - start).as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Queues `pending` for node `i` at `at`, here or in the outbox.
     pub(super) fn schedule<N>(&mut self, sh: &Shared<N>, at: Instant, i: usize, p: Pending) {
-        let at = Self::nanos(sh.start, at);
+        let at = nanos(sh.start, at);
         if self.owns(i) {
             self.push(at, i as u32, p);
         } else {
@@ -372,7 +368,7 @@ impl Part {
                 self.schedule(sh, at, i, Pending::Input(Input::Timer(timer)));
             }
             Output::Event(e) => {
-                let t = Self::nanos(sh.start, self.now);
+                let t = nanos(sh.start, self.now);
                 self.events.push((t, i, e));
             }
         }

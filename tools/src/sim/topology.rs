@@ -188,10 +188,10 @@ impl Topology {
             return 0;
         }
         match &self.placement {
-            Placement::TransitStub { routers, hosts, .. } => {
+            Placement::TransitStub { hosts, .. } => {
                 let (ra, da) = hosts[a];
                 let (rb, db) = hosts[b];
-                da + routers.dist[ra as usize * routers.count + rb as usize] + db
+                da + self.router_delay_us(ra, rb) + db
             }
             Placement::Euclidean { points, .. } => {
                 let (xa, ya) = points[a];
@@ -226,7 +226,7 @@ impl Topology {
     /// Euclidean model. The simulation runs in windows of this length.
     pub fn min_delay_us(&self) -> u32 {
         match &self.placement {
-            Placement::TransitStub { access, .. } => 2 * uniform_us_bound(access.0),
+            Placement::TransitStub { access, .. } => 2 * ms_to_us(access.0),
             Placement::Euclidean { .. } => EUCLIDEAN_MIN_US,
         }
     }
@@ -294,12 +294,12 @@ fn uniform_us(rng: &mut StdRng, (lo, hi): (f64, f64)) -> u32 {
     } else {
         lo
     };
-    uniform_us_bound(ms)
+    ms_to_us(ms)
 }
 
 /// A delay in ms as whole µs (at least one), as [`uniform_us`] draws them;
 /// monotonic, so the bound of a range gives the bound of its draws.
-fn uniform_us_bound(ms: f64) -> u32 {
+fn ms_to_us(ms: f64) -> u32 {
     (ms * 1000.0).round().max(1.0) as u32
 }
 
