@@ -43,6 +43,10 @@ pub struct Config {
     pub bootstrap_attempts: u32,
     /// Wait after the first bootstrap round; it doubles each round.
     pub bootstrap_backoff: Duration,
+    /// Most overlay joins a node still entering the overlay holds until it
+    /// is in (it answers them then; a node that is not in yet must not
+    /// answer, or the two would make an overlay of their own).
+    pub max_deferred_joins: usize,
     /// How often a node asks a random neighbour for its routing state, which
     /// fills gaps in the table and repairs it after departures.
     pub maintenance_interval: Duration,
@@ -124,6 +128,7 @@ impl Default for Config {
             max_tree_entries: 20_000,
             bootstrap_attempts: 6,
             bootstrap_backoff: Duration::from_millis(500),
+            max_deferred_joins: 64,
             maintenance_interval: Duration::from_secs(20),
             heartbeat_interval: Duration::from_millis(250),
             failure_timeout: Duration::from_millis(1000),

@@ -357,7 +357,12 @@ pub(crate) enum Phase {
     /// Not bootstrapped yet.
     Idle,
     /// Dialing bootstrap addresses, waiting for a node to answer our join.
-    Bootstrapping { addrs: Vec<SocketAddr>, round: u32 },
+    /// Joins that reach us meanwhile wait in `deferred` (sender, joiner).
+    Bootstrapping {
+        addrs: Vec<SocketAddr>,
+        round: u32,
+        deferred: Vec<(NodeInfo, NodeInfo)>,
+    },
     /// In the overlay (possibly alone).
     Joined,
 }

@@ -44,7 +44,11 @@ impl<R: Rng> Node<R> {
             for a in &addrs {
                 self.out.push_back(Output::Dial(*a));
             }
-            self.phase = Phase::Bootstrapping { addrs, round: 0 };
+            self.phase = Phase::Bootstrapping {
+                addrs,
+                round: 0,
+                deferred: Vec::new(),
+            };
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
         self.maintenance_round = 0;
@@ -83,7 +87,7 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_bootstrap_timer(&mut self) {
-        let Phase::Bootstrapping { addrs, round } = &mut self.phase else {
+        let Phase::Bootstrapping { addrs, round, .. } = &mut self.phase else {
             return;
         };
         *round += 1;
@@ -117,6 +121,25 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_join_overlay(&mut self, from: NodeInfo, joiner: NodeInfo) {
         if joiner.id == self.me().id {
             return;
+        }
+        // A node not yet in the overlay has nobody to introduce: were it to
+        // answer, the joiner would take it for the overlay, and its
+        // questions in return would make this node think it was in too,
+        // an overlay of two cut off from the rest. So the join waits until
+        // this node is in (the joiner's own bootstrap rounds send it again,
+        // hence the check for one already waiting).
+        match &mut self.phase {
+            Phase::Joined => {}
+            Phase::Bootstrapping { deferred, .. } => {
+                if deferred.len() < self.cfg.max_deferred_joins
+                    && !deferred.iter().any(|(_, j)| j.id == joiner.id)
+                {
+                    tracing::debug!(joiner = %joiner.id, "join deferred until this node is in");
+                    deferred.push((from, joiner));
+                }
+                return;
+            }
+            Phase::Idle => return,
         }
         // A node that enters the overlay is alive, whatever we knew of it
         // (a restarted node keeps its id).
@@ -168,11 +191,15 @@ impl<R: Rng> Node<R> {
                 },
             );
         }
-        if matches!(self.phase, Phase::Bootstrapping { .. }) {
+        if let Phase::Bootstrapping { deferred, .. } = &mut self.phase {
+            let deferred = std::mem::take(deferred);
             self.phase = Phase::Joined;
             let known = self.table.len();
             tracing::debug!(known, "joined the overlay");
             self.emit(Event::OverlayJoined { known });
+            for (from, joiner) in deferred {
+                self.on_join_overlay(from, joiner);
+            }
         }
     }
 

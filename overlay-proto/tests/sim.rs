@@ -262,3 +262,68 @@ fn publishing_to_an_unknown_group_fails_clearly() {
         .iter()
         .any(|(i, e)| *i == 6 && matches!(e, Event::JoinFailed { .. })));
 }
+
+/// A node whose bootstrap node crashes before answering is still entering
+/// the overlay when a newcomer bootstraps from it. Neither may end up in an
+/// overlay of their own: both must route random keys to the same node as
+/// everyone else. (Before joins waited for the node to be in, the two
+/// answered each other and formed an overlay of two.)
+#[test]
+fn a_newcomer_bootstrapping_from_a_node_still_entering_joins_the_real_overlay() {
+    for seed in seeds() {
+        let n = 60;
+        let mut sim = overlay(seed, n, Config::default());
+        sim.take_events();
+        // `a` dials node 1, which answers the dial and then dies.
+        let a = sim.add_node(&[1]);
+        sim.run_for(Duration::from_millis(1));
+        sim.crash(1);
+        sim.run_for(Duration::from_millis(5));
+        let b = sim.add_node(&[a]);
+        // Whoever gives up is started again from node 2, as an operator
+        // would with another address.
+        let mut restarted = 0;
+        for _ in 0..60 {
+            sim.run_for(Duration::from_secs(1));
+            for (i, e) in sim.take_events() {
+                if let Event::BootstrapFailed { .. } = e {
+                    restarted += 1;
+                    let addrs = vec![sim.node(2).me().addr];
+                    sim.command(i, Command::Bootstrap { addrs });
+                }
+            }
+        }
+        assert!(
+            restarted >= 1,
+            "seed {seed}: the node whose bootstrap died gave up"
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let live: Vec<usize> = (0..sim.len()).filter(|&i| sim.is_alive(i)).collect();
+        let ids: Vec<NodeId> = live.iter().map(|&i| sim.node(i).me().id).collect();
+        for from in [a, b] {
+            assert!(sim.node(from).is_joined(), "seed {seed}: {from} not joined");
+            assert!(
+                sim.node(from).routing().len() > 10,
+                "seed {seed}: {from} knows only {} nodes",
+                sim.node(from).routing().len()
+            );
+            for _ in 0..50 {
+                let key: u128 = rng.random();
+                let closest = *ids.iter().min_by_key(|id| distance(id.key(), key)).unwrap();
+                let mut at = from;
+                let mut hops = 0;
+                while let Some(next) = sim.node(at).routing().next_hop(key, &[]) {
+                    at = sim.index_of(next.id).unwrap();
+                    hops += 1;
+                    assert!(hops < 10, "seed {seed}: route too long");
+                }
+                assert_eq!(
+                    sim.node(at).me().id,
+                    closest,
+                    "seed {seed}: {from} routes elsewhere"
+                );
+            }
+        }
+        sim.take_events();
+    }
+}
