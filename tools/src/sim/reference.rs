@@ -15,7 +15,11 @@
 //! - **nearest within budget**: in the same order, each under the nearest
 //!   tree node with room through which its delay from the root stays
 //!   within the budget the protocol's placement allows (the direct path's
-//!   plus `placement_slack_pct`), or else the shortest path.
+//!   plus `placement_slack_pct`), or else the shortest path;
+//! - **within budget, in join order**: the same rule, with the members
+//!   attached in the order they joined the group. The protocol, too, sees
+//!   members in that order; the gap between the two budget trees is what
+//!   the order costs (the near-root places go to whoever came first).
 //!
 //! Only members and the root are tree nodes (no forwarders). Neither is an
 //! optimum (both problems are NP-hard with a degree bound); they are what a
@@ -47,6 +51,9 @@ pub enum Builder {
     NearestWithinBudget {
         /// The slack, in percent of the direct path's delay.
         slack_pct: u16,
+        /// Attach members in the order they joined, not nearest the root
+        /// first: what the rule gets without the order's help.
+        join_order: bool,
     },
 }
 
@@ -153,7 +160,15 @@ impl Trees {
             .filter(|&&m| m != root)
             .map(|&m| (topo.delay_us(root, m), m))
             .collect();
-        order.sort_unstable();
+        if !matches!(
+            builder,
+            Builder::NearestWithinBudget {
+                join_order: true,
+                ..
+            }
+        ) {
+            order.sort_unstable();
+        }
         let mut tree: Vec<TreeNode> = Vec::with_capacity(order.len() + 1);
         let (root_router, root_access) = host(root);
         tree.push(TreeNode {
@@ -208,7 +223,7 @@ impl Trees {
         // Within budget: the nearest node, (its link, its position).
         let mut within: Option<(u32, u32)> = None;
         let budget = match builder {
-            Builder::NearestWithinBudget { slack_pct } => {
+            Builder::NearestWithinBudget { slack_pct, .. } => {
                 (direct as u64 * (100 + slack_pct as u64) / 100).min(u32::MAX as u64) as u32
             }
             _ => 0,
@@ -325,7 +340,14 @@ mod tests {
         for builder in [
             Builder::ShortestPaths,
             Builder::NearestParent,
-            Builder::NearestWithinBudget { slack_pct: 20 },
+            Builder::NearestWithinBudget {
+                slack_pct: 20,
+                join_order: false,
+            },
+            Builder::NearestWithinBudget {
+                slack_pct: 20,
+                join_order: true,
+            },
         ] {
             let mut trees = Trees::new(topo.routers());
             let mut parent = vec![None; 400];
@@ -349,7 +371,10 @@ mod tests {
         let (topo, groups) = setup(300);
         for builder in [
             Builder::ShortestPaths,
-            Builder::NearestWithinBudget { slack_pct: 0 },
+            Builder::NearestWithinBudget {
+                slack_pct: 0,
+                join_order: false,
+            },
         ] {
             let r = measure(&topo, &groups, 1000, builder).expect("transit-stub");
             assert_eq!(r.stretch.n, 299);
@@ -364,5 +389,28 @@ mod tests {
         let short = measure(&topo, &groups, 1000, Builder::ShortestPaths).expect("transit-stub");
         assert!(near.stretch.mean > 1.0);
         assert!(near.copies_total < short.copies_total);
+    }
+
+    #[test]
+    fn members_joining_farthest_first_make_a_longer_budget_tree() {
+        let (topo, groups) = setup(400);
+        let (root, mut members) = groups[0].clone();
+        members.sort_by_key(|&m| std::cmp::Reverse(topo.delay_us(root, m)));
+        let groups = vec![(root, members)];
+        let budget = |join_order| {
+            let b = Builder::NearestWithinBudget {
+                slack_pct: 20,
+                join_order,
+            };
+            measure(&topo, &groups, 4, b).expect("transit-stub")
+        };
+        let (sorted, as_joined) = (budget(false), budget(true));
+        assert_eq!(sorted.stretch.n, as_joined.stretch.n);
+        assert!(
+            as_joined.stretch.mean > sorted.stretch.mean,
+            "{:?} vs {:?}",
+            as_joined.stretch,
+            sorted.stretch
+        );
     }
 }

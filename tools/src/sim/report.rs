@@ -138,6 +138,8 @@ pub struct References {
     pub nearest_parent: super::reference::Reference,
     /// Each member under the nearest node within the placement budget.
     pub nearest_within_budget: super::reference::Reference,
+    /// The same, with members attached in the order they joined.
+    pub within_budget_join_order: super::reference::Reference,
 }
 
 /// Joins.
@@ -435,6 +437,7 @@ impl Report {
                 ("shortest paths", &r.shortest_paths),
                 ("nearest parent", &r.nearest_parent),
                 ("within budget", &r.nearest_within_budget),
+                ("budget, join order", &r.within_budget_join_order),
             ] {
                 out.row(
                     &format!("reference, {name}: stretch mean / p95"),

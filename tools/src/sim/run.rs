@@ -715,20 +715,27 @@ impl Driver {
         let topo = &self.sim.network().topo;
         let bound = self.scn.max_children;
         let slack_pct = self.scn.config().placement_slack_pct;
-        // The three builders are independent: one thread each.
-        let [shortest_paths, nearest_parent, nearest_within_budget] = std::thread::scope(|s| {
-            [
-                Builder::ShortestPaths,
-                Builder::NearestParent,
-                Builder::NearestWithinBudget { slack_pct },
-            ]
-            .map(|b| s.spawn(move || reference::measure(topo, groups, bound, b)))
-            .map(|h| h.join().expect("a reference tree builder panicked"))
-        });
+        // The builders are independent: one thread each.
+        let budget = |join_order| Builder::NearestWithinBudget {
+            slack_pct,
+            join_order,
+        };
+        let [shortest_paths, nearest_parent, nearest_within_budget, within_budget_join_order] =
+            std::thread::scope(|s| {
+                [
+                    Builder::ShortestPaths,
+                    Builder::NearestParent,
+                    budget(false),
+                    budget(true),
+                ]
+                .map(|b| s.spawn(move || reference::measure(topo, groups, bound, b)))
+                .map(|h| h.join().expect("a reference tree builder panicked"))
+            });
         Some(References {
             shortest_paths: shortest_paths?,
             nearest_parent: nearest_parent?,
             nearest_within_budget: nearest_within_budget?,
+            within_budget_join_order: within_budget_join_order?,
         })
     }
 
