@@ -121,6 +121,24 @@ pub enum Timer {
     Optimize(Mid),
 }
 
+impl Timer {
+    /// A short name of the timer's kind, for statistics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Timer::Bootstrap => "timer:bootstrap",
+            Timer::JoinRetry(_) => "timer:join-retry",
+            Timer::PublishSweep => "timer:publish-sweep",
+            Timer::CollectTimeout(_) => "timer:collect-timeout",
+            Timer::QueryTimeout(_) => "timer:query-timeout",
+            Timer::Maintenance => "timer:maintenance",
+            Timer::Heartbeat => "timer:heartbeat",
+            Timer::Repair(_) => "timer:repair",
+            Timer::Replay(_) => "timer:replay",
+            Timer::Optimize(_) => "timer:optimize",
+        }
+    }
+}
+
 /// Something that happened to the node, for the driver to act on.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -164,6 +182,23 @@ pub enum Input {
     /// after each batch of inputs; a node that never gets it still sends
     /// them at its next heartbeat.
     Flush,
+}
+
+impl Input {
+    /// A short name of the input's kind (a timer's names the timer), for
+    /// statistics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Message { .. } => "message",
+            Input::PeerUp(_) => "peer-up",
+            Input::PeerDown(_) => "peer-down",
+            Input::Rtt { .. } => "rtt",
+            Input::Dialed { .. } => "dialed",
+            Input::Timer(t) => t.kind(),
+            Input::Command(_) => "command",
+            Input::Flush => "flush",
+        }
+    }
 }
 
 /// Why a publish failed.

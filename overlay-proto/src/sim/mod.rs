@@ -244,6 +244,15 @@ impl<N: Network> Sim<N> {
         all
     }
 
+    /// Inputs handled so far, by kind ([`Input::kind`]).
+    pub fn inputs_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        let mut all = BTreeMap::new();
+        for (k, n) in self.parts.iter().flat_map(|p| p.input_kinds.iter()) {
+            *all.entry(*k).or_default() += n;
+        }
+        all
+    }
+
     /// Messages delivered so far.
     pub fn messages(&self) -> u64 {
         self.parts.iter().map(|p| p.messages).sum()

@@ -126,6 +126,8 @@ pub(super) struct Part {
     pub(super) inputs: u64,
     /// Messages sent, by kind (few kinds: a list is quickest).
     pub(super) kinds: Vec<(&'static str, u64)>,
+    /// Inputs handled, by kind.
+    pub(super) input_kinds: Vec<(&'static str, u64)>,
 }
 
 impl Part {
@@ -148,6 +150,7 @@ impl Part {
             dropped: 0,
             inputs: 0,
             kinds: Vec::new(),
+            input_kinds: Vec::new(),
         }
     }
 
@@ -246,6 +249,7 @@ impl Part {
         let _span = tracing::debug_span!("node", i, t).entered();
         let k = self.slot(i);
         for input in inputs {
+            count(&mut self.input_kinds, input.kind());
             self.nodes[k].handle(self.now, input);
         }
         self.nodes[k].handle(self.now, Input::Flush);
@@ -290,13 +294,6 @@ impl Part {
         self.schedule(sh, at_a, a, Pending::Connected { peer: ib, rtt });
     }
 
-    fn count_kind(&mut self, kind: &'static str) {
-        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => self.kinds.push((kind, 1)),
-        }
-    }
-
     fn output<N: Network>(&mut self, sh: &Shared<N>, i: usize, out: Output) {
         match out {
             Output::Send { to, msg } => {
@@ -318,7 +315,7 @@ impl Part {
                     return;
                 }
                 self.connect(sh, i, j);
-                self.count_kind(msg.kind());
+                count(&mut self.kinds, msg.kind());
                 if sh.net.watches(&msg) {
                     self.watched.push((i as u32, j as u32, msg.clone()));
                 }
@@ -372,5 +369,13 @@ impl Part {
                 self.events.push((t, i, e));
             }
         }
+    }
+}
+
+/// Counts one more of `kind` (few kinds: a list is quickest).
+fn count(counts: &mut Vec<(&'static str, u64)>, kind: &'static str) {
+    match counts.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((kind, 1)),
     }
 }

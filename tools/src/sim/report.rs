@@ -242,6 +242,9 @@ pub struct Report {
     pub trees_after_churn: Option<Trees>,
     /// Messages sent over the whole run, by kind.
     pub messages_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Inputs the nodes handled over the whole run, by kind (messages,
+    /// timers by their kind, connections, round-trip times...).
+    pub inputs_by_kind: std::collections::BTreeMap<String, u64>,
     /// Virtual time simulated, in seconds.
     pub virtual_secs: f64,
     /// Inputs handled by all nodes.

@@ -135,6 +135,12 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
         .iter()
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
+    report.inputs_by_kind = d
+        .sim
+        .inputs_by_kind()
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
     report.virtual_secs = d.sim.elapsed().as_secs_f64();
     report.sim_inputs = d.sim.inputs();
     report.wall_secs = d.wall.elapsed().as_secs_f64();
