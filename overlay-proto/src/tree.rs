@@ -472,23 +472,42 @@ impl<R: Rng> Node<R> {
             return;
         }
         if let Some(g) = self.groups.get(&mid) {
-            if g.path.contains(&joiner.id) || g.parent.is_some_and(|p| p.id == joiner.id) {
+            let above = |id: NodeId| g.path.contains(&id) || g.parent.is_some_and(|p| p.id == id);
+            // A join that routes around a dead node shows that our own way
+            // to the root, if it runs through that node, is broken, though
+            // our parent has not told us yet (it is joining again with us
+            // below it). Our acknowledgement would hand the joiner a path
+            // through the dead node, or through the joiner itself when it
+            // is that parent: its subtree would keep catching its joins.
+            let ancestor = above(joiner.id);
+            let broken = !ancestor && join.around.is_some_and(above);
+            if ancestor || broken {
                 if join.moving {
                     self.send(joiner, Message::Leave { mid });
                     return;
                 }
-                // The joiner is our ancestor: adopting it would close a
-                // cycle. Pass its join on toward the root instead, as a
-                // router, around both of us.
-                tracing::debug!(mid = %mid, joiner = %joiner.id.short(), "join from an ancestor, passing it on");
+                // The joiner is our ancestor (adopting it would close a
+                // cycle), or our way up is broken. Pass its join on toward
+                // the root instead, as a router, around both of us. Where
+                // routing ends at us, the root's replica or a root we heard
+                // of knows the way.
                 let skip: Vec<NodeId> = [joiner.id, from.id]
                     .into_iter()
                     .chain(join.around)
                     .collect();
-                if let Some(next) = self.table.next_hop(mid.key(), &skip) {
+                let next = self.toward_root(mid, &skip);
+                tracing::debug!(mid = %mid, joiner = %joiner.id.short(), broken, next = ?next.map(|n| n.id.short()), "join from an ancestor, or around our way up, passing it on");
+                if let Some(next) = next {
                     self.send(next, join.message(mid));
+                    return;
                 }
-                return;
+                // With nowhere else to go, a join around our way up ends
+                // here after all: a path through a dead node is repaired
+                // when our parent joins again, and the joiner cannot be
+                // our ancestor.
+                if ancestor {
+                    return;
+                }
             }
             // Already on the tree: the joiner becomes our child, or one of
             // our children's if we are full. The join ends here either way.
@@ -899,6 +918,49 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert!(
             matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
+        );
+    }
+
+    #[test]
+    fn a_join_around_a_dead_node_on_our_path_is_not_adopted() {
+        // Q is attached under the root. The root dies, and its child P,
+        // joining again, routes around it. Q has not noticed yet: were it
+        // to adopt P, P would get a path through the dead root, and when P
+        // is Q's own parent, a path through itself. (X is another way
+        // toward the root.)
+        const X: u128 = 0xF100_0000_0000_0000_0000_0000_0000_0000;
+        let mut q = node(Q, &[ROOT, P, X], 16);
+        q.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut q);
+        let ack = Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT)],
+            delay_us: 0,
+            coord: Default::default(),
+        };
+        deliver(&mut q, ROOT, ack);
+        assert!(q.group(MID).unwrap().attached);
+        let join = |around| Message::Join {
+            mid: MID,
+            joiner: info(P),
+            want: None,
+            around,
+            coord: Default::default(),
+            moving: false,
+        };
+        let sent = deliver(&mut q, P, join(Some(NodeId(ROOT))));
+        assert!(
+            matches!(&sent[..], [(to, Message::Join { joiner, .. })] if *to == NodeId(X) && joiner.id == NodeId(P)),
+            "passed on toward the root: {sent:?}"
+        );
+        assert!(q.group(MID).unwrap().children.is_empty());
+        // Around a node that is not on our way up, the join ends here.
+        let sent = deliver(&mut q, P, join(Some(NodeId(0x42))));
+        assert!(
+            matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(P)),
+            "{sent:?}"
         );
     }
 

@@ -207,6 +207,9 @@ pub struct Churn {
     pub repair_ms: Dist,
     /// Crashes not repaired by the end.
     pub unrepaired: u64,
+    /// The slowest repair: the crashed node, and the child that was
+    /// attached again last (to trace it with `RUST_LOG`).
+    pub slowest_repair: Option<String>,
     /// Arrivals whose bootstrap node crashed before it answered, started
     /// again through another node (as an operator would).
     pub bootstraps_retried: u64,
@@ -553,6 +556,9 @@ impl Report {
             for m in &d.never_attached {
                 let _ = writeln!(out.0, "never attached: {m}");
             }
+        }
+        if let Some(s) = self.churn.as_ref().and_then(|c| c.slowest_repair.as_ref()) {
+            let _ = writeln!(out.0, "slowest repair: {s}");
         }
         out.0
     }

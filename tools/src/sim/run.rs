@@ -92,6 +92,9 @@ pub struct Driver {
     next_request: u64,
     watches: Vec<Watch>,
     repair_ms: Vec<f64>,
+    /// The slowest repair so far: ms, crashed node, crash time, and the
+    /// child (with its group) attached again last.
+    slowest_repair: Option<(f64, usize, Duration, usize, Mid)>,
     unrepaired: u64,
     rebootstraps: u64,
     /// Messages per running node and second over the end of the settle.
@@ -174,6 +177,7 @@ impl Driver {
             next_request: 1,
             watches: Vec::new(),
             repair_ms: Vec::new(),
+            slowest_repair: None,
             unrepaired: 0,
             rebootstraps: 0,
             control_per_node_s: 0.0,
@@ -875,6 +879,14 @@ impl Driver {
             delivery: self.delivery(),
             repair_ms: Dist::of(&mut self.repair_ms.clone()),
             unrepaired: self.unrepaired,
+            slowest_repair: self.slowest_repair.map(|(ms, dead, at, c, mid)| {
+                let g = self.group_of.get(&mid).copied();
+                format!(
+                    "{ms:.0} ms: node {dead} crashed at {:.2} s; the last child attached again was node {c}, group {}",
+                    at.as_secs_f64(),
+                    g.map_or_else(|| mid.to_string(), |g| g.to_string())
+                )
+            }),
             bootstraps_retried: self.rebootstraps,
         }
     }
@@ -885,6 +897,7 @@ impl Driver {
         let now = self.now();
         let mut watches = std::mem::take(&mut self.watches);
         watches.retain_mut(|w| {
+            let last_pending = w.pending.last().copied();
             w.pending.retain(|&(c, mid)| {
                 if !self.alive(c) {
                     return false;
@@ -899,7 +912,14 @@ impl Driver {
                 !(v.attached && parent_ok)
             });
             if w.pending.is_empty() {
-                self.repair_ms.push((now - w.at).as_secs_f64() * 1000.0);
+                let ms = (now - w.at).as_secs_f64() * 1000.0;
+                self.repair_ms.push(ms);
+                if let Some((c, mid)) = last_pending {
+                    if self.slowest_repair.is_none_or(|s| ms > s.0) {
+                        let dead = self.sim.index_of(w.dead).unwrap_or(usize::MAX);
+                        self.slowest_repair = Some((ms, dead, w.at, c, mid));
+                    }
+                }
                 return false;
             }
             if last {
