@@ -443,7 +443,7 @@ impl Report {
                 ("shortest paths", &r.shortest_paths),
                 ("nearest parent", &r.nearest_parent),
                 ("within budget", &r.nearest_within_budget),
-                ("budget, join order", &r.within_budget_join_order),
+                ("in join order", &r.within_budget_join_order),
             ] {
                 out.row(
                     &format!("reference, {name}: stretch mean / p95"),
