@@ -843,15 +843,31 @@ mod tests {
         from: u128,
         joiner: u128,
     ) -> Vec<(NodeId, Message)> {
-        let msg = Message::Join {
+        deliver(n, from, join_msg(mid, joiner, None))
+    }
+
+    /// `joiner`'s join, routing around `around` if set.
+    fn join_msg(mid: Mid, joiner: u128, around: Option<NodeId>) -> Message {
+        Message::Join {
             mid,
             joiner: info(joiner),
             want: None,
-            around: None,
+            around,
             coord: Default::default(),
             moving: false,
-        };
-        deliver(n, from, msg)
+        }
+    }
+
+    /// The root's acknowledgement of its child.
+    fn ack_from_root(mid: Mid) -> Message {
+        Message::JoinAck {
+            mid,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT)],
+            delay_us: 0,
+            coord: Default::default(),
+        }
     }
 
     // Ids chosen so that routing toward MID goes P -> Q -> R (root).
@@ -871,15 +887,7 @@ mod tests {
         assert!(!g.member && !g.root, "Q is a forwarder, not a member");
         assert_eq!(g.children, vec![info(P)], "P is Q's child");
         // The root's acknowledgement attaches Q, which acknowledges P.
-        let ack = Message::JoinAck {
-            mid: MID,
-            next: 1,
-            epoch: 1,
-            path: vec![NodeId(ROOT)],
-            delay_us: 0,
-            coord: Default::default(),
-        };
-        let sent = deliver(&mut q, ROOT, ack);
+        let sent = deliver(&mut q, ROOT, ack_from_root(MID));
         assert_eq!(sent.len(), 1);
         assert!(
             matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
@@ -905,15 +913,7 @@ mod tests {
         let mut q = node(Q, &[ROOT, P], 16);
         q.handle(Instant::now(), Input::Command(Command::Join { mid }));
         drain(&mut q);
-        let ack = Message::JoinAck {
-            mid,
-            next: 1,
-            epoch: 1,
-            path: vec![NodeId(ROOT)],
-            delay_us: 0,
-            coord: Default::default(),
-        };
-        deliver(&mut q, ROOT, ack);
+        deliver(&mut q, ROOT, ack_from_root(mid));
         let sent = join_from(&mut q, mid, P, P);
         assert_eq!(sent.len(), 1);
         assert!(
@@ -932,24 +932,9 @@ mod tests {
         let mut q = node(Q, &[ROOT, P, X], 16);
         q.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         drain(&mut q);
-        let ack = Message::JoinAck {
-            mid: MID,
-            next: 1,
-            epoch: 1,
-            path: vec![NodeId(ROOT)],
-            delay_us: 0,
-            coord: Default::default(),
-        };
-        deliver(&mut q, ROOT, ack);
+        deliver(&mut q, ROOT, ack_from_root(MID));
         assert!(q.group(MID).unwrap().attached);
-        let join = |around| Message::Join {
-            mid: MID,
-            joiner: info(P),
-            want: None,
-            around,
-            coord: Default::default(),
-            moving: false,
-        };
+        let join = |around| join_msg(MID, P, around);
         let sent = deliver(&mut q, P, join(Some(NodeId(ROOT))));
         assert!(
             matches!(&sent[..], [(to, Message::Join { joiner, .. })] if *to == NodeId(X) && joiner.id == NodeId(P)),

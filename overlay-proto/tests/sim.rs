@@ -34,6 +34,19 @@ fn overlay(seed: u64, n: usize, cfg: Config) -> Sim {
     sim
 }
 
+/// Follows the nodes' own routing tables from `from` toward `key`: where
+/// the route ends, and in how many hops.
+fn route(sim: &Sim, from: usize, key: u128, seed: u64) -> (usize, usize) {
+    let mut at = from;
+    let mut hops = 0;
+    while let Some(next) = sim.node(at).routing().next_hop(key, &[]) {
+        at = sim.index_of(next.id).unwrap();
+        hops += 1;
+        assert!(hops < 10, "seed {seed}: route too long");
+    }
+    (at, hops)
+}
+
 #[test]
 fn routing_reaches_the_responsible_node_for_random_keys() {
     for seed in seeds() {
@@ -45,13 +58,7 @@ fn routing_reaches_the_responsible_node_for_random_keys() {
         for _ in 0..300 {
             let key: u128 = rng.random();
             let closest = *ids.iter().min_by_key(|id| distance(id.key(), key)).unwrap();
-            let mut at = rng.random_range(0..n);
-            let mut hops = 0;
-            while let Some(next) = sim.node(at).routing().next_hop(key, &[]) {
-                at = sim.index_of(next.id).unwrap();
-                hops += 1;
-                assert!(hops < 10, "seed {seed}: route too long");
-            }
+            let (at, hops) = route(&sim, rng.random_range(0..n), key, seed);
             assert_eq!(
                 sim.node(at).me().id,
                 closest,
@@ -310,13 +317,7 @@ fn a_newcomer_bootstrapping_from_a_node_still_entering_joins_the_real_overlay() 
             for _ in 0..50 {
                 let key: u128 = rng.random();
                 let closest = *ids.iter().min_by_key(|id| distance(id.key(), key)).unwrap();
-                let mut at = from;
-                let mut hops = 0;
-                while let Some(next) = sim.node(at).routing().next_hop(key, &[]) {
-                    at = sim.index_of(next.id).unwrap();
-                    hops += 1;
-                    assert!(hops < 10, "seed {seed}: route too long");
-                }
+                let (at, _) = route(&sim, from, key, seed);
                 assert_eq!(
                     sim.node(at).me().id,
                     closest,

@@ -83,6 +83,17 @@ impl Network for FixedDelay {
 }
 
 /// Nanoseconds of virtual time from `start` to `t`, the queues' clock.
+/// The parts' counts by kind, added up.
+fn sum_counts<'a>(
+    parts: impl Iterator<Item = &'a Vec<(&'static str, u64)>>,
+) -> BTreeMap<&'static str, u64> {
+    let mut all = BTreeMap::new();
+    for (k, n) in parts.flatten() {
+        *all.entry(*k).or_default() += n;
+    }
+    all
+}
+
 fn nanos(start: Instant, t: Instant) -> u64 {
     u64::try_from((t - start).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -237,20 +248,12 @@ impl<N: Network> Sim<N> {
 
     /// Messages sent so far, by kind.
     pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
-        let mut all = BTreeMap::new();
-        for (k, n) in self.parts.iter().flat_map(|p| p.kinds.iter()) {
-            *all.entry(*k).or_default() += n;
-        }
-        all
+        sum_counts(self.parts.iter().map(|p| &p.kinds))
     }
 
     /// Inputs handled so far, by kind ([`Input::kind`]).
     pub fn inputs_by_kind(&self) -> BTreeMap<&'static str, u64> {
-        let mut all = BTreeMap::new();
-        for (k, n) in self.parts.iter().flat_map(|p| p.input_kinds.iter()) {
-            *all.entry(*k).or_default() += n;
-        }
-        all
+        sum_counts(self.parts.iter().map(|p| &p.input_kinds))
     }
 
     /// Messages delivered so far.

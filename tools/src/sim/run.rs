@@ -21,7 +21,7 @@
 //!    every live member, exactly once and in order; repair time is the time
 //!    from a crash until every child of the crashed node is attached again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -132,18 +132,14 @@ pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
         report.routing_after_churn = Some(d.measure_routing());
         report.trees_after_churn = Some(d.measure_trees());
     }
-    report.messages_by_kind = d
-        .sim
-        .by_kind()
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-    report.inputs_by_kind = d
-        .sim
-        .inputs_by_kind()
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
+    let owned = |counts: BTreeMap<&str, u64>| {
+        counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    };
+    report.messages_by_kind = owned(d.sim.by_kind());
+    report.inputs_by_kind = owned(d.sim.inputs_by_kind());
     report.virtual_secs = d.sim.elapsed().as_secs_f64();
     report.sim_inputs = d.sim.inputs();
     report.wall_secs = d.wall.elapsed().as_secs_f64();
