@@ -82,7 +82,6 @@ impl Network for FixedDelay {
     }
 }
 
-/// Nanoseconds of virtual time from `start` to `t`, the queues' clock.
 /// The parts' counts by kind, added up.
 fn sum_counts<'a>(
     parts: impl Iterator<Item = &'a Vec<(&'static str, u64)>>,
@@ -94,6 +93,7 @@ fn sum_counts<'a>(
     all
 }
 
+/// Nanoseconds of virtual time from `start` to `t`, the queues' clock.
 fn nanos(start: Instant, t: Instant) -> u64 {
     u64::try_from((t - start).as_nanos()).unwrap_or(u64::MAX)
 }

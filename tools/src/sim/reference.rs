@@ -5,7 +5,7 @@
 //! neighbours, coordinates and what their messages tell them. To tell how
 //! far its stretch and link stress are from what fan-out bound and
 //! topology allow, the same groups are also built centrally, greedily, in
-//! two ways:
+//! four ways:
 //!
 //! - **shortest paths**: members are attached in order of their direct
 //!   delay from the root, each under the tree node with room that gives it
@@ -21,8 +21,8 @@
 //!   members in that order; the gap between the two budget trees is what
 //!   the order costs (the near-root places go to whoever came first).
 //!
-//! Only members and the root are tree nodes (no forwarders). Neither is an
-//! optimum (both problems are NP-hard with a degree bound); they are what a
+//! Only members and the root are tree nodes (no forwarders). None is an
+//! optimum (the problems are NP-hard with a degree bound); they are what a
 //! simple centralised heuristic gets on this topology, and show the trade
 //! between stretch and stress the protocol's placement makes.
 //!
@@ -55,6 +55,20 @@ pub enum Builder {
         /// first: what the rule gets without the order's help.
         join_order: bool,
     },
+}
+
+impl Builder {
+    /// Whether members are attached nearest the root first (all but the
+    /// join-order budget rule).
+    fn nearest_first(&self) -> bool {
+        !matches!(
+            self,
+            Builder::NearestWithinBudget {
+                join_order: true,
+                ..
+            }
+        )
+    }
 }
 
 /// The figures of one builder's trees over all groups.
@@ -160,13 +174,7 @@ impl Trees {
             .filter(|&&m| m != root)
             .map(|&m| (topo.delay_us(root, m), m))
             .collect();
-        if !matches!(
-            builder,
-            Builder::NearestWithinBudget {
-                join_order: true,
-                ..
-            }
-        ) {
+        if builder.nearest_first() {
             order.sort_unstable();
         }
         let mut tree: Vec<TreeNode> = Vec::with_capacity(order.len() + 1);
