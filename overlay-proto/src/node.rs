@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rand::Rng;
+use rustc_hash::FxSeededState;
 
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
@@ -402,6 +403,13 @@ pub(crate) enum Phase {
     Joined,
 }
 
+/// A map keyed by node id, for the maps looked up on every message. The
+/// hash is fast (ids are already random), and seeded from the node's own
+/// randomness: peers choose their ids, and must not be able to choose ids
+/// that collide in our tables. A seeded run of the simulator stays the
+/// same run.
+pub(crate) type IdMap<V> = std::collections::HashMap<NodeId, V, FxSeededState>;
+
 /// Room for outputs a node keeps between inputs.
 const OUT_KEEP: usize = 32;
 
@@ -428,11 +436,13 @@ pub struct Node<R> {
     pub(crate) publish_sweep_armed: bool,
     pub(crate) replays: BTreeMap<u64, Replay>,
     /// When each watched tree neighbour was last heard from, and where it
-    /// is.
-    pub(crate) heard: BTreeMap<NodeId, (Instant, NodeInfo)>,
+    /// is. A hash map: it is looked up for every message that arrives, and
+    /// a tree of 16-byte random keys costs a cache miss per level.
+    pub(crate) heard: IdMap<(Instant, NodeInfo)>,
     /// Candidates for a routing-table slot whose round-trip time we asked
-    /// the driver to measure, and since when (at most `max_probes`).
-    pub(crate) probing: BTreeMap<NodeId, Instant>,
+    /// the driver to measure, and since when (at most `max_probes`); looked
+    /// up for every round-trip time that arrives.
+    pub(crate) probing: IdMap<Instant>,
     /// Nodes found dead, and when (at most [`MAX_DEAD`]).
     pub(crate) dead: BTreeMap<NodeId, Instant>,
     /// Roots this node learned of without holding their replica (at most
@@ -455,7 +465,8 @@ pub struct Node<R> {
 
 impl<R: Rng> Node<R> {
     /// A node with identity `me`, not yet in any overlay.
-    pub fn new(me: NodeInfo, cfg: Config, rng: R, now: Instant) -> Self {
+    pub fn new(me: NodeInfo, cfg: Config, mut rng: R, now: Instant) -> Self {
+        let hasher = FxSeededState::with_seed(rng.random::<u64>() as usize);
         Node {
             table: RoutingTable::new(me, cfg.leaf_set_size),
             cfg,
@@ -469,8 +480,8 @@ impl<R: Rng> Node<R> {
             publish_bytes: 0,
             publish_sweep_armed: false,
             replays: BTreeMap::new(),
-            heard: BTreeMap::new(),
-            probing: BTreeMap::new(),
+            heard: IdMap::with_hasher(hasher.clone()),
+            probing: IdMap::with_hasher(hasher),
             dead: BTreeMap::new(),
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),

@@ -404,25 +404,23 @@ impl<N: Network> Sim<N> {
                 part.run_until(&sh, last);
             }
         } else {
-            // Part p runs on thread p % threads.
-            let mut groups: Vec<Vec<&mut Part>> = (0..threads).map(|_| Vec::new()).collect();
-            for (p, part) in parts.iter_mut().enumerate() {
-                groups[p % threads].push(part);
-            }
+            // Each thread takes the next part not yet run, so a thread
+            // that finishes a light part goes on with another: with more
+            // parts than threads the load evens out.
+            let next = std::sync::Mutex::new(parts.iter_mut());
             let sh = &sh;
+            let work = || loop {
+                let part = next.lock().unwrap_or_else(|e| e.into_inner()).next();
+                match part {
+                    Some(part) => part.run_until(sh, last),
+                    None => break,
+                }
+            };
             std::thread::scope(|s| {
-                let mut groups = groups.into_iter();
-                let mine = groups.next().unwrap_or_default();
-                for group in groups {
-                    s.spawn(move || {
-                        for part in group {
-                            part.run_until(sh, last);
-                        }
-                    });
+                for _ in 1..threads {
+                    s.spawn(work);
                 }
-                for part in mine {
-                    part.run_until(sh, last);
-                }
+                work();
             });
         }
         self.hand_over();
