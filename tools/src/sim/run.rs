@@ -665,13 +665,26 @@ impl Driver {
         let links = self.sim.network().topo.links()?;
         self.say("measuring link stress");
         self.sim.network_mut().stress = Some(vec![0; links]);
+        let answered = |d: &Self| d.acknowledged + d.publish_failures;
+        let before = answered(self);
+        let mut published = 0;
         for g in 0..self.groups.len() {
             let root = self.groups[g].1;
             if self.alive(root) {
                 self.publish(root, g, Bytes::from_static(b"stress"));
+                published += 1;
             }
         }
-        self.advance(Duration::from_secs(3));
+        // Until every publish is answered and every running member has its
+        // group's message, for at most 3 s: the copies are all made by
+        // then, and at 100,000 nodes a virtual second costs several
+        // seconds of simulation.
+        let deadline = self.now() + Duration::from_secs(3);
+        while self.now() < deadline
+            && (answered(self) < before + published || !self.all_delivered())
+        {
+            self.advance(Duration::from_millis(100));
+        }
         let alm = self.sim.network_mut().stress.take().unwrap_or_default();
         let mut ip = vec![0u32; links];
         for g in 0..self.groups.len() {
@@ -699,6 +712,20 @@ impl Driver {
             ip: Dist::of(&mut b),
             alm_samples: a,
             ip_samples: b,
+        })
+    }
+
+    /// Whether every running member has every message its group's root
+    /// accepted.
+    fn all_delivered(&self) -> bool {
+        (0..self.groups.len()).all(|g| {
+            let Some(last) = self.accepted[g] else {
+                return true;
+            };
+            self.members[g]
+                .iter()
+                .filter(|&&m| self.alive(m))
+                .all(|&m| self.tracks.get(&(m, g)).is_some_and(|t| t.next > last))
         })
     }
 
