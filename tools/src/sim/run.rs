@@ -590,36 +590,40 @@ impl Driver {
                 let mut at = m;
                 let mut hops = 0usize;
                 let mut delay = 0u64;
-                let ok = loop {
+                // Where the way up breaks, if it does.
+                let broken = loop {
                     if at == root {
-                        break true;
+                        break None;
                     }
                     let Some(v) = views.get(&at) else {
-                        break false;
+                        break Some(format!("node {at} has no state for the group"));
                     };
                     if !v.attached {
-                        break false;
+                        break Some(format!("node {at} is not attached"));
                     }
                     let Some(p) = v.parent.and_then(|p| self.sim.index_of(p.id)) else {
-                        break false;
+                        break Some(format!("node {at} has no parent"));
                     };
                     let lists_us = views.get(&p).is_some_and(|pv| {
                         pv.children
                             .iter()
                             .any(|c| c.id == self.sim.node(at).me().id)
                     });
-                    if !lists_us || hops > views.len() {
-                        break false;
+                    if !lists_us {
+                        break Some(format!("node {at}'s parent {p} does not list it"));
+                    }
+                    if hops > views.len() {
+                        break Some(format!("a cycle through node {at}"));
                     }
                     delay += topo.delay_us(p, at) as u64;
                     hops += 1;
                     at = p;
                 };
-                if !ok {
+                if let Some(why) = broken {
                     t.unattached_members += 1;
                     if t.violations.len() < 20 {
                         t.violations.push(format!(
-                            "group {g}: member {m} has no consistent path to the root"
+                            "group {g}: member {m} has no consistent path to the root: {why}"
                         ));
                     }
                     continue;
