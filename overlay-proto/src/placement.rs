@@ -528,6 +528,38 @@ mod tests {
     }
 
     #[test]
+    fn a_leave_from_a_node_we_move_to_that_became_our_child_ends_both() {
+        // N asks to move to M, and M, moving too, asks N at the same time:
+        // N adopts M. M then turns N's move away (N is below it now).
+        let mut n = attached_n();
+        deliver(&mut n, M, offer(40_000, 5_000));
+        let move_of_m = Message::Join {
+            mid: MID,
+            joiner: info(M),
+            want: Some(1),
+            around: None,
+            coord: Coord::default(),
+            moving: true,
+        };
+        let sent = deliver(&mut n, M, move_of_m);
+        assert!(matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(M)));
+        assert!(n
+            .group(MID)
+            .unwrap()
+            .children
+            .iter()
+            .any(|c| c.id == NodeId(M)));
+        deliver(&mut n, M, Message::Leave { mid: MID });
+        let g = n.group(MID).unwrap();
+        assert!(
+            !g.children.iter().any(|c| c.id == NodeId(M)),
+            "M left: no longer our child"
+        );
+        assert_eq!(g.parent.map(|p| p.id), Some(NodeId(P)));
+        assert!(g.attached, "we stay where we were");
+    }
+
+    #[test]
     fn a_moving_join_never_makes_forwarders_or_cycles() {
         // Off the tree: refused, no state kept, nothing routed on.
         let mut m = node(M, &[ROOT, P, N]);

@@ -751,12 +751,23 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
+        // A leave ends every link the sender has with us in this group.
+        // It can hold more than one when two nodes moved toward each other
+        // at once: the node we asked to move to may have adopted us and
+        // become our child, or our parent, meanwhile. Ending only one of
+        // the links would keep a child that no longer counts us as its
+        // parent, or a parent that no longer knows us.
         if g.moving == Some(from.id) {
             // The node we asked to move to cannot take us: stay.
             g.moving = None;
-        } else if g.children.remove(&from.id).is_some() {
+        }
+        let was_child = g.children.remove(&from.id).is_some();
+        let was_parent = g.parent.is_some_and(|p| p.id == from.id);
+        if was_child {
+            // A forwarder with no one left below it goes.
             self.prune(mid);
-        } else if g.parent.is_some_and(|p| p.id == from.id) {
+        }
+        if was_parent {
             // Our parent dropped us (it does not know us as its child).
             self.detach(mid);
         }
