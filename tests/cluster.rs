@@ -505,7 +505,8 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
         // can tell: only its full queue gives it away.
         let beats = smol::spawn(async move {
             let beat = overlay_proto::Message::Heartbeat {
-                tree: vec![(mid, 1)],
+                up: vec![(mid, 1)],
+                down: vec![],
                 replica: vec![],
                 coord: Default::default(),
             };

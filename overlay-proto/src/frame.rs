@@ -195,9 +195,12 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
         Message::Neighbours { nodes, .. } => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
         Message::JoinAck { path, .. } => (path.len(), MAX_PATH),
         Message::ReplicaSync { replicas, .. } => (replicas.len(), MAX_REPLICAS),
-        Message::Heartbeat { tree, replica, .. } => {
-            (tree.len().max(replica.len()), MAX_HEARTBEAT_GROUPS)
-        }
+        Message::Heartbeat {
+            up, down, replica, ..
+        } => (
+            up.len().max(down.len()).max(replica.len()),
+            MAX_HEARTBEAT_GROUPS,
+        ),
         _ => (0, 0),
     };
     if len > max {
@@ -377,10 +380,12 @@ mod tests {
             (
                 prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
                 prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
+                prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
                 arb_coord()
             )
-                .prop_map(|(tree, replica, coord)| Message::Heartbeat {
-                    tree,
+                .prop_map(|(up, down, replica, coord)| Message::Heartbeat {
+                    up,
+                    down,
                     replica,
                     coord
                 }),

@@ -14,10 +14,14 @@
 //! take over.
 //!
 //! A heartbeat also lists the groups the two share, with the sender's
-//! position in each. That repairs what a lost or reordered message could
-//! leave inconsistent: a parent that does not list a group no longer has us
-//! as its child (we re-join); a child that does not list it no longer has us
-//! as its parent (we drop it); a parent ahead of us means we missed the tail
+//! position in each, in two lists: the groups where the receiver is the
+//! sender's parent, and those where it is its child. That repairs what a
+//! lost or reordered message, or two crossing moves, could leave
+//! inconsistent: a parent that does not list a group among its children's
+//! no longer has us as its child (we re-join), even when it takes us for
+//! its own parent; a child that does not list it among its parents' no
+//! longer has us as its parent (we drop it); a parent ahead of us means we
+//! missed the tail
 //! of the stream (we fetch it); a root that does not list a group we
 //! replicate no longer counts on us (we forget the replica).
 
@@ -33,8 +37,19 @@ use crate::node::{Node, Timer};
 #[derive(Debug, Default)]
 struct Beat {
     info: Option<NodeInfo>,
-    tree: Vec<(Mid, u64)>,
+    /// Groups where the neighbour is our parent.
+    up: Vec<(Mid, u64)>,
+    /// Groups where it is our child.
+    down: Vec<(Mid, u64)>,
     replica: Vec<(Mid, u64)>,
+}
+
+/// Which list of a [`Beat`] an entry goes to.
+#[derive(Clone, Copy)]
+enum List {
+    Up,
+    Down,
+    Replica,
 }
 
 impl<R: Rng> Node<R> {
@@ -83,37 +98,35 @@ impl<R: Rng> Node<R> {
     /// it.
     fn beats(&self) -> BTreeMap<NodeId, Beat> {
         let mut beats: BTreeMap<NodeId, Beat> = BTreeMap::new();
-        let mut add = |info: NodeInfo, tree: Option<(Mid, u64)>, replica: Option<(Mid, u64)>| {
+        let mut add = |info: NodeInfo, list: List, entry: (Mid, u64)| {
             let b = beats.entry(info.id).or_default();
             b.info = Some(info);
-            if let Some(t) = tree {
-                if b.tree.len() < MAX_HEARTBEAT_GROUPS {
-                    b.tree.push(t);
-                }
-            }
-            if let Some(r) = replica {
-                if b.replica.len() < MAX_HEARTBEAT_GROUPS {
-                    b.replica.push(r);
-                }
+            let list = match list {
+                List::Up => &mut b.up,
+                List::Down => &mut b.down,
+                List::Replica => &mut b.replica,
+            };
+            if list.len() < MAX_HEARTBEAT_GROUPS {
+                list.push(entry);
             }
         };
         for (mid, g) in &self.groups {
             let next = g.next().unwrap_or(0);
             if let (Some(p), true) = (g.parent, g.attached) {
-                add(p, Some((*mid, next)), None);
+                add(p, List::Up, (*mid, next));
             }
             for c in g.acked_children() {
-                add(c.info, Some((*mid, next)), None);
+                add(c.info, List::Down, (*mid, next));
             }
             if let Some(r) = &g.root {
                 for x in &r.replicas {
-                    add(x.info, None, Some((*mid, r.committed)));
+                    add(x.info, List::Replica, (*mid, r.committed));
                 }
             }
         }
         for (mid, r) in &self.replicas {
             if r.orphaned.is_none() {
-                add(r.root, None, Some((*mid, r.log.next() - 1)));
+                add(r.root, List::Replica, (*mid, r.log.next() - 1));
             }
         }
         beats
@@ -145,7 +158,8 @@ impl<R: Rng> Node<R> {
             self.send(
                 info,
                 Message::Heartbeat {
-                    tree: Vec::new(),
+                    up: Vec::new(),
+                    down: Vec::new(),
                     replica: Vec::new(),
                     coord: self.coord,
                 },
@@ -162,7 +176,8 @@ impl<R: Rng> Node<R> {
             self.send(
                 info,
                 Message::Heartbeat {
-                    tree: beat.tree,
+                    up: beat.up,
+                    down: beat.down,
                     replica: beat.replica,
                     coord: self.coord,
                 },
@@ -181,7 +196,8 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_heartbeat(
         &mut self,
         from: NodeInfo,
-        tree: Vec<(Mid, u64)>,
+        mut up: Vec<(Mid, u64)>,
+        mut down: Vec<(Mid, u64)>,
         replica: Vec<(Mid, u64)>,
         coord: crate::coord::Coord,
     ) {
@@ -190,12 +206,12 @@ impl<R: Rng> Node<R> {
         // Sorted lists rather than maps: a heartbeat lists a handful of
         // groups, and a peer that lists thousands costs a sort, not a hash
         // map, per heartbeat.
-        let mut tree = tree;
-        tree.sort_unstable_by_key(|&(m, _)| m);
-        let listed = |mid: &Mid| {
-            tree.binary_search_by_key(mid, |&(m, _)| m)
+        up.sort_unstable_by_key(|&(m, _)| m);
+        down.sort_unstable_by_key(|&(m, _)| m);
+        let listed = |list: &[(Mid, u64)], mid: &Mid| {
+            list.binary_search_by_key(mid, |&(m, _)| m)
                 .ok()
-                .map(|i| tree[i].1)
+                .map(|i| list[i].1)
         };
         let mut replica = replica;
         replica.sort_unstable_by_key(|&(m, _)| m);
@@ -203,8 +219,10 @@ impl<R: Rng> Node<R> {
         let mut drop_child = Vec::new();
         let mut tail = Vec::new();
         for (mid, g) in self.groups.iter_mut() {
+            // Our parent must count us among its children, and our child
+            // must count us as its parent.
             if g.parent.is_some_and(|p| p.id == from.id) && g.attached {
-                match listed(mid) {
+                match listed(&down, mid) {
                     Some(parent_next) if g.stream.next.is_some_and(|n| n < parent_next) => {
                         g.stream.head = g.stream.head.max(parent_next);
                         tail.push(*mid);
@@ -217,7 +235,7 @@ impl<R: Rng> Node<R> {
             if let Some(c) = g.children.get_mut(&from.id) {
                 c.coord = coord.checked().or(c.coord);
                 let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
-                if settled && listed(mid).is_none() {
+                if settled && listed(&up, mid).is_none() {
                     drop_child.push(*mid);
                 }
             }
@@ -323,10 +341,23 @@ mod tests {
         n
     }
 
-    /// A heartbeat from P at `at` that lists `tree`.
-    fn beat(n: &mut Node<StdRng>, at: Instant, tree: Vec<(Mid, u64)>) -> Vec<Message> {
+    /// A heartbeat from P, our parent, at `at` that lists `down` as the
+    /// groups where we are its child.
+    fn beat(n: &mut Node<StdRng>, at: Instant, down: Vec<(Mid, u64)>) -> Vec<Message> {
+        beat_lists(n, at, Vec::new(), down)
+    }
+
+    /// A heartbeat from P at `at` that lists `up` (P's parents) and `down`
+    /// (P's children).
+    fn beat_lists(
+        n: &mut Node<StdRng>,
+        at: Instant,
+        up: Vec<(Mid, u64)>,
+        down: Vec<(Mid, u64)>,
+    ) -> Vec<Message> {
         let msg = Message::Heartbeat {
-            tree,
+            up,
+            down,
             replica: Vec::new(),
             coord: Coord::default(),
         };
@@ -368,5 +399,67 @@ mod tests {
                 .any(|m| matches!(m, Message::Join { mid, .. } if *mid == MID)),
             "{sent:?}"
         );
+    }
+
+    #[test]
+    fn a_parent_that_takes_us_for_its_parent_makes_us_join_again() {
+        // After two crossing moves, P is our parent and we are P's: each
+        // lists the group to the other, but as a parent, not as a child.
+        let t0 = Instant::now();
+        let mut n = attached_n(t0);
+        let sent = beat_lists(
+            &mut n,
+            t0 + Duration::from_secs(3),
+            vec![(MID, 1)],
+            others(),
+        );
+        assert!(
+            sent.iter()
+                .any(|m| matches!(m, Message::Join { mid, .. } if *mid == MID)),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_child_that_takes_us_for_its_child_is_dropped() {
+        const C: u128 = 0x2000_0000_0000_0000_0000_0000_0000_0000;
+        let t0 = Instant::now();
+        let mut n = attached_n(t0);
+        let join = Message::Join {
+            mid: MID,
+            joiner: info(C),
+            want: None,
+            around: None,
+            coord: Coord::default(),
+            moving: false,
+        };
+        deliver(&mut n, C, join);
+        let from_c = |n: &mut Node<StdRng>, up: Vec<(Mid, u64)>, down: Vec<(Mid, u64)>| {
+            let msg = Message::Heartbeat {
+                up,
+                down,
+                replica: Vec::new(),
+                coord: Coord::default(),
+            };
+            n.handle(
+                t0 + Duration::from_secs(3),
+                Input::Message { from: info(C), msg },
+            );
+            drain(n);
+        };
+        let has_c = |n: &Node<StdRng>| {
+            n.group(MID)
+                .unwrap()
+                .children
+                .iter()
+                .any(|c| c.id == NodeId(C))
+        };
+        assert!(has_c(&n));
+        // C counts us as its parent: it stays.
+        from_c(&mut n, vec![(MID, 1)], Vec::new());
+        assert!(has_c(&n));
+        // C counts us as its child: the link is gone at its end.
+        from_c(&mut n, Vec::new(), vec![(MID, 1)]);
+        assert!(!has_c(&n), "dropped");
     }
 }

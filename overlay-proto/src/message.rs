@@ -298,8 +298,14 @@ pub enum Message {
     /// the receiver the relation is gone.
     Heartbeat {
         /// `(mid, next)` for each group where the receiver is the sender's
-        /// parent or child: the next sequence number the sender expects.
-        tree: Vec<(Mid, u64)>,
+        /// parent: the next sequence number the sender expects.
+        up: Vec<(Mid, u64)>,
+        /// The same for each group where the receiver is the sender's
+        /// child. Kept apart from `up` so that each end can tell that the
+        /// other sees the link the same way round: two nodes that both
+        /// take the other for their parent (or child) after crossing moves
+        /// would otherwise both find the group listed and stay that way.
+        down: Vec<(Mid, u64)>,
         /// `(mid, seq)` for each group where the receiver is the sender's
         /// root or replica: the last sequence number the sender holds
         /// (root: committed; replica: received).

@@ -659,12 +659,13 @@ impl<R: Rng> Node<R> {
                 }
             }
             Message::Heartbeat {
-                tree,
+                up,
+                down,
                 replica,
                 coord,
             } => {
                 self.learn_coord(from.id, &coord);
-                self.on_heartbeat(from, tree, replica, coord)
+                self.on_heartbeat(from, up, down, replica, coord)
             }
             Message::Fetch {
                 mid,
