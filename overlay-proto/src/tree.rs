@@ -764,6 +764,7 @@ impl<R: Rng> Node<R> {
         let was_child = g.children.remove(&from.id).is_some();
         let was_parent = g.parent.is_some_and(|p| p.id == from.id);
         if was_child {
+            tracing::debug!(mid = %mid, child = %from.id.short(), "child left");
             // A forwarder with no one left below it goes.
             self.prune(mid);
         }
@@ -819,12 +820,20 @@ impl<R: Rng> Node<R> {
             let Some(g) = self.groups.get_mut(&mid) else {
                 continue;
             };
-            if g.children.remove(&peer).is_some() {
+            let was_child = g.children.remove(&peer).is_some();
+            // After crossing moves the peer can be our parent as well: both
+            // links end (as in `on_leave`).
+            let was_parent = g.parent.is_some_and(|p| p.id == peer);
+            if was_child {
+                tracing::debug!(mid = %mid, child = %peer.short(), dead, "child lost");
                 self.prune(mid);
-                continue;
             }
-            g.around = dead.then_some(peer);
-            self.detach(mid);
+            if was_parent {
+                if let Some(g) = self.groups.get_mut(&mid) {
+                    g.around = dead.then_some(peer);
+                }
+                self.detach(mid);
+            }
         }
     }
 }
