@@ -21,9 +21,8 @@
 //! no longer has us as its child (we re-join), even when it takes us for
 //! its own parent; a child that does not list it among its parents' no
 //! longer has us as its parent (we drop it); a parent ahead of us means we
-//! missed the tail
-//! of the stream (we fetch it); a root that does not list a group we
-//! replicate no longer counts on us (we forget the replica).
+//! missed the tail of the stream (we fetch it); a root that does not list a
+//! group we replicate no longer counts on us (we forget the replica).
 
 use std::collections::BTreeMap;
 
@@ -344,13 +343,14 @@ mod tests {
     /// A heartbeat from P, our parent, at `at` that lists `down` as the
     /// groups where we are its child.
     fn beat(n: &mut Node<StdRng>, at: Instant, down: Vec<(Mid, u64)>) -> Vec<Message> {
-        beat_lists(n, at, Vec::new(), down)
+        beat_lists(n, P, at, Vec::new(), down)
     }
 
-    /// A heartbeat from P at `at` that lists `up` (P's parents) and `down`
-    /// (P's children).
+    /// A heartbeat from `from` at `at` that lists `up` (the groups where we
+    /// are its parent) and `down` (where we are its child).
     fn beat_lists(
         n: &mut Node<StdRng>,
+        from: u128,
         at: Instant,
         up: Vec<(Mid, u64)>,
         down: Vec<(Mid, u64)>,
@@ -361,7 +361,13 @@ mod tests {
             replica: Vec::new(),
             coord: Coord::default(),
         };
-        n.handle(at, Input::Message { from: info(P), msg });
+        n.handle(
+            at,
+            Input::Message {
+                from: info(from),
+                msg,
+            },
+        );
         drain(n).into_iter().map(|(_, m)| m).collect()
     }
 
@@ -409,6 +415,7 @@ mod tests {
         let mut n = attached_n(t0);
         let sent = beat_lists(
             &mut n,
+            P,
             t0 + Duration::from_secs(3),
             vec![(MID, 1)],
             others(),
@@ -434,19 +441,7 @@ mod tests {
             moving: false,
         };
         deliver(&mut n, C, join);
-        let from_c = |n: &mut Node<StdRng>, up: Vec<(Mid, u64)>, down: Vec<(Mid, u64)>| {
-            let msg = Message::Heartbeat {
-                up,
-                down,
-                replica: Vec::new(),
-                coord: Coord::default(),
-            };
-            n.handle(
-                t0 + Duration::from_secs(3),
-                Input::Message { from: info(C), msg },
-            );
-            drain(n);
-        };
+        let at = t0 + Duration::from_secs(3);
         let has_c = |n: &Node<StdRng>| {
             n.group(MID)
                 .unwrap()
@@ -456,10 +451,10 @@ mod tests {
         };
         assert!(has_c(&n));
         // C counts us as its parent: it stays.
-        from_c(&mut n, vec![(MID, 1)], Vec::new());
+        beat_lists(&mut n, C, at, vec![(MID, 1)], Vec::new());
         assert!(has_c(&n));
         // C counts us as its child: the link is gone at its end.
-        from_c(&mut n, Vec::new(), vec![(MID, 1)]);
+        beat_lists(&mut n, C, at, Vec::new(), vec![(MID, 1)]);
         assert!(!has_c(&n), "dropped");
     }
 }
