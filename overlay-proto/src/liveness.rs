@@ -25,6 +25,7 @@
 //! group we replicate no longer counts on us (we forget the replica).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use rand::Rng;
 
@@ -187,6 +188,10 @@ impl<R: Rng> Node<R> {
             self.heard.remove(&id);
             self.peer_lost(id);
         }
+        // A neighbour that stopped sending heartbeats but still sends
+        // other messages (placement, routing) is alive, so the check above
+        // keeps it; this one ends the links it no longer confirms.
+        self.end_unconfirmed_links(None);
         self.root_tick();
         self.replica_tick();
     }
@@ -214,45 +219,30 @@ impl<R: Rng> Node<R> {
         };
         let mut replica = replica;
         replica.sort_unstable_by_key(|&(m, _)| m);
-        let mut rejoin = Vec::new();
-        let mut drop_child = Vec::new();
         let mut tail = Vec::new();
         for (mid, g) in self.groups.iter_mut() {
-            // Our parent must count us among its children, and our child
-            // must count us as its parent.
+            // Our parent confirms that it counts us among its children, and
+            // our child that it counts us as its parent.
             if g.parent.is_some_and(|p| p.id == from.id) && g.attached {
-                match listed(&down, mid) {
-                    Some(parent_next) if g.stream.next.is_some_and(|n| n < parent_next) => {
+                if let Some(parent_next) = listed(&down, mid) {
+                    g.parent_confirmed = now;
+                    if g.stream.next.is_some_and(|n| n < parent_next) {
                         g.stream.head = g.stream.head.max(parent_next);
                         tail.push(*mid);
                     }
-                    Some(_) => {}
-                    None if now.duration_since(g.parent_since) > grace => rejoin.push(*mid),
-                    None => {}
                 }
             }
             if let Some(c) = g.children.get_mut(&from.id) {
                 c.coord = coord.checked().or(c.coord);
-                let settled = c.acked.is_some_and(|t| now.duration_since(t) > grace);
-                if settled && listed(&up, mid).is_none() {
-                    drop_child.push(*mid);
+                if c.acked.is_some() && listed(&up, mid).is_some() {
+                    c.acked = Some(now);
                 }
             }
         }
         for mid in tail {
             self.request_repair(mid);
         }
-        for mid in rejoin {
-            tracing::debug!(mid = %mid, "parent no longer lists us; joining again");
-            self.detach(mid);
-        }
-        for mid in drop_child {
-            tracing::debug!(mid = %mid, child = %from.id.short(), "child no longer lists us; dropping it");
-            if let Some(g) = self.groups.get_mut(&mid) {
-                g.children.remove(&from.id);
-            }
-            self.prune(mid);
-        }
+        self.end_unconfirmed_links(Some(from.id));
         for &(mid, seq) in &replica {
             if let Some(r) = self.replicas.get_mut(&mid) {
                 if r.root.id == from.id {
@@ -270,6 +260,46 @@ impl<R: Rng> Node<R> {
             }
             !dropped
         });
+    }
+
+    /// Ends the tree links (with `peer`, or with anyone) that the other end
+    /// has not confirmed for `failure_timeout`: we re-join where our parent
+    /// no longer counts us among its children, and drop a child that no
+    /// longer counts us as its parent. Within that time, a heartbeat that
+    /// does not list a link may have been sent before it was made.
+    fn end_unconfirmed_links(&mut self, peer: Option<NodeId>) {
+        let now = self.now;
+        let grace = self.cfg.failure_timeout;
+        let stale = |t: Instant| now.duration_since(t) > grace;
+        let mut rejoin = Vec::new();
+        let mut drop_child = Vec::new();
+        for (mid, g) in &self.groups {
+            if let (Some(p), true) = (g.parent, g.attached) {
+                if peer.is_none_or(|id| id == p.id) && stale(g.parent_confirmed) {
+                    rejoin.push(*mid);
+                }
+            }
+            let mut check = |c: &crate::tree::Child| {
+                if c.acked.is_some_and(stale) {
+                    drop_child.push((*mid, c.info.id));
+                }
+            };
+            match peer {
+                Some(id) => g.children.get(&id).into_iter().for_each(&mut check),
+                None => g.children.values().for_each(&mut check),
+            }
+        }
+        for mid in rejoin {
+            tracing::debug!(mid = %mid, "parent no longer counts us as its child; joining again");
+            self.detach(mid);
+        }
+        for (mid, child) in drop_child {
+            tracing::debug!(mid = %mid, child = %child.short(), "child no longer counts us as its parent; dropping it");
+            if let Some(g) = self.groups.get_mut(&mid) {
+                g.children.remove(&child);
+            }
+            self.prune(mid);
+        }
     }
 
     /// The connection to a peer closed, or could not be opened. Trees work
@@ -314,7 +344,7 @@ mod tests {
     use crate::coord::Coord;
     use crate::id::{Mid, NodeId};
     use crate::message::Message;
-    use crate::node::{Command, Input, Node};
+    use crate::node::{Command, Input, Node, Timer};
     use crate::test_support::{deliver, drain, info, node};
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
@@ -453,8 +483,53 @@ mod tests {
         // C counts us as its parent: it stays.
         beat_lists(&mut n, C, at, vec![(MID, 1)], Vec::new());
         assert!(has_c(&n));
-        // C counts us as its child: the link is gone at its end.
+        // C counts us as its child: the link is gone at its end. A
+        // heartbeat just after one that confirmed the link may have
+        // crossed it; the link ends once C has not confirmed it for the
+        // failure timeout.
         beat_lists(&mut n, C, at, Vec::new(), vec![(MID, 1)]);
+        assert!(has_c(&n), "confirmed a moment ago");
+        let later = at + Duration::from_millis(1500);
+        beat_lists(&mut n, C, later, Vec::new(), vec![(MID, 1)]);
         assert!(!has_c(&n), "dropped");
+    }
+
+    #[test]
+    fn a_parent_that_stops_confirming_us_but_stays_alive_makes_us_join_again() {
+        // P dropped us and sends us no more heartbeats, but other messages
+        // (here routing updates) keep it alive in our eyes: silence alone
+        // would never move us.
+        let t0 = Instant::now();
+        let mut n = attached_n(t0);
+        let mut joined = false;
+        for i in 1..=8u64 {
+            let at = t0 + Duration::from_millis(250 * i);
+            let alive = Message::Neighbours {
+                nodes: Vec::new(),
+                reply: false,
+                coord: Coord::default(),
+            };
+            n.handle(
+                at,
+                Input::Message {
+                    from: info(P),
+                    msg: alive,
+                },
+            );
+            n.handle(at, Input::Timer(Timer::Heartbeat));
+            let sent = drain(&mut n);
+            assert!(
+                !sent.iter().any(|(_, m)| matches!(m, Message::Depart)),
+                "P is alive"
+            );
+            if i <= 4 {
+                assert!(n.group(MID).unwrap().attached, "within the grace period");
+            }
+            joined |= sent
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Join { mid, .. } if *mid == MID));
+        }
+        assert!(joined, "joined again");
+        assert!(!n.group(MID).unwrap().attached);
     }
 }

@@ -65,8 +65,10 @@ pub(crate) struct Child {
     pub(crate) handed: u32,
     /// What its join asked for, until we acknowledge it.
     pub(crate) want: Option<u64>,
-    /// When we acknowledged it; from then on it receives the group's
-    /// messages and heartbeats.
+    /// When we acknowledged it, or since then it last counted us as its
+    /// parent (a heartbeat that lists the group among its parents'); from
+    /// the acknowledgement on it receives the group's messages and
+    /// heartbeats.
     pub(crate) acked: Option<Instant>,
     /// Its network coordinate, from its join and heartbeats.
     pub(crate) coord: Option<Coord>,
@@ -124,8 +126,9 @@ pub(crate) struct Group {
     pub(crate) root: Option<Box<Root>>,
     pub(crate) member: bool,
     pub(crate) parent: Option<NodeInfo>,
-    /// When the current parent acknowledged us.
-    pub(crate) parent_since: Instant,
+    /// When our parent last counted us as its child: its acknowledgement,
+    /// or since then a heartbeat that lists the group among its children's.
+    pub(crate) parent_confirmed: Instant,
     /// Connected to the root through acknowledged parents.
     pub(crate) attached: bool,
     /// The path from the root to our parent (empty at the root).
@@ -181,7 +184,7 @@ impl Group {
             root: None,
             member,
             parent: None,
-            parent_since: now,
+            parent_confirmed: now,
             attached: false,
             path: Vec::new(),
             children: BTreeMap::new(),
@@ -672,7 +675,7 @@ impl<R: Rng> Node<R> {
         g.moving = None;
         g.attached = true;
         g.established = true;
-        g.parent_since = now;
+        g.parent_confirmed = now;
         g.path = path;
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
