@@ -96,6 +96,12 @@ pub struct Config {
     /// Tree placement: every tree node looks for a parent that gives it a
     /// shorter delay from the root (see [`crate::placement`]).
     pub tree_optimize: bool,
+    /// Nearest routing-table neighbours a tree node also asks directly for
+    /// a place at each look, once the root has set its budget: the
+    /// descent from the root finds the nearest node along one branch, while
+    /// a nearby node elsewhere in the tree, when it has room, gives a
+    /// shorter link.
+    pub placement_asks: usize,
     /// Longest wait between two such looks; the first comes a second after
     /// a node attaches (or moves), and the wait doubles each time up to this.
     pub optimize_interval: Duration,
@@ -145,6 +151,7 @@ impl Default for Config {
             probes_per_slot: 4,
             max_probes: 64,
             tree_optimize: true,
+            placement_asks: 3,
             optimize_interval: Duration::from_secs(60),
             placement_slack_pct: 20,
             move_gain_pct: 10,

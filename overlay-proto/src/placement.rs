@@ -24,6 +24,14 @@
 //! short tree links, which put few copies on the network, and paths close
 //! to the direct one.
 //!
+//! The descent follows one branch, and the nearest node with room may be
+//! on another: once an offer has told N its budget, each later look also
+//! asks N's [`Config::placement_asks`](crate::Config::placement_asks)
+//! nearest routing-table neighbours directly (a `Place` from N itself,
+//! with the budget). One that is a tree node with room within the budget
+//! answers with an offer, and nothing else: nearby members of large groups
+//! find each other, and their links get shorter.
+//!
 //! N moves, by a join marked `moving` straight to X, if the offer is
 //! better by [`Config::move_gain_pct`](crate::Config::move_gain_pct) (and
 //! 2 ms): a shorter path from the root while N is over its budget, else a
@@ -195,19 +203,37 @@ impl<R: Rng> Node<R> {
         }
         g.moving = None;
         let parent = g.parent;
+        let budget = g.budget_us;
         // A child of the root is as near it as the tree allows.
         let worth = g.path.len() > 1;
         self.arm_optimize(mid);
-        if let (Some(p), true) = (parent, worth && coord.is_sane()) {
-            self.send(
-                p,
-                Message::Place {
+        let (Some(p), true) = (parent, worth && coord.is_sane()) else {
+            return;
+        };
+        self.send(
+            p,
+            Message::Place {
+                mid,
+                node: me,
+                coord,
+                budget_us: None,
+            },
+        );
+        // The descent follows one branch; our nearest neighbours may be
+        // tree nodes with room on another.
+        let Some(budget) = budget else {
+            return;
+        };
+        for n in self.table.nearest(self.cfg.placement_asks) {
+            if n.id != p.id {
+                let ask = Message::Place {
                     mid,
                     node: me,
                     coord,
-                    budget_us: None,
-                },
-            );
+                    budget_us: Some(budget),
+                };
+                self.send(n, ask);
+            }
         }
     }
 
@@ -250,6 +276,26 @@ impl<R: Rng> Node<R> {
                 (direct + slack).min(u32::MAX as u64) as u32
             }
             Some(b) if g.parent.is_some_and(|p| p.id == from.id) => b,
+            // The node asks us directly: an offer if we have room within
+            // its budget, and nothing else (one answer to one ask).
+            Some(b) if node.id == from.id => {
+                let room = g.children.len() < self.cfg.max_children.max(1);
+                if !room || g.children.contains_key(&node.id) || g.path.contains(&node.id) {
+                    return;
+                }
+                let edge = self.link_delay_us(node.id, &coord);
+                let own = g.delay_us.saturating_add(edge);
+                if own <= b {
+                    let offer = Message::PlaceOffer {
+                        mid,
+                        delay_us: own,
+                        edge_us: edge,
+                        budget_us: b,
+                    };
+                    self.send(node, offer);
+                }
+                return;
+            }
             Some(_) => return,
         };
         if g.children.contains_key(&node.id) || g.path.contains(&node.id) {
@@ -337,6 +383,7 @@ impl<R: Rng> Node<R> {
         if parent.id == from.id || g.children.contains_key(&from.id) {
             return;
         }
+        let budget_known = g.budget_us == Some(offer.budget_us);
         let edge = self
             .rtt_to(parent.id)
             .map_or(offer.edge_us.saturating_mul(2), |r| {
@@ -353,14 +400,18 @@ impl<R: Rng> Node<R> {
             // Within it: a shorter link, as long as the path stays within.
             offer.delay_us <= offer.budget_us && enough(edge, offer.edge_us)
         };
+        let (from_us, want) = (g.delay_us, g.stream.next);
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if !budget_known {
+            g.budget_us = Some(offer.budget_us);
+        }
         if !better {
             return;
         }
-        tracing::debug!(mid = %mid, to = %from.id.short(), from_us = g.delay_us, to_us = offer.delay_us, "moving to a better parent");
-        let want = g.stream.next;
-        if let Some(g) = self.groups.get_mut(&mid) {
-            g.moving = Some(from.id);
-        }
+        tracing::debug!(mid = %mid, to = %from.id.short(), from_us, to_us = offer.delay_us, "moving to a better parent");
+        g.moving = Some(from.id);
         let join = JoinRequest {
             joiner: me,
             want,
@@ -622,6 +673,100 @@ mod tests {
         drain(&mut p);
         deliver(&mut p, ROOT, ack(&[ROOT], 0));
         assert!(deliver(&mut p, M, place).is_empty());
+    }
+
+    fn ask(budget_us: u32) -> Message {
+        Message::Place {
+            mid: MID,
+            node: info(N),
+            coord: Coord::default(),
+            budget_us: Some(budget_us),
+        }
+    }
+
+    #[test]
+    fn a_tree_node_asked_directly_offers_its_room_within_the_budget_only() {
+        let cfg = Config {
+            max_children: 1,
+            ..Config::default()
+        };
+        let mut p = crate::test_support::node(P, &[ROOT, N, M], cfg);
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut p);
+        deliver(&mut p, ROOT, ack(&[ROOT], 10_000));
+        assert!(p.group(MID).unwrap().attached);
+        // 10 ms from the root and more: a budget of 5 ms gets no answer.
+        assert!(deliver(&mut p, N, ask(5_000)).is_empty());
+        let sent = deliver(&mut p, N, ask(1_000_000));
+        assert!(
+            matches!(
+                sent[..],
+                [(to, Message::PlaceOffer { budget_us: 1_000_000, delay_us, .. })]
+                    if to == NodeId(N) && delay_us >= 10_000
+            ),
+            "{sent:?}"
+        );
+        // Asked on another's behalf by a node that is not our parent: no.
+        let stranger = Message::Place {
+            mid: MID,
+            node: info(M),
+            coord: Coord::default(),
+            budget_us: Some(1_000_000),
+        };
+        assert!(deliver(&mut p, N, stranger).is_empty());
+        // Full: no offer.
+        let join = Message::Join {
+            mid: MID,
+            joiner: info(M),
+            want: None,
+            around: None,
+            coord: Coord::default(),
+            moving: false,
+        };
+        deliver(&mut p, M, join);
+        assert_eq!(p.group(MID).unwrap().children.len(), 1);
+        assert!(deliver(&mut p, N, ask(1_000_000)).is_empty());
+    }
+
+    #[test]
+    fn a_node_that_knows_its_budget_asks_its_nearest_neighbours_too() {
+        let mut n = attached_n();
+        let rtt = |peer, ms| Input::Rtt {
+            peer: info(peer),
+            rtt: Duration::from_millis(ms),
+        };
+        n.handle(Instant::now(), rtt(M, 5));
+        n.handle(Instant::now(), rtt(ROOT, 100));
+        drain(&mut n);
+        let look = |n: &mut Node<StdRng>, at| {
+            n.handle(at, Input::Timer(Timer::Optimize(MID)));
+            drain(n)
+        };
+        // No budget yet: only the climb through our parent.
+        let later = Instant::now() + Duration::from_secs(3);
+        let sent = look(&mut n, later);
+        assert!(
+            matches!(sent[..], [(to, Message::Place { budget_us: None, .. })] if to == NodeId(P)),
+            "{sent:?}"
+        );
+        // An offer not worth a move still tells us our budget: the next
+        // look also asks the nearest table entries but our parent.
+        assert!(deliver(&mut n, M, offer(78_000, 5_000)).is_empty());
+        let sent = look(&mut n, later + Duration::from_secs(10));
+        let asked: Vec<NodeId> = sent
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    Message::Place {
+                        budget_us: Some(60_000),
+                        ..
+                    }
+                )
+            })
+            .map(|(to, _)| *to)
+            .collect();
+        assert_eq!(asked, [NodeId(M), NodeId(ROOT)], "{sent:?}");
     }
 
     #[test]

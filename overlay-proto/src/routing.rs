@@ -387,6 +387,18 @@ impl RoutingTable {
         self.next_hop(key, &[]).is_none()
     }
 
+    /// Up to `k` table entries with a measured round trip, nearest first.
+    pub fn nearest(&self, k: usize) -> Vec<NodeInfo> {
+        let mut all: Vec<(Duration, NodeInfo)> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.slots.iter().flatten())
+            .filter_map(|e| Some((e.rtt?, e.info)))
+            .collect();
+        all.sort_unstable_by_key(|&(rtt, n)| (rtt, n.id));
+        all.into_iter().take(k).map(|(_, n)| n).collect()
+    }
+
     /// Every known node once: leaf set first, then the table by rows.
     pub fn iter(&self) -> impl Iterator<Item = NodeInfo> + '_ {
         self.leaves

@@ -161,6 +161,9 @@ pub(crate) struct Group {
     pub(crate) delay_us: u32,
     /// The node we asked to move to, after its [`Message::PlaceOffer`].
     pub(crate) moving: Option<NodeId>,
+    /// The delay budget the root set for us, from the last
+    /// [`Message::PlaceOffer`]: what a direct ask to a neighbour carries.
+    pub(crate) budget_us: Option<u32>,
     /// Placement rounds since we attached (their interval doubles).
     pub(crate) optimize_round: u8,
     /// When the pending [`Timer::Optimize`] is due, if one is.
@@ -198,6 +201,7 @@ impl Group {
             stream: Stream::new(cfg),
             delay_us: 0,
             moving: None,
+            budget_us: None,
             optimize_round: 0,
             optimize_at: None,
         }
