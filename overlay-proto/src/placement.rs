@@ -42,6 +42,8 @@
 //! [`Config::optimize_interval`](crate::Config::optimize_interval), and a
 //! node that moved starts over at 1 s: its new neighbourhood may offer
 //! more, while a node that found nothing better looks less and less often.
+//! A node whose way from the root grew by more than a tenth (a node above
+//! it moved to a shorter link of its own) starts over too.
 //! Trees converge as the nodes above them settle and the coordinates
 //! improve.
 //!
@@ -561,6 +563,26 @@ mod tests {
         let g = n.group(MID).unwrap();
         assert_eq!(g.parent.map(|p| p.id), Some(NodeId(M)));
         assert!(g.attached);
+    }
+
+    #[test]
+    fn a_longer_way_to_the_root_makes_the_node_look_again_soon() {
+        let mut n = attached_n();
+        // Two looks without a move: the next is 4 s away, and growing.
+        for _ in 0..2 {
+            let at = n.groups[&MID].optimize_at.expect("a look is armed");
+            n.handle(at, Input::Timer(Timer::Optimize(MID)));
+            drain(&mut n);
+        }
+        let round = |n: &Node<StdRng>| n.groups[&MID].optimize_round;
+        assert_eq!(round(&n), 3);
+        // P re-acknowledges us with its path 5% longer: no hurry.
+        deliver(&mut n, P, ack(&[ROOT, P], 54_000));
+        assert_eq!(round(&n), 3);
+        // P moved to a link of its own that puts us 20% farther away: the
+        // rounds start over, the next look a second away.
+        deliver(&mut n, P, ack(&[ROOT, P], 70_000));
+        assert_eq!(round(&n), 1);
     }
 
     #[test]

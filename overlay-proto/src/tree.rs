@@ -675,7 +675,12 @@ impl<R: Rng> Node<R> {
         };
         let old = g.parent.replace(from).filter(|p| p.id != from.id);
         let was_attached = g.attached;
+        let before_us = g.delay_us;
         g.delay_us = delay_us.saturating_add(link);
+        // Our path from the root grew by more than a tenth (a node above us
+        // moved to a shorter link of its own): a place that was not worth
+        // taking may be now, and our next look may be a minute away.
+        let longer = was_attached && g.delay_us > before_us.saturating_add(before_us / 10);
         g.moving = None;
         g.attached = true;
         g.established = true;
@@ -712,9 +717,9 @@ impl<R: Rng> Node<R> {
                 next: stream_next,
             });
         }
-        if !was_attached || old.is_some() {
-            // A new place: look again soon, the new neighbourhood may offer
-            // more.
+        if !was_attached || old.is_some() || longer {
+            // A new place, or a longer way to the root: look again soon,
+            // the new neighbourhood may offer more.
             if let Some(g) = self.groups.get_mut(&mid) {
                 g.optimize_round = 0;
                 g.optimize_at = None;
