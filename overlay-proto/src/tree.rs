@@ -137,12 +137,19 @@ pub(crate) struct Group {
     /// The node our last join went to, whose acknowledgement we expect.
     pub(crate) join_target: Option<NodeId>,
     pub(crate) join_backoff: Duration,
+    /// When the pending join retry is due. Timers are never cancelled, so
+    /// a retry timer that finds another due (or none) is stale: without
+    /// this, every refused acknowledgement would add a timer, each firing
+    /// a join that sets another, and a node refused again and again would
+    /// send joins ever faster.
+    pub(crate) join_retry_at: Option<Instant>,
     /// Nodes the next join must not go to (the latest [`MAX_AVOID`]): they
     /// closed a cycle, or did not answer. A retry that went back to a first
     /// hop whose route crosses a crashed node would be lost again.
     pub(crate) avoid: Vec<NodeId>,
-    /// A node known to be dead that joins must route around (our lost
-    /// parent, or the one the join we forward names).
+    /// A node that joins must route around, and that shows the nodes they
+    /// reach whose way to the root runs through it that this way is
+    /// broken: our lost parent, or the one the join we forward names.
     pub(crate) around: Option<NodeId>,
     /// What a forwarder asks for before it has a stream of its own: the
     /// `want` of the join that created it.
@@ -193,6 +200,7 @@ impl Group {
             children: BTreeMap::new(),
             join_target: None,
             join_backoff: Duration::ZERO,
+            join_retry_at: None,
             avoid: Vec::new(),
             around: None,
             want_hint: None,
@@ -415,7 +423,7 @@ impl<R: Rng> Node<R> {
                     moving: false,
                 };
                 self.send(next, join.message(mid));
-                self.set_timer(retry, Timer::JoinRetry(mid));
+                self.arm_join_retry(mid, retry);
             }
             // A group we were on does not vanish because its root did: the
             // node taking over may not have noticed yet. Keep trying.
@@ -424,14 +432,33 @@ impl<R: Rng> Node<R> {
             }
             // Not in the overlay yet, or the group's new root is not known
             // yet: try again later.
-            None => self.set_timer(retry, Timer::JoinRetry(mid)),
+            None => self.arm_join_retry(mid, retry),
         }
     }
 
-    pub(crate) fn on_join_retry(&mut self, mid: Mid) {
+    /// Retries the join of `mid` after `wait`, unless a retry is due
+    /// sooner.
+    fn arm_join_retry(&mut self, mid: Mid, wait: Duration) {
+        let at = self.now + wait;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
+        if g.join_retry_at.is_some_and(|due| due <= at) {
+            return;
+        }
+        g.join_retry_at = Some(at);
+        self.set_timer(wait, Timer::JoinRetry(mid));
+    }
+
+    pub(crate) fn on_join_retry(&mut self, mid: Mid) {
+        let now = self.now;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if g.join_retry_at.is_none_or(|due| now < due) {
+            return;
+        }
+        g.join_retry_at = None;
         if g.attached || g.is_root() {
             return;
         }
@@ -665,7 +692,7 @@ impl<R: Rng> Node<R> {
                 }
             }
             let retry = self.cfg.join_retry;
-            self.set_timer(retry, Timer::JoinRetry(mid));
+            self.arm_join_retry(mid, retry);
             return;
         }
         let now = self.now;
@@ -688,6 +715,7 @@ impl<R: Rng> Node<R> {
         g.path = path;
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
+        g.join_retry_at = None;
         g.attempts = 0;
         g.avoid.clear();
         g.around = None;
@@ -794,7 +822,17 @@ impl<R: Rng> Node<R> {
         if g.is_root() {
             return;
         }
-        g.parent = None;
+        // The nodes below us count themselves attached, and their way to
+        // the root runs through us to the parent we lost. Our join, or a
+        // forwarder's on our behalf, that reached one of them would be
+        // adopted there and close a cycle, again at every retry. Naming the
+        // lost parent shows them their way is broken (they pass the join
+        // on), whether it died or only its link to us or its count of us
+        // did. Not the root: every way runs through it.
+        let lost = g.parent.take().map(|p| p.id);
+        if g.around.is_none() && g.path.len() > 1 {
+            g.around = lost;
+        }
         g.attached = false;
         g.join_backoff = Duration::ZERO;
         tracing::debug!(mid = %mid, "parent lost, joining again");
@@ -1020,6 +1058,79 @@ mod tests {
         assert!(root.groups().is_empty(), "no state kept for it");
     }
 
+    /// P attached under ROOT -> Q: its way up runs through Q.
+    fn p_under_q() -> Node<StdRng> {
+        let mut p = node(P, &[ROOT, Q], 16);
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut p);
+        let ack = Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT), NodeId(Q)],
+            delay_us: 0,
+            coord: Default::default(),
+        };
+        deliver(&mut p, Q, ack);
+        assert!(p.groups[&MID].attached);
+        p
+    }
+
+    #[test]
+    fn a_join_after_a_closed_link_to_the_parent_names_the_parent() {
+        // The link to Q closed; Q may be alive. Our subtree still counts
+        // itself attached through us and Q: the join must tell it that
+        // way is broken, or a node below us would adopt us.
+        let mut p = p_under_q();
+        p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
+        let sent = drain(&mut p);
+        assert!(
+            sent.iter().any(|(_, m)| matches!(
+                m,
+                Message::Join { around: Some(a), .. } if *a == NodeId(Q)
+            )),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn refused_acknowledgements_do_not_multiply_join_retries() {
+        let mut p = p_under_q();
+        p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
+        // The join, and its retry timer.
+        drain(&mut p);
+        // Nodes below us answer our joins: each answer closes a cycle.
+        let mut retries = 0;
+        for below in [0x2000u128, 0x3000, 0x4000, 0x5000] {
+            let ack = Message::JoinAck {
+                mid: MID,
+                next: 1,
+                epoch: 1,
+                path: vec![NodeId(ROOT), NodeId(Q), NodeId(P), NodeId(below)],
+                delay_us: 0,
+                coord: Default::default(),
+            };
+            p.handle(
+                Instant::now(),
+                Input::Message {
+                    from: info(below),
+                    msg: ack,
+                },
+            );
+            while let Some(o) = p.poll_output() {
+                if let crate::node::Output::SetTimer {
+                    timer: Timer::JoinRetry(_),
+                    ..
+                } = o
+                {
+                    retries += 1;
+                }
+            }
+        }
+        assert!(!p.groups[&MID].attached);
+        assert_eq!(retries, 0, "the retry armed by the join is due first");
+    }
+
     #[test]
     fn join_retries_go_around_every_silent_first_hop() {
         // Three nodes nearer the mid than P, nearest first: ROOT, Q, S.
@@ -1034,15 +1145,20 @@ mod tests {
             assert_eq!(joins.len(), 1, "one join per attempt: {sent:?}");
             joins[0]
         };
+        // The retry timer, when it is due.
+        let retry = |p: &mut Node<StdRng>| {
+            let due = p.groups[&MID].join_retry_at.expect("a retry is armed");
+            p.handle(due, Input::Timer(Timer::JoinRetry(MID)));
+        };
         p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         let mut hops = vec![first_hop(&drain(&mut p))];
         for _ in 0..2 {
-            p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+            retry(&mut p);
             hops.push(first_hop(&drain(&mut p)));
         }
         assert_eq!(hops, vec![NodeId(ROOT), NodeId(Q), NodeId(S)]);
         // With every way around tried, the join still goes somewhere.
-        p.handle(Instant::now(), Input::Timer(Timer::JoinRetry(MID)));
+        retry(&mut p);
         let fourth = first_hop(&drain(&mut p));
         assert!([ROOT, Q, S].contains(&fourth.0));
     }
