@@ -147,9 +147,8 @@ pub(crate) struct Group {
     /// closed a cycle, or did not answer. A retry that went back to a first
     /// hop whose route crosses a crashed node would be lost again.
     pub(crate) avoid: Vec<NodeId>,
-    /// A node that joins must route around, and that shows the nodes they
-    /// reach whose way to the root runs through it that this way is
-    /// broken: our lost parent, or the one the join we forward names.
+    /// A node known to be dead that joins must route around (our lost
+    /// parent, or the one the join we forward names).
     pub(crate) around: Option<NodeId>,
     /// What a forwarder asks for before it has a stream of its own: the
     /// `want` of the join that created it.
@@ -822,17 +821,7 @@ impl<R: Rng> Node<R> {
         if g.is_root() {
             return;
         }
-        // The nodes below us count themselves attached, and their way to
-        // the root runs through us to the parent we lost. Our join, or a
-        // forwarder's on our behalf, that reached one of them would be
-        // adopted there and close a cycle, again at every retry. Naming the
-        // lost parent shows them their way is broken (they pass the join
-        // on), whether it died or only its link to us or its count of us
-        // did. Not the root: every way runs through it.
-        let lost = g.parent.take().map(|p| p.id);
-        if g.around.is_none() && g.path.len() > 1 {
-            g.around = lost;
-        }
+        g.parent = None;
         g.attached = false;
         g.join_backoff = Duration::ZERO;
         tracing::debug!(mid = %mid, "parent lost, joining again");
@@ -1074,23 +1063,6 @@ mod tests {
         deliver(&mut p, Q, ack);
         assert!(p.groups[&MID].attached);
         p
-    }
-
-    #[test]
-    fn a_join_after_a_closed_link_to_the_parent_names_the_parent() {
-        // The link to Q closed; Q may be alive. Our subtree still counts
-        // itself attached through us and Q: the join must tell it that
-        // way is broken, or a node below us would adopt us.
-        let mut p = p_under_q();
-        p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
-        let sent = drain(&mut p);
-        assert!(
-            sent.iter().any(|(_, m)| matches!(
-                m,
-                Message::Join { around: Some(a), .. } if *a == NodeId(Q)
-            )),
-            "{sent:?}"
-        );
     }
 
     #[test]
