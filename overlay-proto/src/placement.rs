@@ -239,6 +239,25 @@ impl<R: Rng> Node<R> {
         }
     }
 
+    /// Offers `node` a place below us in `mid`: `delay_us` from the root
+    /// through us, `edge_us` of it the link to us, within `budget_us`.
+    fn offer_place(
+        &mut self,
+        node: NodeInfo,
+        mid: Mid,
+        delay_us: u32,
+        edge_us: u32,
+        budget_us: u32,
+    ) {
+        let offer = Message::PlaceOffer {
+            mid,
+            delay_us,
+            edge_us,
+            budget_us,
+        };
+        self.send(node, offer);
+    }
+
     pub(crate) fn on_place(
         &mut self,
         from: NodeInfo,
@@ -256,7 +275,7 @@ impl<R: Rng> Node<R> {
         if !g.attached && !g.is_root() {
             return;
         }
-        let budget = match budget_us {
+        let (budget, asked) = match budget_us {
             // Climbing: only our own subtree climbs through us.
             None if !g.is_root() => {
                 if let (true, Some(p)) = (g.children.contains_key(&from.id), g.parent) {
@@ -275,38 +294,31 @@ impl<R: Rng> Node<R> {
             None => {
                 let direct = self.coord.delay_us(&coord) as u64;
                 let slack = direct * self.cfg.placement_slack_pct as u64 / 100;
-                (direct + slack).min(u32::MAX as u64) as u32
+                ((direct + slack).min(u32::MAX as u64) as u32, false)
             }
-            Some(b) if g.parent.is_some_and(|p| p.id == from.id) => b,
-            // The node asks us directly: an offer if we have room within
-            // its budget, and nothing else (one answer to one ask).
-            Some(b) if node.id == from.id => {
-                let room = g.children.len() < self.cfg.max_children.max(1);
-                if !room || g.children.contains_key(&node.id) || g.path.contains(&node.id) {
-                    return;
-                }
-                let edge = self.link_delay_us(node.id, &coord);
-                let own = g.delay_us.saturating_add(edge);
-                if own <= b {
-                    let offer = Message::PlaceOffer {
-                        mid,
-                        delay_us: own,
-                        edge_us: edge,
-                        budget_us: b,
-                    };
-                    self.send(node, offer);
-                }
-                return;
-            }
+            Some(b) if g.parent.is_some_and(|p| p.id == from.id) => (b, false),
+            // The node asks us directly.
+            Some(b) if node.id == from.id => (b, true),
             Some(_) => return,
         };
         if g.children.contains_key(&node.id) || g.path.contains(&node.id) {
             // It is here already, or above us: nothing better below.
             return;
         }
+        let room = g.children.len() < self.cfg.max_children.max(1);
+        if asked {
+            // An offer if we have room within its budget, and nothing else
+            // (one answer to one ask). It is a routing neighbour: our delay
+            // to it is likely measured.
+            let edge = self.link_delay_us(node.id, &coord);
+            let own = g.delay_us.saturating_add(edge);
+            if room && own <= budget {
+                self.offer_place(node, mid, own, edge, budget);
+            }
+            return;
+        }
         let edge = self.coord.delay_us(&coord);
         let own = g.delay_us.saturating_add(edge);
-        let room = g.children.len() < self.cfg.max_children.max(1);
         let children = self.placements(mid, &coord, node.id);
         // Nearer the node than we are, and within the budget: go on down.
         let nearer = children
@@ -316,13 +328,7 @@ impl<R: Rng> Node<R> {
         let to = match nearer {
             Some(c) => Some(c.info),
             None if room && (own <= budget || children.iter().all(|c| c.delay_us >= own)) => {
-                let offer = Message::PlaceOffer {
-                    mid,
-                    delay_us: own,
-                    edge_us: edge,
-                    budget_us: budget,
-                };
-                self.send(node, offer);
+                self.offer_place(node, mid, own, edge, budget);
                 return;
             }
             // Full, or a child gives a shorter way: the best of them.

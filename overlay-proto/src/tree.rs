@@ -1047,20 +1047,24 @@ mod tests {
         assert!(root.groups().is_empty(), "no state kept for it");
     }
 
+    /// An acknowledgement in MID from the last node of `path`.
+    fn ack_along(path: &[u128]) -> Message {
+        Message::JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: path.iter().map(|&i| NodeId(i)).collect(),
+            delay_us: 0,
+            coord: Default::default(),
+        }
+    }
+
     /// P attached under ROOT -> Q: its way up runs through Q.
     fn p_under_q() -> Node<StdRng> {
         let mut p = node(P, &[ROOT, Q], 16);
         p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         drain(&mut p);
-        let ack = Message::JoinAck {
-            mid: MID,
-            next: 1,
-            epoch: 1,
-            path: vec![NodeId(ROOT), NodeId(Q)],
-            delay_us: 0,
-            coord: Default::default(),
-        };
-        deliver(&mut p, Q, ack);
+        deliver(&mut p, Q, ack_along(&[ROOT, Q]));
         assert!(p.groups[&MID].attached);
         p
     }
@@ -1074,19 +1078,11 @@ mod tests {
         // Nodes below us answer our joins: each answer closes a cycle.
         let mut retries = 0;
         for below in [0x2000u128, 0x3000, 0x4000, 0x5000] {
-            let ack = Message::JoinAck {
-                mid: MID,
-                next: 1,
-                epoch: 1,
-                path: vec![NodeId(ROOT), NodeId(Q), NodeId(P), NodeId(below)],
-                delay_us: 0,
-                coord: Default::default(),
-            };
             p.handle(
                 Instant::now(),
                 Input::Message {
                     from: info(below),
-                    msg: ack,
+                    msg: ack_along(&[ROOT, Q, P, below]),
                 },
             );
             while let Some(o) = p.poll_output() {
