@@ -494,7 +494,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             mid,
             joiner,
             want: None,
-            around: None,
+            detour: None,
             coord: Default::default(),
             moving: false,
         };

@@ -305,16 +305,24 @@ mod tests {
                 arb_info(),
                 any::<Option<u64>>(),
                 any::<Option<u128>>(),
+                any::<Option<u128>>(),
                 arb_coord(),
                 any::<bool>()
             )
-                .prop_map(|(mid, joiner, want, around, coord, moving)| Message::Join {
-                    mid,
-                    joiner,
-                    want,
-                    around: around.map(NodeId),
-                    coord,
-                    moving
+                .prop_map(|(mid, joiner, want, around, origin, coord, moving)| {
+                    Message::Join {
+                        mid,
+                        joiner,
+                        want,
+                        detour: (around.is_some() || origin.is_some()).then(|| {
+                            Box::new(crate::message::Detour {
+                                around: around.map(NodeId),
+                                origin: origin.map(NodeId),
+                            })
+                        }),
+                        coord,
+                        moving,
+                    }
                 }),
             (mid.clone(), arb_info(), arb_coord(), any::<Option<u32>>()).prop_map(
                 |(mid, node, coord, budget_us)| Message::Place {
@@ -353,6 +361,7 @@ mod tests {
             (mid.clone(), arb_reason())
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
+            mid.clone().prop_map(|mid| Message::MoveRefused { mid }),
             Just(Message::Depart),
             (mid.clone(), arb_info(), any::<u64>(), payload.clone()).prop_map(
                 |(mid, publisher, pub_id, payload)| {

@@ -74,7 +74,7 @@ pub mod tree;
 
 pub use config::Config;
 pub use id::{Mid, NodeId};
-pub use message::{Message, NodeInfo, RejectReason, TreeEntry};
+pub use message::{Detour, Message, NodeInfo, RejectReason, TreeEntry};
 pub use node::{Command, Event, Input, Node, Output, PublishError, Timer, TreeError};
 pub use replica::ReplicaView;
 pub use tree::GroupView;

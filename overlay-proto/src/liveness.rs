@@ -464,7 +464,7 @@ mod tests {
             mid: MID,
             joiner: info(C),
             want: None,
-            around: None,
+            detour: None,
             coord: Coord::default(),
             moving: false,
         };

@@ -72,6 +72,20 @@ pub enum RejectReason {
     Overloaded,
 }
 
+/// What a re-join, or a forwarder's join on its behalf, must steer clear
+/// of (see [`Message::Join`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detour {
+    /// A node the joiner found dead (its lost parent): nodes on the way
+    /// route around it, since they may not have noticed yet.
+    pub around: Option<NodeId>,
+    /// The node whose re-join this join carries on, when the joiner is a
+    /// forwarder it made (`None`: the joiner's own). A node whose way to
+    /// the root runs through it passes the join on: adopting the forwarder
+    /// would hang the origin's tree below itself.
+    pub origin: Option<NodeId>,
+}
+
 /// One node of a group tree, as reported by [`Message::Collected`]. The tree
 /// travels as a flat list with parent links, never nested, so decoding a
 /// report from a peer cannot recurse without bound.
@@ -160,16 +174,16 @@ pub enum Message {
         /// received any before (a re-join); `None` for a new member, which
         /// starts with the live messages.
         want: Option<u64>,
-        /// A node the joiner found dead (its lost parent): nodes on the way
-        /// route around it, since they may not have noticed yet.
-        around: Option<NodeId>,
+        /// What a re-join steers clear of; `None` for most joins (boxed so
+        /// that they do not carry its room, nor does every message).
+        detour: Option<Box<Detour>>,
         /// The joiner's network coordinate, by which a node at its fan-out
         /// bound picks the child to hand the join to.
         coord: Coord,
         /// The joiner is attached elsewhere and moves here because a
         /// [`Message::PlaceOffer`] promised a shorter path from the root.
         /// Such a join never creates forwarders or travels further up: a
-        /// node that cannot take it answers [`Message::Leave`].
+        /// node that cannot take it answers [`Message::MoveRefused`].
         moving: bool,
     },
     /// The sender is now the receiver's parent and is attached to the root.
@@ -226,8 +240,17 @@ pub enum Message {
         /// Why.
         reason: RejectReason,
     },
-    /// The sender is no longer the receiver's child.
+    /// The sender is no longer the receiver's child (nor its parent): it
+    /// ends every link the two have in the group.
     Leave {
+        /// The group.
+        mid: Mid,
+    },
+    /// The sender does not take the receiver's move (a join marked
+    /// `moving`): it is off the tree, or the receiver is above it. Unlike
+    /// a [`Message::Leave`], it ends no link: the sender may well be the
+    /// receiver's child, having moved there meanwhile.
+    MoveRefused {
         /// The group.
         mid: Mid,
     },
@@ -422,6 +445,7 @@ impl Message {
             Message::Place { .. } => "place",
             Message::PlaceOffer { .. } => "place-offer",
             Message::Leave { .. } => "leave",
+            Message::MoveRefused { .. } => "move-refused",
             Message::Publish(_) => "publish",
             Message::PublishAck { .. } => "publish-ack",
             Message::PublishReject { .. } => "publish-reject",

@@ -13,7 +13,7 @@ use rustc_hash::FxSeededState;
 
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
-use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
+use crate::message::{Detour, Message, NodeInfo, RejectReason, TreeEntry};
 use crate::publish::PendingPublish;
 use crate::replica::Replica;
 use crate::routing::RoutingTable;
@@ -570,17 +570,19 @@ impl<R: Rng> Node<R> {
                 mid,
                 joiner,
                 want,
-                around,
+                detour,
                 coord,
                 moving,
             } => {
                 if joiner.id == from.id {
                     self.learn_coord(from.id, &coord);
                 }
+                let Detour { around, origin } = detour.map(|d| *d).unwrap_or_default();
                 let join = crate::tree::JoinRequest {
                     joiner,
                     want,
                     around,
+                    origin,
                     coord,
                     moving,
                 };
@@ -625,6 +627,7 @@ impl<R: Rng> Node<R> {
             }
             Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
             Message::Leave { mid } => self.on_leave(from, mid),
+            Message::MoveRefused { mid } => self.on_move_refused(from, mid),
             Message::Publish(p) => self.on_publish(p),
             Message::PublishAck { mid, pub_id, seq } => self.publish_answered(mid, pub_id, Ok(seq)),
             Message::PublishReject {

@@ -424,6 +424,7 @@ impl<R: Rng> Node<R> {
             joiner: me,
             want,
             around: None,
+            origin: None,
             coord,
             moving: true,
         };
@@ -595,8 +596,8 @@ mod tests {
     fn a_refused_move_leaves_the_node_where_it_was() {
         let mut n = attached_n();
         deliver(&mut n, M, offer(40_000, 5_000));
-        // M is no longer on the tree: it answers with a leave.
-        assert!(deliver(&mut n, M, Message::Leave { mid: MID }).is_empty());
+        // M is no longer on the tree: it refuses the move.
+        assert!(deliver(&mut n, M, Message::MoveRefused { mid: MID }).is_empty());
         let g = n.group(MID).unwrap();
         assert_eq!(g.parent.map(|p| p.id), Some(NodeId(P)));
         assert!(g.attached, "a refused move does not detach");
@@ -607,16 +608,16 @@ mod tests {
     }
 
     #[test]
-    fn a_leave_from_a_node_we_move_to_that_became_our_child_ends_both() {
+    fn a_node_we_move_to_that_became_our_child_stays_our_child() {
         // N asks to move to M, and M, moving too, asks N at the same time:
-        // N adopts M. M then turns N's move away (N is below it now).
+        // N adopts M. M then turns N's move away (N is above it now).
         let mut n = attached_n();
         deliver(&mut n, M, offer(40_000, 5_000));
         let move_of_m = Message::Join {
             mid: MID,
             joiner: info(M),
             want: Some(1),
-            around: None,
+            detour: None,
             coord: Coord::default(),
             moving: true,
         };
@@ -628,14 +629,24 @@ mod tests {
             .children
             .iter()
             .any(|c| c.id == NodeId(M)));
-        deliver(&mut n, M, Message::Leave { mid: MID });
+        // The refusal ends only the move. (It used to be a leave, which
+        // ended every link: N dropped M, which still counted N as its
+        // parent and went without messages until its parent's silence
+        // about it made it join again; seen once at 100k nodes.)
+        deliver(&mut n, M, Message::MoveRefused { mid: MID });
         let g = n.group(MID).unwrap();
         assert!(
-            !g.children.iter().any(|c| c.id == NodeId(M)),
-            "M left: no longer our child"
+            g.children.iter().any(|c| c.id == NodeId(M)),
+            "M is still our child"
         );
         assert_eq!(g.parent.map(|p| p.id), Some(NodeId(P)));
         assert!(g.attached, "we stay where we were");
+        // Had M adopted N as well (their moves crossed), M would have
+        // turned N's acknowledgement away with a leave, which ends both.
+        deliver(&mut n, M, Message::Leave { mid: MID });
+        let g = n.group(MID).unwrap();
+        assert!(!g.children.iter().any(|c| c.id == NodeId(M)));
+        assert_eq!(g.parent.map(|p| p.id), Some(NodeId(P)));
     }
 
     #[test]
@@ -646,12 +657,12 @@ mod tests {
             mid: MID,
             joiner: info(N),
             want,
-            around: None,
+            detour: None,
             coord: Coord::default(),
             moving: true,
         };
         let sent = deliver(&mut m, N, join(Some(1)));
-        assert!(matches!(sent[..], [(to, Message::Leave { .. })] if to == NodeId(N)));
+        assert!(matches!(sent[..], [(to, Message::MoveRefused { .. })] if to == NodeId(N)));
         assert!(m.groups().is_empty());
         // On the tree below N: refused too, where a plain join would be
         // passed on toward the root.
@@ -660,8 +671,13 @@ mod tests {
         deliver(&mut m, N, ack(&[ROOT, P, N], 30_000));
         assert!(m.group(MID).unwrap().attached);
         let sent = deliver(&mut m, N, join(Some(1)));
-        assert!(matches!(sent[..], [(to, Message::Leave { .. })] if to == NodeId(N)));
+        assert!(matches!(sent[..], [(to, Message::MoveRefused { .. })] if to == NodeId(N)));
         assert!(m.group(MID).unwrap().children.is_empty());
+        assert_eq!(
+            m.group(MID).unwrap().parent.map(|p| p.id),
+            Some(NodeId(N)),
+            "N stays M's parent"
+        );
     }
 
     #[test]
@@ -678,7 +694,7 @@ mod tests {
             mid,
             joiner: info(P),
             want: None,
-            around: None,
+            detour: None,
             coord: Coord::default(),
             moving: false,
         };
@@ -747,7 +763,7 @@ mod tests {
             mid: MID,
             joiner: info(M),
             want: None,
-            around: None,
+            detour: None,
             coord: Coord::default(),
             moving: false,
         };

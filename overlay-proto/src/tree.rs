@@ -30,7 +30,10 @@
 //! Every node knows its path from the root, so a node that finds the joiner
 //! on its own path does not adopt it but passes the join on toward the root,
 //! and a joiner that finds itself on the path of an ack refuses that parent.
-//! Parent links therefore never close a cycle.
+//! Parent links therefore never close a cycle. A forwarder that a re-join
+//! made names the re-joining node (`origin`) in its own join, so that the
+//! origin's subtree passes that join on as well, rather than adopting the
+//! forwarder only for the origin to refuse the path it would get.
 //!
 //! A member that leaves stays on as a forwarder while it has children; a
 //! forwarder with neither membership nor children leaves its parent, which
@@ -46,7 +49,7 @@ use rand::Rng;
 
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
-use crate::message::{Message, NodeInfo, RejectReason, MAX_PATH};
+use crate::message::{Detour, Message, NodeInfo, RejectReason, MAX_PATH};
 use crate::node::{Event, Node, Timer};
 use crate::root::Root;
 use crate::stream::Stream;
@@ -102,6 +105,7 @@ pub(crate) struct JoinRequest {
     pub(crate) joiner: NodeInfo,
     pub(crate) want: Option<u64>,
     pub(crate) around: Option<NodeId>,
+    pub(crate) origin: Option<NodeId>,
     pub(crate) coord: Coord,
     pub(crate) moving: bool,
 }
@@ -112,7 +116,12 @@ impl JoinRequest {
             mid,
             joiner: self.joiner,
             want: self.want,
-            around: self.around,
+            detour: (self.around.is_some() || self.origin.is_some()).then(|| {
+                Box::new(Detour {
+                    around: self.around,
+                    origin: self.origin,
+                })
+            }),
             coord: self.coord,
             moving: self.moving,
         }
@@ -150,6 +159,9 @@ pub(crate) struct Group {
     /// A node known to be dead that joins must route around (our lost
     /// parent, or the one the join we forward names).
     pub(crate) around: Option<NodeId>,
+    /// For a forwarder, the node whose join made it one, or that join's
+    /// own origin: the node whose subtree its joins must not end in.
+    pub(crate) origin: Option<NodeId>,
     /// What a forwarder asks for before it has a stream of its own: the
     /// `want` of the join that created it.
     pub(crate) want_hint: Option<u64>,
@@ -202,6 +214,7 @@ impl Group {
             join_retry_at: None,
             avoid: Vec::new(),
             around: None,
+            origin: None,
             want_hint: None,
             established: false,
             attempts: 0,
@@ -411,6 +424,7 @@ impl<R: Rng> Node<R> {
         let retry = g.join_backoff;
         let want = g.stream.next.or(g.want_hint);
         let around = g.around;
+        let origin = g.origin;
         let established = g.established;
         match next {
             Some(next) => {
@@ -418,6 +432,7 @@ impl<R: Rng> Node<R> {
                     joiner: me,
                     want,
                     around,
+                    origin,
                     coord: self.coord,
                     moving: false,
                 };
@@ -501,7 +516,7 @@ impl<R: Rng> Node<R> {
         if join.moving && !on_tree {
             // A move goes only to a node on the tree; it never makes
             // forwarders. The joiner stays where it is.
-            self.send(joiner, Message::Leave { mid });
+            self.send(joiner, Message::MoveRefused { mid });
             return;
         }
         if let Some(g) = self.groups.get(&mid) {
@@ -512,11 +527,14 @@ impl<R: Rng> Node<R> {
             // below it). Our acknowledgement would hand the joiner a path
             // through the dead node, or through the joiner itself when it
             // is that parent: its subtree would keep catching its joins.
-            let ancestor = above(joiner.id);
+            // A forwarder's join carries on its origin's: the origin being
+            // our ancestor is as bad as the joiner being it.
+            let ancestor = above(joiner.id) || join.origin.is_some_and(above);
             let broken = !ancestor && join.around.is_some_and(above);
             if ancestor || broken {
                 if join.moving {
-                    self.send(joiner, Message::Leave { mid });
+                    // Not a Leave: the joiner may be our parent, and stays.
+                    self.send(joiner, Message::MoveRefused { mid });
                     return;
                 }
                 // The joiner is our ancestor (adopting it would close a
@@ -526,6 +544,7 @@ impl<R: Rng> Node<R> {
                 // of knows the way.
                 let skip: Vec<NodeId> = [joiner.id, from.id]
                     .into_iter()
+                    .chain(join.origin)
                     .chain(join.around)
                     .collect();
                 let next = self.toward_root(mid, &skip);
@@ -600,6 +619,7 @@ impl<R: Rng> Node<R> {
         let mut g = Group::new(false, &self.cfg, self.now);
         g.want_hint = join.want;
         g.around = join.around;
+        g.origin = join.origin.or(Some(joiner.id));
         g.children
             .insert(joiner.id, Child::new(joiner, join.want, join.coord));
         self.groups.insert(mid, g);
@@ -718,6 +738,7 @@ impl<R: Rng> Node<R> {
         g.attempts = 0;
         g.avoid.clear();
         g.around = None;
+        g.origin = None;
         g.want_hint = None;
         g.stream.epoch = g.stream.epoch.max(epoch);
         if let Some(old) = old {
@@ -792,10 +813,12 @@ impl<R: Rng> Node<R> {
         };
         // A leave ends every link the sender has with us in this group.
         // It can hold more than one when two nodes moved toward each other
-        // at once: the node we asked to move to may have adopted us and
-        // become our child, or our parent, meanwhile. Ending only one of
+        // at once: each may have adopted the other, and each then turns
+        // the other's acknowledgement away with a leave. Ending only one of
         // the links would keep a child that no longer counts us as its
-        // parent, or a parent that no longer knows us.
+        // parent, or a parent that no longer knows us. (A move that is
+        // refused is answered with a [`Message::MoveRefused`] instead,
+        // which ends nothing.)
         if g.moving == Some(from.id) {
             // The node we asked to move to cannot take us: stay.
             g.moving = None;
@@ -810,6 +833,16 @@ impl<R: Rng> Node<R> {
         if was_parent {
             // Our parent dropped us (it does not know us as its child).
             self.detach(mid);
+        }
+    }
+
+    /// The node we asked to move to does not take us: we stay where we
+    /// are, and every link we have stays too.
+    pub(crate) fn on_move_refused(&mut self, from: NodeInfo, mid: Mid) {
+        if let Some(g) = self.groups.get_mut(&mid) {
+            if g.moving == Some(from.id) {
+                g.moving = None;
+            }
         }
     }
 
@@ -911,7 +944,12 @@ mod tests {
             mid,
             joiner: info(joiner),
             want: None,
-            around,
+            detour: around.map(|around| {
+                Box::new(Detour {
+                    around: Some(around),
+                    origin: None,
+                })
+            }),
             coord: Default::default(),
             moving: false,
         }
@@ -1129,5 +1167,35 @@ mod tests {
         retry(&mut p);
         let fourth = first_hop(&drain(&mut p));
         assert!([ROOT, Q, S].contains(&fourth.0));
+    }
+    #[test]
+    fn a_forwarder_carrying_on_our_ancestors_rejoin_is_not_adopted() {
+        // Q, P's parent, lost its own parent (its link closed; nobody
+        // died) and joins again. Its join made F a forwarder, and F's join
+        // reaches P, below Q: adopting F would hang Q below itself, and Q
+        // would refuse the path, again and again.
+        const F: u128 = 0x2000_0000_0000_0000_0000_0000_0000_0000;
+        let mut f = node(F, &[ROOT], 16);
+        let sent = join_from(&mut f, MID, Q, Q);
+        assert!(
+            matches!(&sent[..], [(to, Message::Join { joiner, detour: Some(d), .. })] if *to == NodeId(ROOT) && joiner.id == NodeId(F) && d.origin == Some(NodeId(Q))),
+            "the forwarder's join names whose join it carries on: {sent:?}"
+        );
+        let mut p = p_under_q();
+        // Routing takes it to P (in the run that found this, to four
+        // nodes of Q's subtree in turn).
+        let (_, join) = sent.into_iter().next().unwrap();
+        let sent = deliver(&mut p, F, join);
+        assert!(
+            matches!(&sent[..], [(to, Message::Join { joiner, .. })] if *to == NodeId(ROOT) && joiner.id == NodeId(F)),
+            "passed on toward the root, around Q: {sent:?}"
+        );
+        assert!(p.groups[&MID].children.is_empty());
+        // A forwarder carrying on anyone else's join is adopted.
+        let sent = join_from(&mut p, MID, F, F);
+        assert!(
+            matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(F)),
+            "{sent:?}"
+        );
     }
 }
