@@ -53,6 +53,11 @@ struct Args {
     /// placement to go down to it.
     #[arg(long)]
     placement_slack_pct: Option<u16>,
+    /// Also build the "within budget" reference trees at these slacks
+    /// (percent, comma-separated), to show the trade between stretch and
+    /// link stress that a builder who sees everything makes.
+    #[arg(long, value_delimiter = ',')]
+    reference_slacks: Vec<u16>,
     /// Virtual seconds the trees settle between the last join and the
     /// measurements.
     #[arg(long)]
@@ -125,6 +130,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(p) = args.placement_slack_pct {
         scn.placement_slack_pct = Some(p);
+    }
+    if !args.reference_slacks.is_empty() {
+        scn.reference_slacks = args.reference_slacks.clone();
     }
     if args.codec {
         scn.codec = true;

@@ -140,6 +140,18 @@ pub struct References {
     pub nearest_within_budget: super::reference::Reference,
     /// The same, with members attached in the order they joined.
     pub within_budget_join_order: super::reference::Reference,
+    /// Within budget (nearest the root first) at the scenario's
+    /// `reference_slacks`.
+    pub slacks: Vec<SlackReference>,
+}
+
+/// The "within budget" reference trees at one slack.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlackReference {
+    /// The slack, in percent of the direct path's delay.
+    pub slack_pct: u16,
+    /// The trees' figures.
+    pub trees: super::reference::Reference,
 }
 
 /// Joins.
@@ -439,12 +451,21 @@ impl Report {
             );
         }
         if let (Some(r), Some(st)) = (&self.reference, &self.stress) {
+            let slacks: Vec<(String, &super::reference::Reference)> = r
+                .slacks
+                .iter()
+                .map(|s| (format!("budget +{}%", s.slack_pct), &s.trees))
+                .collect();
             for (name, t) in [
                 ("shortest paths", &r.shortest_paths),
                 ("nearest parent", &r.nearest_parent),
                 ("within budget", &r.nearest_within_budget),
                 ("in join order", &r.within_budget_join_order),
-            ] {
+            ]
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t))
+            .chain(slacks)
+            {
                 out.row(
                     &format!("reference, {name}: stretch mean / p95"),
                     format!("{:.2} / {:.2}", t.stretch.mean, t.stretch.p95),

@@ -35,7 +35,9 @@ use rand::{Rng, SeedableRng};
 use super::net::Net;
 use super::plot::TreeDrawing;
 use super::reference::{self, Builder};
-use super::report::{Churn, Delivery, Dist, References, Report, Routing, Stress, Trees};
+use super::report::{
+    Churn, Delivery, Dist, References, Report, Routing, SlackReference, Stress, Trees,
+};
 use super::scenario::{Model, Scenario};
 use super::topology::Topology;
 
@@ -768,11 +770,25 @@ impl Driver {
                 .map(|b| s.spawn(move || reference::measure(topo, groups, bound, b)))
                 .map(|h| h.join().expect("a reference tree builder panicked"))
             });
+        let slacks = self
+            .scn
+            .reference_slacks
+            .iter()
+            .map(|&slack_pct| {
+                let b = Builder::NearestWithinBudget {
+                    slack_pct,
+                    join_order: false,
+                };
+                let trees = reference::measure(topo, groups, bound, b)?;
+                Some(SlackReference { slack_pct, trees })
+            })
+            .collect::<Option<Vec<_>>>()?;
         Some(References {
             shortest_paths: shortest_paths?,
             nearest_parent: nearest_parent?,
             nearest_within_budget: nearest_within_budget?,
             within_budget_join_order: within_budget_join_order?,
+            slacks,
         })
     }
 

@@ -41,6 +41,10 @@ pub struct Scenario {
     /// How much longer, in percent, a path through a child may be for a
     /// placement to go on down to it (the protocol's default if unset).
     pub placement_slack_pct: Option<u16>,
+    /// More slacks (percent) at which to build the "within budget"
+    /// reference trees: what a central builder trades between stretch and
+    /// link stress as the budget grows.
+    pub reference_slacks: Vec<u16>,
     /// Virtual seconds between the last join's acknowledgement and the
     /// measurements, in which trees settle (placement moves nodes).
     pub settle_secs: f64,
@@ -106,6 +110,7 @@ impl Default for Scenario {
             proximity: true,
             placement: true,
             placement_slack_pct: None,
+            reference_slacks: Vec::new(),
             settle_secs: 30.0,
             arrival_rate: 2_000.0,
             bootstrap_sample: 16,
