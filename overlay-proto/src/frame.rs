@@ -362,6 +362,7 @@ mod tests {
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
             mid.clone().prop_map(|mid| Message::MoveRefused { mid }),
+            (mid.clone(), arb_info()).prop_map(|(mid, parent)| Message::Splice { mid, parent }),
             Just(Message::Depart),
             (mid.clone(), arb_info(), any::<u64>(), payload.clone()).prop_map(
                 |(mid, publisher, pub_id, payload)| {

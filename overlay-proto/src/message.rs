@@ -254,6 +254,17 @@ pub enum Message {
         /// The group.
         mid: Mid,
     },
+    /// The sender, the receiver's parent, forwards for no one else: the
+    /// receiver should move (a join marked `moving`) to `parent`, the
+    /// sender's parent, and the sender, left with no child, leaves the
+    /// tree. The link straight from `parent` is no longer than the two
+    /// through the sender, and one node fewer relays.
+    Splice {
+        /// The group.
+        mid: Mid,
+        /// The sender's parent.
+        parent: NodeInfo,
+    },
     /// An application message on its way to the root.
     Publish(Publish),
     /// The root accepted a publish.
@@ -446,6 +457,7 @@ impl Message {
             Message::PlaceOffer { .. } => "place-offer",
             Message::Leave { .. } => "leave",
             Message::MoveRefused { .. } => "move-refused",
+            Message::Splice { .. } => "splice",
             Message::Publish(_) => "publish",
             Message::PublishAck { .. } => "publish-ack",
             Message::PublishReject { .. } => "publish-reject",

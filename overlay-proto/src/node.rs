@@ -628,6 +628,7 @@ impl<R: Rng> Node<R> {
             Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::MoveRefused { mid } => self.on_move_refused(from, mid),
+            Message::Splice { mid, parent } => self.on_splice(from, mid, parent),
             Message::Publish(p) => self.on_publish(p),
             Message::PublishAck { mid, pub_id, seq } => self.publish_answered(mid, pub_id, Ok(seq)),
             Message::PublishReject {

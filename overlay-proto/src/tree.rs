@@ -564,6 +564,12 @@ impl<R: Rng> Node<R> {
             // Already on the tree: the joiner becomes our child, or one of
             // our children's if we are full. The join ends here either way.
             let full = g.children.len() >= max_children && !g.children.contains_key(&joiner.id);
+            if full && join.moving {
+                // The mover weighed a place below us, not below a child:
+                // it stays where it is.
+                self.send(joiner, Message::MoveRefused { mid });
+                return;
+            }
             if full {
                 if let Some(to) = self.hand_down_to(mid, &join.coord, &[from.id, joiner.id]) {
                     tracing::trace!(mid = %mid, joiner = %joiner.id.short(), to = %to.id.short(), "fan-out bound reached, handing join down");
@@ -683,11 +689,11 @@ impl<R: Rng> Node<R> {
             // We no longer want this group, or the sender is below us, or we
             // are attached through another parent (a late answer to an
             // earlier join attempt): make sure the sender drops us. A move
-            // we asked for is answered by the node we asked or, if it was
-            // full, by a node below it.
+            // we asked for is answered by the node we asked (a full node
+            // refuses it rather than hand it down).
             None => true,
             Some(g) => {
-                let moving = g.moving.is_some_and(|m| m == from.id || path.contains(&m));
+                let moving = g.moving == Some(from.id);
                 g.is_root()
                     || g.children.contains_key(&from.id)
                     || (g.attached && g.parent.is_some_and(|p| p.id != from.id) && !moving)
@@ -1066,6 +1072,16 @@ mod tests {
         // The next hand-down goes to the other child.
         let sent = join_from(&mut root, mid, 4, 4);
         assert_ne!(sent[0].0, *to);
+        // A move is refused instead: the mover weighed a place here.
+        let mut join = join_msg(mid, 5, None);
+        if let Message::Join { moving, .. } = &mut join {
+            *moving = true;
+        }
+        let sent = deliver(&mut root, 5, join);
+        assert!(
+            matches!(sent[..], [(to, Message::MoveRefused { .. })] if to == NodeId(5)),
+            "{sent:?}"
+        );
     }
 
     #[test]
