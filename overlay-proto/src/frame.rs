@@ -314,12 +314,10 @@ mod tests {
                         mid,
                         joiner,
                         want,
-                        detour: (around.is_some() || origin.is_some()).then(|| {
-                            Box::new(crate::message::Detour {
-                                around: around.map(NodeId),
-                                origin: origin.map(NodeId),
-                            })
-                        }),
+                        detour: crate::message::Detour::boxed(
+                            around.map(NodeId),
+                            origin.map(NodeId),
+                        ),
                         coord,
                         moving,
                     }

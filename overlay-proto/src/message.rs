@@ -86,6 +86,14 @@ pub struct Detour {
     pub origin: Option<NodeId>,
 }
 
+impl Detour {
+    /// The detour a join carries: none when there is nothing to steer
+    /// clear of, as for most joins.
+    pub fn boxed(around: Option<NodeId>, origin: Option<NodeId>) -> Option<Box<Detour>> {
+        (around.is_some() || origin.is_some()).then(|| Box::new(Detour { around, origin }))
+    }
+}
+
 /// One node of a group tree, as reported by [`Message::Collected`]. The tree
 /// travels as a flat list with parent links, never nested, so decoding a
 /// report from a peer cannot recurse without bound.
@@ -181,7 +189,8 @@ pub enum Message {
         /// bound picks the child to hand the join to.
         coord: Coord,
         /// The joiner is attached elsewhere and moves here because a
-        /// [`Message::PlaceOffer`] promised a shorter path from the root.
+        /// [`Message::PlaceOffer`] promised a shorter path from the root, or
+        /// a [`Message::Splice`] from its parent asked it to.
         /// Such a join never creates forwarders or travels further up: a
         /// node that cannot take it answers [`Message::MoveRefused`].
         moving: bool,

@@ -223,14 +223,13 @@ impl<R: Rng> Node<R> {
             (false, Some(p), Some(c)) if g.children.len() == 1 => Some((c.info, p)),
             _ => None,
         };
-        if let Some((child, parent)) = lone {
-            self.arm_optimize(mid);
-            self.send(child, Message::Splice { mid, parent });
-            return;
-        }
         // A child of the root is as near it as the tree allows.
         let worth = g.path.len() > 1;
         self.arm_optimize(mid);
+        if let Some((child, parent)) = lone {
+            self.send(child, Message::Splice { mid, parent });
+            return;
+        }
         let (Some(p), true) = (parent, worth && coord.is_sane()) else {
             return;
         };
@@ -264,8 +263,7 @@ impl<R: Rng> Node<R> {
     /// Our parent relays for us alone and steps aside: move to its parent.
     pub(crate) fn on_splice(&mut self, from: NodeInfo, mid: Mid, to: NodeInfo) {
         let me = self.me();
-        let coord = self.coord;
-        let Some(g) = self.groups.get_mut(&mid) else {
+        let Some(g) = self.groups.get(&mid) else {
             return;
         };
         let from_parent = g.parent.is_some_and(|p| p.id == from.id);
@@ -279,6 +277,17 @@ impl<R: Rng> Node<R> {
             return;
         }
         tracing::debug!(mid = %mid, to = %to.id.short(), "our parent relays for us alone; moving to its parent");
+        self.move_to(mid, to);
+    }
+
+    /// Asks `to` to take us as its child in `mid` (a join marked `moving`);
+    /// our parent stays ours until `to` acknowledges.
+    fn move_to(&mut self, mid: Mid, to: NodeInfo) {
+        let me = self.me();
+        let coord = self.coord;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
         g.moving = Some(to.id);
         let join = JoinRequest {
             joiner: me,
@@ -428,8 +437,6 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_place_offer(&mut self, from: NodeInfo, mid: Mid, offer: Offer) {
-        let me = self.me();
-        let coord = self.coord;
         let gain_pct = self.cfg.move_gain_pct as u64;
         let Some(g) = self.groups.get(&mid) else {
             return;
@@ -460,7 +467,7 @@ impl<R: Rng> Node<R> {
             // Within it: a shorter link, as long as the path stays within.
             offer.delay_us <= offer.budget_us && enough(edge, offer.edge_us)
         };
-        let (from_us, want) = (g.delay_us, g.stream.next);
+        let from_us = g.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
@@ -471,16 +478,7 @@ impl<R: Rng> Node<R> {
             return;
         }
         tracing::debug!(mid = %mid, to = %from.id.short(), from_us, to_us = offer.delay_us, "moving to a better parent");
-        g.moving = Some(from.id);
-        let join = JoinRequest {
-            joiner: me,
-            want,
-            around: None,
-            origin: None,
-            coord,
-            moving: true,
-        };
-        self.send(from, join.message(mid));
+        self.move_to(mid, from);
     }
 }
 

@@ -116,12 +116,7 @@ impl JoinRequest {
             mid,
             joiner: self.joiner,
             want: self.want,
-            detour: (self.around.is_some() || self.origin.is_some()).then(|| {
-                Box::new(Detour {
-                    around: self.around,
-                    origin: self.origin,
-                })
-            }),
+            detour: Detour::boxed(self.around, self.origin),
             coord: self.coord,
             moving: self.moving,
         }
@@ -950,12 +945,7 @@ mod tests {
             mid,
             joiner: info(joiner),
             want: None,
-            detour: around.map(|around| {
-                Box::new(Detour {
-                    around: Some(around),
-                    origin: None,
-                })
-            }),
+            detour: Detour::boxed(around, None),
             coord: Default::default(),
             moving: false,
         }
