@@ -52,6 +52,45 @@ enum List {
     Replica,
 }
 
+/// The tree links the other end has not confirmed for `failure_timeout`:
+/// see [`Node::end_unconfirmed_links`].
+#[derive(Debug, Default)]
+struct Unconfirmed {
+    /// Groups whose parent no longer counts us as its child.
+    rejoin: Vec<Mid>,
+    /// Children that no longer count us as their parent.
+    drop_child: Vec<(Mid, NodeId)>,
+}
+
+impl Unconfirmed {
+    /// Notes the links of group `mid` (with `peer`, or with anyone) that
+    /// went unconfirmed for longer than `grace` by `now`.
+    fn check(
+        &mut self,
+        mid: Mid,
+        g: &crate::tree::Group,
+        peer: Option<NodeId>,
+        now: Instant,
+        grace: std::time::Duration,
+    ) {
+        let stale = |t: Instant| now.duration_since(t) > grace;
+        if let (Some(p), true) = (g.parent, g.attached) {
+            if peer.is_none_or(|id| id == p.id) && stale(g.parent_confirmed) {
+                self.rejoin.push(mid);
+            }
+        }
+        let mut check = |c: &crate::tree::Child| {
+            if c.acked.is_some_and(stale) {
+                self.drop_child.push((mid, c.info.id));
+            }
+        };
+        match peer {
+            Some(id) => g.children.get(&id).into_iter().for_each(&mut check),
+            None => g.children.values().for_each(&mut check),
+        }
+    }
+}
+
 impl<R: Rng> Node<R> {
     /// Keeps `peer` out of the routing table for `dead_memory`, against the
     /// older neighbour lists of other nodes that still name it.
@@ -191,7 +230,7 @@ impl<R: Rng> Node<R> {
         // A neighbour that stopped sending heartbeats but still sends
         // other messages (placement, routing) is alive, so the check above
         // keeps it; this one ends the links it no longer confirms.
-        self.end_unconfirmed_links(None);
+        self.end_unconfirmed_links();
         self.root_tick();
         self.replica_tick();
     }
@@ -220,6 +259,7 @@ impl<R: Rng> Node<R> {
         let mut replica = replica;
         replica.sort_unstable_by_key(|&(m, _)| m);
         let mut tail = Vec::new();
+        let mut unconfirmed = Unconfirmed::default();
         for (mid, g) in self.groups.iter_mut() {
             // Our parent confirms that it counts us among its children, and
             // our child that it counts us as its parent.
@@ -238,11 +278,15 @@ impl<R: Rng> Node<R> {
                     c.acked = Some(now);
                 }
             }
+            // In the same pass (a node may be in many groups, and this
+            // runs for every heartbeat): the links with the sender that
+            // this heartbeat did not confirm, and no other for too long.
+            unconfirmed.check(*mid, g, Some(from.id), now, grace);
         }
         for mid in tail {
             self.request_repair(mid);
         }
-        self.end_unconfirmed_links(Some(from.id));
+        self.end_links(unconfirmed);
         for &(mid, seq) in &replica {
             if let Some(r) = self.replicas.get_mut(&mid) {
                 if r.root.id == from.id {
@@ -262,33 +306,23 @@ impl<R: Rng> Node<R> {
         });
     }
 
-    /// Ends the tree links (with `peer`, or with anyone) that the other end
-    /// has not confirmed for `failure_timeout`: we re-join where our parent
-    /// no longer counts us among its children, and drop a child that no
-    /// longer counts us as its parent. Within that time, a heartbeat that
-    /// does not list a link may have been sent before it was made.
-    fn end_unconfirmed_links(&mut self, peer: Option<NodeId>) {
-        let now = self.now;
-        let grace = self.cfg.failure_timeout;
-        let stale = |t: Instant| now.duration_since(t) > grace;
-        let mut rejoin = Vec::new();
-        let mut drop_child = Vec::new();
+    /// Ends the tree links that the other end has not confirmed for
+    /// `failure_timeout`: we re-join where our parent no longer counts us
+    /// among its children, and drop a child that no longer counts us as its
+    /// parent. Within that time, a heartbeat that does not list a link may
+    /// have been sent before it was made. (A heartbeat checks the links
+    /// with its sender on its own, in the pass that reads it.)
+    fn end_unconfirmed_links(&mut self) {
+        let mut unconfirmed = Unconfirmed::default();
         for (mid, g) in &self.groups {
-            if let (Some(p), true) = (g.parent, g.attached) {
-                if peer.is_none_or(|id| id == p.id) && stale(g.parent_confirmed) {
-                    rejoin.push(*mid);
-                }
-            }
-            let mut check = |c: &crate::tree::Child| {
-                if c.acked.is_some_and(stale) {
-                    drop_child.push((*mid, c.info.id));
-                }
-            };
-            match peer {
-                Some(id) => g.children.get(&id).into_iter().for_each(&mut check),
-                None => g.children.values().for_each(&mut check),
-            }
+            unconfirmed.check(*mid, g, None, self.now, self.cfg.failure_timeout);
         }
+        self.end_links(unconfirmed);
+    }
+
+    /// Ends the links `unconfirmed` found.
+    fn end_links(&mut self, unconfirmed: Unconfirmed) {
+        let Unconfirmed { rejoin, drop_child } = unconfirmed;
         for mid in rejoin {
             tracing::debug!(mid = %mid, "parent no longer counts us as its child; joining again");
             self.detach(mid);

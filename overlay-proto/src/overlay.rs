@@ -228,7 +228,9 @@ impl<R: Rng> Node<R> {
 
     /// A round-trip time measured by the driver.
     pub(crate) fn on_rtt(&mut self, peer: NodeInfo, rtt: Duration) {
-        let probed = self.probing.remove(&peer.id).is_some();
+        // Most round trips come with connections, not probes; at rest no
+        // probe is out, and the map's memory need not be touched.
+        let probed = !self.probing.is_empty() && self.probing.remove(&peer.id).is_some();
         if peer.id == self.me().id || self.known_dead(peer.id) {
             return;
         }

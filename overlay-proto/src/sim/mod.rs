@@ -27,12 +27,13 @@
 mod part;
 mod queue;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::id::NodeId;
@@ -43,8 +44,9 @@ use part::{Part, Pending, Shared};
 /// The delays between nodes, and a view of the messages sent.
 pub trait Network: Sync {
     /// One-way delay of a message from node `from` to node `to` (indices in
-    /// the order the nodes were added). Must not change for a pair while
-    /// messages are under way between them, so that links stay in order.
+    /// the order the nodes were added). Read when a connection between the
+    /// two opens (and for probes and dials): a connection keeps the delays
+    /// it opened with, so that its messages stay in order.
     fn delay(&self, from: usize, to: usize) -> Duration;
 
     /// A lower bound of [`Network::delay`] between two different nodes.
@@ -114,8 +116,11 @@ pub struct Sim<N = FixedDelay> {
     parts: Vec<Part>,
     alive: Vec<bool>,
     infos: Vec<NodeInfo>,
-    by_id: HashMap<NodeId, usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    /// Looked up for every message sent. Ids are random and addresses
+    /// ours: Fx hashes them well, and needs no protection against chosen
+    /// keys.
+    by_id: FxHashMap<NodeId, usize>,
+    by_addr: FxHashMap<SocketAddr, usize>,
     start: Instant,
     now: Instant,
     rng: StdRng,
@@ -170,8 +175,8 @@ impl<N: Network> Sim<N> {
                 .collect(),
             alive: Vec::new(),
             infos: Vec::new(),
-            by_id: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_id: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
             start: now,
             now,
             rng: StdRng::seed_from_u64(seed),
@@ -451,7 +456,8 @@ impl<N: Network> Sim<N> {
         for p in 0..count {
             for q in 0..count {
                 if q != p && !self.parts[p].outbox[q].is_empty() {
-                    let batch = std::mem::take(&mut self.parts[p].outbox[q]);
+                    let spare = self.parts[p].spare.pop().unwrap_or_default();
+                    let batch = std::mem::replace(&mut self.parts[p].outbox[q], spare);
                     self.parts[q].inbox.push(batch);
                 }
             }

@@ -238,7 +238,10 @@ impl Trees {
         };
         for &r in &self.active {
             let open = &self.open[r as usize];
-            let d0 = topo.router_delay_us(r, router) + access;
+            // From the member's router: distances are symmetric, and one
+            // row of the matrix stays in the cache where a column would
+            // miss it for every router.
+            let d0 = topo.router_delay_us(router, r) + access;
             let path = open.min_path + d0;
             if shortest.is_none_or(|(c, _)| path < c) {
                 shortest = Some((path, r));

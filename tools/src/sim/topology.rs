@@ -211,7 +211,8 @@ impl Topology {
     }
 
     /// The delay between two routers in µs (transit-stub only: 0 for the
-    /// Euclidean model).
+    /// Euclidean model). Symmetric: links have one delay both ways. With
+    /// `a` fixed, the lookups stay in one row of the matrix.
     pub fn router_delay_us(&self, a: u32, b: u32) -> u32 {
         match &self.placement {
             Placement::TransitStub { routers, .. } => {
