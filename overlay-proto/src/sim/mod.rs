@@ -44,9 +44,8 @@ use part::{Part, Pending, Shared};
 /// The delays between nodes, and a view of the messages sent.
 pub trait Network: Sync {
     /// One-way delay of a message from node `from` to node `to` (indices in
-    /// the order the nodes were added). Read when a connection between the
-    /// two opens (and for probes and dials): a connection keeps the delays
-    /// it opened with, so that its messages stay in order.
+    /// the order the nodes were added). Must not change for a pair while
+    /// messages are under way between them, so that links stay in order.
     fn delay(&self, from: usize, to: usize) -> Duration;
 
     /// A lower bound of [`Network::delay`] between two different nodes.

@@ -38,52 +38,29 @@ pub(super) enum Pending {
 }
 
 /// A node's open connections, by peer index (looked up for every message
-/// sent), each with the one-way delay of messages to the peer: read from
-/// the network when the connection opens and kept for its life, as a
-/// connection keeps its path, so that a message costs one lookup here
-/// rather than another in the network's delay matrix. Indices hash well
-/// with Fx, and the simulator's maps need no protection against chosen
-/// keys.
+/// sent). Indices hash well with Fx, and the simulator's maps need no
+/// protection against chosen keys.
 #[derive(Debug, Default)]
-pub(super) struct Peers(FxHashMap<u32, u32>);
-
-/// In [`Peers`]: a delay of over `u32::MAX` ns, asked of the network for
-/// every message.
-const LONG_DELAY: u32 = u32::MAX;
+pub(super) struct Peers(rustc_hash::FxHashSet<u32>);
 
 impl Peers {
     pub(super) fn contains(&self, p: u32) -> bool {
-        self.0.contains_key(&p)
+        self.0.contains(&p)
     }
 
-    /// The delay of messages to `p`, if connected.
-    fn delay<N: Network>(&self, net: &N, me: usize, p: u32) -> Option<Duration> {
-        self.0.get(&p).map(|&ns| match ns {
-            LONG_DELAY => net.delay(me, p as usize),
-            ns => Duration::from_nanos(ns as u64),
-        })
-    }
-
-    /// Adds `p`, with the delay of messages to it; whether it was new.
-    pub(super) fn insert(&mut self, p: u32, delay: Duration) -> bool {
-        let ns = u32::try_from(delay.as_nanos()).map_or(LONG_DELAY, |ns| ns.min(LONG_DELAY - 1));
-        match self.0.entry(p) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(ns);
-                true
-            }
-        }
+    /// Adds `p`; whether it was new.
+    pub(super) fn insert(&mut self, p: u32) -> bool {
+        self.0.insert(p)
     }
 
     /// Removes `p`; whether it was there.
     pub(super) fn remove(&mut self, p: u32) -> bool {
-        self.0.remove(&p).is_some()
+        self.0.remove(&p)
     }
 
     /// The peers, in index order.
     pub(super) fn sorted(&self) -> Vec<u32> {
-        let mut all: Vec<u32> = self.0.keys().copied().collect();
+        let mut all: Vec<u32> = self.0.iter().copied().collect();
         all.sort_unstable();
         all
     }
@@ -94,13 +71,8 @@ impl Peers {
 pub(super) enum Handover {
     /// Something due to node `to` at `at` (ns).
     Due { at: u64, to: u32, pending: Pending },
-    /// Node `node` has a connection to `peer` (which opened it), over
-    /// which messages take `delay`.
-    Link {
-        node: u32,
-        peer: u32,
-        delay: Duration,
-    },
+    /// Node `node` has a connection to `peer` (which opened it).
+    Link { node: u32, peer: u32 },
 }
 
 /// What every part reads and none changes while a window runs.
@@ -238,9 +210,9 @@ impl Part {
             for h in batch.drain(..) {
                 match h {
                     Handover::Due { at, to, pending } => self.push(at, to, pending),
-                    Handover::Link { node, peer, delay } => {
+                    Handover::Link { node, peer } => {
                         let k = self.slot(node as usize);
-                        self.links[k].insert(peer, delay);
+                        self.links[k].insert(peer);
                     }
                 }
             }
@@ -301,39 +273,34 @@ impl Part {
     }
 
     /// Opens a connection from `a` (of this part) to `b`, unless `a` has
-    /// one, and returns the delay of messages over it from `a`. `b`'s side
-    /// of it is recorded at once if `b` is here, else at the end of the
-    /// window: until then `b` may open one of its own, as two QUIC
-    /// endpoints that dial each other at once do, and both ends hear of
-    /// both.
-    fn connect<N: Network>(&mut self, sh: &Shared<N>, a: usize, b: usize) -> Duration {
+    /// one. `b`'s side of it is recorded at once if `b` is here, else at
+    /// the end of the window: until then `b` may open one of its own, as
+    /// two QUIC endpoints that dial each other at once do, and both ends
+    /// hear of both.
+    fn connect<N: Network>(&mut self, sh: &Shared<N>, a: usize, b: usize) {
         let ka = self.slot(a);
-        if let Some(delay) = self.links[ka].delay(sh.net, a, b as u32) {
-            return delay;
+        if !self.links[ka].insert(b as u32) {
+            return;
         }
-        let (ab, ba) = (sh.net.delay(a, b), sh.net.delay(b, a));
-        self.links[ka].insert(b as u32, ab);
         if self.owns(b) {
             let kb = self.slot(b);
-            self.links[kb].insert(a as u32, ba);
+            self.links[kb].insert(a as u32);
         } else {
             self.outbox[b % self.parts].push(Handover::Link {
                 node: b as u32,
                 peer: a as u32,
-                delay: ba,
             });
         }
-        let rtt = ab + ba;
+        let rtt = Self::rtt(sh, a, b);
         // The other side learns of the connection with the first message,
         // the dialer once its handshake is answered. (The handshake does
         // not delay the first message here: links stay simple first-in
         // first-out queues.)
         let (ia, ib) = (sh.infos[a], sh.infos[b]);
         let at_a = self.now + rtt;
-        let at_b = self.now + ab;
+        let at_b = self.now + sh.net.delay(a, b);
         self.schedule(sh, at_b, b, Pending::Connected { peer: ia, rtt });
         self.schedule(sh, at_a, a, Pending::Connected { peer: ib, rtt });
-        ab
     }
 
     fn output<N: Network>(&mut self, sh: &Shared<N>, i: usize, out: Output) {
@@ -356,7 +323,7 @@ impl Part {
                     self.dropped += 1;
                     return;
                 }
-                let delay = self.connect(sh, i, j);
+                self.connect(sh, i, j);
                 count(&mut self.kinds, msg.kind());
                 if sh.net.watches(&msg) {
                     self.watched.push((i as u32, j as u32, msg.clone()));
@@ -374,7 +341,7 @@ impl Part {
                 };
                 self.messages += 1;
                 let from = sh.infos[i];
-                let arrive = self.now + delay;
+                let arrive = self.now + sh.net.delay(i, j);
                 self.schedule(sh, arrive, j, Pending::Input(Input::Message { from, msg }));
             }
             Output::Dial(addr) => {
