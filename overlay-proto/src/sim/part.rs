@@ -216,8 +216,8 @@ impl Part {
                     }
                 }
             }
-            // At most one per other part: as many as the outboxes use.
-            if self.spare.len() < self.parts {
+            // No more than the outboxes can use (one per other part).
+            if self.spare.len() + 1 < self.parts {
                 self.spare.push(batch);
             }
         }
@@ -383,11 +383,7 @@ impl Part {
 
 /// Counts one more of `kind` (few kinds: a list is quickest).
 fn count(counts: &mut Vec<(&'static str, u64)>, kind: &'static str) {
-    // Two inputs of a kind name it with the same literal: comparing
-    // addresses first spares a string comparison per entry, for every
-    // message and input of the run.
-    let same = |k: &str| std::ptr::eq(k, kind) || k == kind;
-    match counts.iter_mut().find(|(k, _)| same(k)) {
+    match counts.iter_mut().find(|(k, _)| *k == kind) {
         Some((_, n)) => *n += 1,
         None => counts.push((kind, 1)),
     }
