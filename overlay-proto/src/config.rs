@@ -151,7 +151,7 @@ impl Default for Config {
             probes_per_slot: 4,
             max_probes: 64,
             tree_optimize: true,
-            placement_asks: 3,
+            placement_asks: 6,
             optimize_interval: Duration::from_secs(60),
             placement_slack_pct: 20,
             move_gain_pct: 10,

@@ -330,14 +330,18 @@ mod tests {
                     budget_us
                 }
             ),
-            (mid.clone(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-                |(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer {
+            (
+                mid.clone(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<Option<u32>>()
+            )
+                .prop_map(|(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer {
                     mid,
                     delay_us,
                     edge_us,
                     budget_us
-                }
-            ),
+                }),
             (
                 mid.clone(),
                 any::<u64>(),

@@ -239,8 +239,11 @@ pub enum Message {
         delay_us: u32,
         /// The delay of the link from the sender to the receiver, in µs.
         edge_us: u32,
-        /// The budget the root set for the receiver's delay, in µs.
-        budget_us: u32,
+        /// The budget the root set for the receiver's delay, in µs, on an
+        /// offer that ends the receiver's placement from the root; `None`
+        /// on the answer to a direct ask, which carries no news of it (the
+        /// asker knows its budget, and may have asked with a higher limit).
+        budget_us: Option<u32>,
     },
     /// The join cannot succeed.
     JoinReject {

@@ -28,14 +28,23 @@
 //! on another: once an offer has told N its budget, each later look also
 //! asks N's [`Config::placement_asks`](crate::Config::placement_asks)
 //! nearest routing-table neighbours directly (a `Place` from N itself,
-//! with the budget). One that is a tree node with room within the budget
-//! answers with an offer, and nothing else: nearby members of large groups
-//! find each other, and their links get shorter.
+//! with the budget, or N's own delay if that is more: see below). One
+//! that is a tree node with room within that limit answers with an offer,
+//! and nothing else: nearby members of large groups find each other, and
+//! their links get shorter.
 //!
 //! N moves, by a join marked `moving` straight to X, if the offer is
 //! better by [`Config::move_gain_pct`](crate::Config::move_gain_pct) (and
-//! 2 ms): a shorter path from the root while N is over its budget, else a
-//! shorter link that stays within it. Once X's acknowledgement arrives N
+//! 2 ms): while N is over its budget, a shorter path from the root or a
+//! shorter link on a path no longer than its own; within the budget, a
+//! shorter link that stays within it. Most nodes are over their budget
+//! (the near-root places went to whoever joined first), and for them a
+//! shorter link on the same path is still a gain: fewer copies cross the
+//! network, and nothing waits longer. So a node over its budget asks its
+//! neighbours with its own delay as the limit instead of the budget. An
+//! answer to a direct ask carries no budget (the asker knows its own), so
+//! only the root's descent tells a node its budget.
+//! Once X's acknowledgement arrives N
 //! leaves its old parent, which prunes itself if it was a forwarder with
 //! nothing left below it, so the forwarders that routing made but no
 //! member needs fall away. Nodes look again after 1, 2, 4... seconds, up to
@@ -217,6 +226,9 @@ impl<R: Rng> Node<R> {
         g.moving = None;
         let parent = g.parent;
         let budget = g.budget_us;
+        // Over the budget, a neighbour's place is still worth a look if it
+        // is no farther from the root than ours: the link may be shorter.
+        let limit = budget.map(|b| b.max(g.delay_us));
         // A forwarder that relays for one child only is a detour: the child
         // moves up to our parent, and we leave once it has.
         let lone = match (g.member, parent, g.acked_children().next()) {
@@ -244,7 +256,7 @@ impl<R: Rng> Node<R> {
         );
         // The descent follows one branch; our nearest neighbours may be
         // tree nodes with room on another.
-        let Some(budget) = budget else {
+        let Some(limit) = limit else {
             return;
         };
         for n in self.table.nearest(self.cfg.placement_asks) {
@@ -253,7 +265,7 @@ impl<R: Rng> Node<R> {
                     mid,
                     node: me,
                     coord,
-                    budget_us: Some(budget),
+                    budget_us: Some(limit),
                 };
                 self.send(n, ask);
             }
@@ -308,7 +320,7 @@ impl<R: Rng> Node<R> {
         mid: Mid,
         delay_us: u32,
         edge_us: u32,
-        budget_us: u32,
+        budget_us: Option<u32>,
     ) {
         let offer = Message::PlaceOffer {
             mid,
@@ -368,13 +380,13 @@ impl<R: Rng> Node<R> {
         }
         let room = g.children.len() < self.cfg.max_children.max(1);
         if asked {
-            // An offer if we have room within its budget, and nothing else
+            // An offer if we have room within its limit, and nothing else
             // (one answer to one ask). It is a routing neighbour: our delay
             // to it is likely measured.
             let edge = self.link_delay_us(node.id, &coord);
             let own = g.delay_us.saturating_add(edge);
             if room && own <= budget {
-                self.offer_place(node, mid, own, edge, budget);
+                self.offer_place(node, mid, own, edge, None);
             }
             return;
         }
@@ -389,7 +401,7 @@ impl<R: Rng> Node<R> {
         let to = match nearer {
             Some(c) => Some(c.info),
             None if room && (own <= budget || children.iter().all(|c| c.delay_us >= own)) => {
-                self.offer_place(node, mid, own, edge, budget);
+                self.offer_place(node, mid, own, edge, Some(budget));
                 return;
             }
             // Full, or a child gives a shorter way: the best of them.
@@ -450,7 +462,11 @@ impl<R: Rng> Node<R> {
         if parent.id == from.id || g.children.contains_key(&from.id) {
             return;
         }
-        let budget_known = g.budget_us == Some(offer.budget_us);
+        // An answer to a direct ask brings no budget: we asked knowing it.
+        let Some(budget) = offer.budget_us.or(g.budget_us) else {
+            return;
+        };
+        let budget_known = g.budget_us == Some(budget);
         let edge = self
             .rtt_to(parent.id)
             .map_or(offer.edge_us.saturating_mul(2), |r| {
@@ -460,19 +476,21 @@ impl<R: Rng> Node<R> {
             let gain = now.saturating_sub(then) as u64;
             gain >= (now as u64 * gain_pct / 100).max(MIN_GAIN_US as u64)
         };
-        let better = if g.delay_us > offer.budget_us {
-            // Over budget: a shorter path from the root is what counts.
+        let better = if g.delay_us > budget {
+            // Over budget: a shorter path from the root is what counts,
+            // or a shorter link on a path no longer than ours.
             enough(g.delay_us, offer.delay_us)
+                || (offer.delay_us <= g.delay_us && enough(edge, offer.edge_us))
         } else {
             // Within it: a shorter link, as long as the path stays within.
-            offer.delay_us <= offer.budget_us && enough(edge, offer.edge_us)
+            offer.delay_us <= budget && enough(edge, offer.edge_us)
         };
         let from_us = g.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
         if !budget_known {
-            g.budget_us = Some(offer.budget_us);
+            g.budget_us = Some(budget);
         }
         if !better {
             return;
@@ -529,7 +547,7 @@ impl RttMemory {
 pub(crate) struct Offer {
     pub(crate) delay_us: u32,
     pub(crate) edge_us: u32,
-    pub(crate) budget_us: u32,
+    pub(crate) budget_us: Option<u32>,
 }
 
 /// One candidate parent, as a placement sees it.
@@ -595,15 +613,16 @@ mod tests {
             mid: MID,
             delay_us,
             edge_us,
-            budget_us: 60_000,
+            budget_us: Some(60_000),
         }
     }
 
     #[test]
     fn a_node_over_budget_moves_to_a_shorter_path_and_then_leaves_its_parent() {
         let mut n = attached_n();
-        // 80 ms from the root, 60 allowed: 70 is not gain enough, 50 is.
-        assert!(deliver(&mut n, M, offer(78_000, 5_000)).is_empty());
+        // 80 ms from the root, 60 allowed: 78 is not gain enough (nor is
+        // a link 1 ms shorter than our 30), 50 is.
+        assert!(deliver(&mut n, M, offer(78_000, 29_000)).is_empty());
         let sent = deliver(&mut n, M, offer(50_000, 5_000));
         assert!(matches!(
             sent[..],
@@ -836,7 +855,7 @@ mod tests {
         assert!(
             matches!(
                 sent[..],
-                [(to, Message::PlaceOffer { budget_us: 1_000_000, delay_us, .. })]
+                [(to, Message::PlaceOffer { budget_us: None, delay_us, .. })]
                     if to == NodeId(N) && delay_us >= 10_000
             ),
             "{sent:?}"
@@ -885,8 +904,10 @@ mod tests {
             "{sent:?}"
         );
         // An offer not worth a move still tells us our budget: the next
-        // look also asks the nearest table entries but our parent.
-        assert!(deliver(&mut n, M, offer(78_000, 5_000)).is_empty());
+        // look also asks the nearest table entries but our parent. We are
+        // 80 ms from the root, over the budget of 60: the asks carry our
+        // own delay, the most a place may give us.
+        assert!(deliver(&mut n, M, offer(80_000, 29_000)).is_empty());
         let sent = look(&mut n, later + Duration::from_secs(10));
         let asked: Vec<NodeId> = sent
             .iter()
@@ -894,7 +915,7 @@ mod tests {
                 matches!(
                     m,
                     Message::Place {
-                        budget_us: Some(60_000),
+                        budget_us: Some(80_000),
                         ..
                     }
                 )
@@ -902,6 +923,37 @@ mod tests {
             .map(|(to, _)| *to)
             .collect();
         assert_eq!(asked, [NodeId(M), NodeId(ROOT)], "{sent:?}");
+        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+    }
+
+    #[test]
+    fn over_budget_a_shorter_link_on_a_path_no_longer_is_worth_a_move() {
+        let mut n = attached_n();
+        // Our link to P is 30 ms, our path 80 ms, the budget 60 ms.
+        assert!(deliver(&mut n, M, offer(78_000, 29_000)).is_empty());
+        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+        // A place 5 ms away, as far from the root as ours: not worth it
+        // when a step farther.
+        assert!(deliver(&mut n, M, offer(81_000, 5_000)).is_empty());
+        // The answer to an ask carries no budget: a shorter link on a
+        // path no longer than ours is worth the move, and the budget stays.
+        n.handle(
+            Instant::now() + Duration::from_secs(3),
+            Input::Timer(Timer::Optimize(MID)),
+        );
+        drain(&mut n);
+        let echo = Message::PlaceOffer {
+            mid: MID,
+            delay_us: 79_000,
+            edge_us: 5_000,
+            budget_us: None,
+        };
+        let sent = deliver(&mut n, M, echo);
+        assert!(
+            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(M)),
+            "{sent:?}"
+        );
+        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
     }
 
     #[test]

@@ -53,6 +53,10 @@ struct Args {
     /// placement to go down to it.
     #[arg(long)]
     placement_slack_pct: Option<u16>,
+    /// How many of its nearest routing-table neighbours a tree node asks
+    /// directly for a place.
+    #[arg(long)]
+    placement_asks: Option<usize>,
     /// Also build the "within budget" reference trees at these slacks
     /// (percent, comma-separated), to show the trade between stretch and
     /// link stress that a builder who sees everything makes.
@@ -127,6 +131,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.no_placement {
         scn.placement = false;
+    }
+    if let Some(n) = args.placement_asks {
+        scn.placement_asks = Some(n);
     }
     if let Some(p) = args.placement_slack_pct {
         scn.placement_slack_pct = Some(p);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use overlay_proto::sim::Network;
 use overlay_proto::{Message, Mid, NodeId};
 
-use super::topology::Topology;
+use super::topology::{LinkId, Topology};
 
 /// Delays between nodes, from their places in the topology, and counters
 /// fed by every message sent.
@@ -18,13 +18,26 @@ pub struct Net {
     /// Every node's id, by index.
     pub ids: Vec<NodeId>,
     /// While measuring link stress: copies of group messages (`Data`) that
-    /// crossed each physical link.
-    pub stress: Option<Vec<u32>>,
+    /// crossed each physical link, all groups together and per group.
+    pub stress: Option<StressCount>,
     /// Which member's join made each node (by group) send its own join, so
     /// a forwarder's join counts as a further hop of the member's.
     origin: HashMap<(Mid, NodeId), NodeId>,
     /// Join messages sent so far on behalf of each member's join.
     join_hops: HashMap<(Mid, NodeId), u32>,
+}
+
+/// Copies of group messages on the physical links, counted while link
+/// stress is measured.
+#[derive(Debug, Default)]
+pub struct StressCount {
+    /// Copies per link, whatever their group (Scribe's measure: one
+    /// message to every group at once).
+    pub per_link: Vec<u32>,
+    /// Copies per link and group (the measure of Narada and End System
+    /// Multicast: one group's message, where IP multicast puts exactly
+    /// one copy on every link it uses).
+    pub per_group_link: HashMap<(Mid, LinkId), u32>,
 }
 
 impl Net {
@@ -65,10 +78,12 @@ impl Network for Net {
 
     fn sent(&mut self, from: usize, to: usize, msg: &Message) {
         match msg {
-            Message::Data(_) => {
+            Message::Data(d) => {
                 if let Some(stress) = self.stress.as_mut() {
-                    self.topo
-                        .for_each_link(from, to, |l| stress[l as usize] += 1);
+                    self.topo.for_each_link(from, to, |l| {
+                        stress.per_link[l as usize] += 1;
+                        *stress.per_group_link.entry((d.mid, l)).or_default() += 1;
+                    });
                 }
             }
             Message::Join { mid, joiner, .. } => {

@@ -32,10 +32,12 @@
 //! one candidate per router rather than at every tree node (and, within
 //! budget, only at the nodes of routers that can be within it).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::report::Dist;
-use super::topology::Topology;
+use super::topology::{LinkId, Topology};
 
 /// How a reference tree picks a member's parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,9 @@ pub struct Reference {
     pub copies_total: u64,
     /// Copies per physical link carrying any.
     pub stress: Dist,
+    /// Copies of one group's message per link carrying it (see
+    /// [`super::report::Stress::alm_per_group`]).
+    pub stress_per_group: Dist,
 }
 
 /// Builds every group's tree with `builder` and measures them: `groups`
@@ -95,8 +100,11 @@ pub fn measure(
     let links = topo.links()?;
     let mut copies = vec![0u32; links];
     let mut stretch = Vec::new();
+    let mut per_group = Vec::new();
+    let mut group_links: HashMap<LinkId, u32> = HashMap::new();
     let mut trees = Trees::new(topo.routers());
     for (root, members) in groups {
+        group_links.clear();
         trees.build(
             topo,
             *root,
@@ -105,9 +113,13 @@ pub fn measure(
             builder,
             |parent, member, s| {
                 stretch.push(s);
-                topo.for_each_link(parent, member, |l| copies[l as usize] += 1);
+                topo.for_each_link(parent, member, |l| {
+                    copies[l as usize] += 1;
+                    *group_links.entry(l).or_default() += 1;
+                });
             },
         );
+        per_group.extend(group_links.values().map(|&c| c as f64));
     }
     let mut used: Vec<f64> = copies
         .iter()
@@ -118,6 +130,7 @@ pub fn measure(
         stretch: Dist::of(&mut stretch),
         copies_total: copies.iter().map(|&c| c as u64).sum(),
         stress: Dist::of(&mut used),
+        stress_per_group: Dist::of(&mut per_group),
     })
 }
 

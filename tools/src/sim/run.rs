@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::net::Net;
+use super::net::{Net, StressCount};
 use super::plot::TreeDrawing;
 use super::reference::{self, Builder};
 use super::report::{
@@ -670,7 +670,10 @@ impl Driver {
     fn measure_stress(&mut self) -> Option<Stress> {
         let links = self.sim.network().topo.links()?;
         self.say("measuring link stress");
-        self.sim.network_mut().stress = Some(vec![0; links]);
+        self.sim.network_mut().stress = Some(StressCount {
+            per_link: vec![0; links],
+            per_group_link: HashMap::new(),
+        });
         let answered = |d: &Self| d.acknowledged + d.publish_failures;
         let before = answered(self);
         let mut published = 0;
@@ -691,7 +694,10 @@ impl Driver {
         {
             self.advance(Duration::from_millis(100));
         }
-        let alm = self.sim.network_mut().stress.take().unwrap_or_default();
+        let count = self.sim.network_mut().stress.take().unwrap_or_default();
+        let alm = count.per_link;
+        // Per group, IP multicast puts one copy on each link it uses.
+        let mut per_group: Vec<f64> = count.per_group_link.values().map(|&c| c as f64).collect();
         let mut ip = vec![0u32; links];
         for g in 0..self.groups.len() {
             let root = self.groups[g].1;
@@ -715,6 +721,7 @@ impl Driver {
             alm_access: alm[routers..].iter().map(|&c| c as u64).sum(),
             ip_access: ip[routers..].iter().map(|&c| c as u64).sum(),
             alm: Dist::of(&mut a),
+            alm_per_group: Dist::of(&mut per_group),
             ip: Dist::of(&mut b),
             alm_samples: a,
             ip_samples: b,

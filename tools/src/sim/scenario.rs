@@ -41,6 +41,9 @@ pub struct Scenario {
     /// How much longer, in percent, a path through a child may be for a
     /// placement to go on down to it (the protocol's default if unset).
     pub placement_slack_pct: Option<u16>,
+    /// How many of its nearest routing-table neighbours a tree node asks
+    /// directly for a place (the protocol's default if unset).
+    pub placement_asks: Option<usize>,
     /// More slacks (percent) at which to build the "within budget"
     /// reference trees: what a central builder trades between stretch and
     /// link stress as the budget grows.
@@ -110,6 +113,7 @@ impl Default for Scenario {
             proximity: true,
             placement: true,
             placement_slack_pct: None,
+            placement_asks: None,
             reference_slacks: Vec::new(),
             settle_secs: 30.0,
             arrival_rate: 2_000.0,
@@ -173,6 +177,9 @@ impl Scenario {
         }
         if let Some(pct) = self.placement_slack_pct {
             cfg.placement_slack_pct = pct;
+        }
+        if let Some(n) = self.placement_asks {
+            cfg.placement_asks = n;
         }
         if let Some(ms) = self.maintenance_ms {
             cfg.maintenance_interval = std::time::Duration::from_millis(ms);
