@@ -227,7 +227,8 @@ impl<R: Rng> Node<R> {
         let parent = g.parent;
         let budget = g.budget_us;
         // Over the budget, a neighbour's place is still worth a look if it
-        // is no farther from the root than ours: the link may be shorter.
+        // is no farther from the root than ours: the link may be shorter
+        // (the same limit `on_place_offer` weighs offers by).
         let limit = budget.map(|b| b.max(g.delay_us));
         // A forwarder that relays for one child only is a detour: the child
         // moves up to our parent, and we leave once it has.
@@ -476,15 +477,11 @@ impl<R: Rng> Node<R> {
             let gain = now.saturating_sub(then) as u64;
             gain >= (now as u64 * gain_pct / 100).max(MIN_GAIN_US as u64)
         };
-        let better = if g.delay_us > budget {
-            // Over budget: a shorter path from the root is what counts,
-            // or a shorter link on a path no longer than ours.
-            enough(g.delay_us, offer.delay_us)
-                || (offer.delay_us <= g.delay_us && enough(edge, offer.edge_us))
-        } else {
-            // Within it: a shorter link, as long as the path stays within.
-            offer.delay_us <= budget && enough(edge, offer.edge_us)
-        };
+        // A shorter link, on a path within the limit our asks carry (the
+        // budget, or our own delay once we are over it); over budget, a
+        // shorter path from the root as well.
+        let better = (offer.delay_us <= budget.max(g.delay_us) && enough(edge, offer.edge_us))
+            || (g.delay_us > budget && enough(g.delay_us, offer.delay_us));
         let from_us = g.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
