@@ -715,6 +715,17 @@ impl<R: Rng> Node<R> {
             self.arm_join_retry(mid, retry);
             return;
         }
+        if let Some(g) = self.groups.get_mut(&mid) {
+            if g.moving == Some(from.id) && g.attached && delay_us >= g.delay_us {
+                // The parent we are moving to is no nearer the root than we
+                // are any more: a node above it moved meanwhile, maybe into
+                // our own subtree (see `on_place_offer`). Stay.
+                tracing::debug!(mid = %mid, to = %from.id.short(), "move no longer upward, staying");
+                g.moving = None;
+                self.send(from, Message::Leave { mid });
+                return;
+            }
+        }
         let now = self.now;
         let link = self.link_delay_us(from.id, &coord);
         let Some(g) = self.groups.get_mut(&mid) else {

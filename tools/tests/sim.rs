@@ -31,7 +31,7 @@ fn thousand_nodes_keep_the_invariants_through_churn() {
             max_children: 4,
             ..Scenario::default()
         };
-        let r = sim::run(&scn, false).expect("the run starts");
+        let r = sim::run(&scn, sim::Observe::default()).expect("the run starts");
         println!("{}", r.table());
         let ctx = format!("seed {seed}");
         // Routing reaches the node responsible for the key.
@@ -92,8 +92,8 @@ fn same_seed_same_figures() {
         route_samples: 500,
         ..Scenario::default()
     };
-    let a = sim::run(&scn, false).unwrap();
-    let b = sim::run(&scn, false).unwrap();
+    let a = sim::run(&scn, sim::Observe::default()).unwrap();
+    let b = sim::run(&scn, sim::Observe::default()).unwrap();
     let strip = |r: &sim::Report| {
         let mut v = serde_json::to_value(r).unwrap();
         v.as_object_mut().unwrap().remove("wall_secs");

@@ -88,6 +88,7 @@ pub(super) struct Shared<'a, N> {
     pub(super) codec: bool,
     pub(super) dial_timeout: Duration,
     pub(super) loss: f64,
+    pub(super) traced: Option<&'a super::Traced>,
 }
 
 /// A share of the nodes, with everything that is due to them.
@@ -253,6 +254,15 @@ impl Part {
         if !sh.alive[i] {
             return;
         }
+        match sh.traced {
+            Some(t) if t.nodes.contains(&(i as u32)) => {
+                tracing::dispatcher::with_default(&t.dispatch, || self.handle(sh, i, inputs));
+            }
+            _ => self.handle(sh, i, inputs),
+        }
+    }
+
+    fn handle<N: Network, const K: usize>(&mut self, sh: &Shared<N>, i: usize, inputs: [Input; K]) {
         self.inputs += K as u64;
         let t = (self.now - sh.start).as_millis() as u64;
         let _span = tracing::debug_span!("node", i, t).entered();

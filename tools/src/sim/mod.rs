@@ -25,7 +25,7 @@ pub mod scenario;
 pub mod topology;
 
 pub use report::Report;
-pub use run::run;
+pub use run::{run, Observe};
 pub use scenario::Scenario;
 
 /// Peak resident memory of this process so far, in MiB (Linux only).

@@ -114,11 +114,24 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// Runs `scn` and measures it. With `progress`, says on stderr what it is
-/// doing.
-pub fn run(scn: &Scenario, progress: bool) -> anyhow::Result<Report> {
+/// How a run shows what it does. Nothing here changes its figures.
+#[derive(Debug, Default)]
+pub struct Observe {
+    /// Say on stderr what the run is doing.
+    pub progress: bool,
+    /// Nodes (by index, in the order they were added) whose inputs are
+    /// handled under this dispatcher, so that their logs can be read at
+    /// full speed for the rest (see [`Sim::trace`]).
+    pub trace: Option<(Vec<usize>, tracing::Dispatch)>,
+}
+
+/// Runs `scn` and measures it.
+pub fn run(scn: &Scenario, observe: Observe) -> anyhow::Result<Report> {
     scn.validate()?;
-    let mut d = Driver::new(scn.clone(), progress);
+    let mut d = Driver::new(scn.clone(), observe.progress);
+    if let Some((nodes, dispatch)) = observe.trace {
+        d.sim.trace(nodes, dispatch);
+    }
     d.build_overlay();
     d.build_groups();
     let mut report = Report::new(scn, d.sim.network().topo.describe());
