@@ -431,6 +431,7 @@ impl<R: Rng> Node<R> {
                     coord: self.coord,
                     moving: false,
                 };
+                tracing::debug!(mid = %mid, to = %next.id.short(), attempts, "join sent");
                 self.send(next, join.message(mid));
                 self.arm_join_retry(mid, retry);
             }
