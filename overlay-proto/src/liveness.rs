@@ -351,7 +351,7 @@ impl<R: Rng> Node<R> {
         }
         // A watched neighbour stays in the routing table until its silence
         // says it is dead: it may be alive behind a link that was closed
-        // for being slow, and the re-join below may well go back to it.
+        // for being slow. A re-join below goes around it all the same.
         self.tree_peer_lost(peer, false);
     }
 

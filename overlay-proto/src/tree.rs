@@ -916,6 +916,12 @@ impl<R: Rng> Node<R> {
             if was_parent {
                 if let Some(g) = self.groups.get_mut(&mid) {
                     g.around = dead.then_some(peer);
+                    // Our own joins go around it even when only its
+                    // connection closed: a join sent to a node that has
+                    // crashed waits out a retry (at 100,000 nodes under
+                    // churn, the slowest repair began that way), and one
+                    // around a node that is alive still reaches the tree.
+                    g.avoid_also(peer);
                 }
                 self.detach(mid);
             }
@@ -1123,6 +1129,30 @@ mod tests {
         deliver(&mut p, Q, ack_along(&[ROOT, Q]));
         assert!(p.groups[&MID].attached);
         p
+    }
+
+    #[test]
+    fn a_parent_whose_connection_closed_is_not_the_first_hop_of_the_re_join() {
+        // P knows Q and S, not the root; Q is nearer the mid.
+        const S: u128 = 0xD000_0000_0000_0000_0000_0000_0000_0000;
+        let mut p = node(P, &[Q, S], 16);
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        let first: Vec<NodeId> = drain(&mut p).into_iter().map(|(to, _)| to).collect();
+        assert_eq!(first, [NodeId(Q)]);
+        deliver(&mut p, Q, ack_along(&[ROOT, Q]));
+        assert!(p.groups[&MID].attached);
+        // Q is a tree neighbour we watch: only its silence says it is dead.
+        p.handle(Instant::now(), Input::Timer(Timer::Heartbeat));
+        drain(&mut p);
+        // Its connection closed (it may have crashed; its silence has not
+        // said so yet).
+        p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
+        let joins: Vec<NodeId> = drain(&mut p)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Join { .. }))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(joins, [NodeId(S)]);
     }
 
     #[test]
