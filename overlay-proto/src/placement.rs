@@ -482,22 +482,21 @@ impl<R: Rng> Node<R> {
                 (r.as_micros() / 2).min(u32::MAX as u128) as u32
             });
         // The offerer's own delay from the root.
-        let above_us = offer.delay_us.saturating_sub(offer.edge_us);
-        let (offer_delay, offer_edge) = (offer.delay_us, offer.edge_us);
+        let offerer_us = offer.delay_us.saturating_sub(offer.edge_us);
         let enough = |now: u32, then: u32| {
             let gain = now.saturating_sub(then) as u64;
             gain >= (now as u64 * gain_pct / 100).max(MIN_GAIN_US as u64)
         };
-        // A shorter link, on a path within the limit our asks carry (the
-        // budget, or our own delay once we are over it); over budget, a
-        // shorter path from the root as well.
-        // Only to a parent nearer the root than we are: two nodes that move
-        // at once, each below the other (in a part of the tree the other's
-        // move has not yet told about), would close a cycle, and then each
-        // would have moved below a node farther from the root than itself.
-        let better = above_us < g.delay_us
-            && ((offer_delay <= budget.max(g.delay_us) && enough(edge, offer_edge))
-                || (g.delay_us > budget && enough(g.delay_us, offer_delay)));
+        // Only below a parent nearer the root than we are: two nodes that
+        // move at once, each below the other (in a part of the tree the
+        // other's move has not yet told about), would close a cycle, and
+        // each would have moved below a node farther from the root than
+        // itself. Then a shorter link, on a path within the limit our asks
+        // carry (the budget, or our own delay once we are over it); over
+        // budget, a shorter path from the root as well.
+        let better = offerer_us < g.delay_us
+            && ((offer.delay_us <= budget.max(g.delay_us) && enough(edge, offer.edge_us))
+                || (g.delay_us > budget && enough(g.delay_us, offer.delay_us)));
         let from_us = g.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
@@ -508,7 +507,7 @@ impl<R: Rng> Node<R> {
         if !better {
             return;
         }
-        tracing::debug!(mid = %mid, to = %from.id.short(), from_us, to_us = offer_delay, "moving to a better parent");
+        tracing::debug!(mid = %mid, to = %from.id.short(), from_us, to_us = offer.delay_us, "moving to a better parent");
         self.move_to(mid, from);
     }
 }
