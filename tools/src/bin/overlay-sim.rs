@@ -58,6 +58,10 @@ struct Args {
     /// directly for a place.
     #[arg(long)]
     placement_asks: Option<usize>,
+    /// How much longer, in percent, a tree node's path from the root may
+    /// grow when it steps down to a link half as long (0: never).
+    #[arg(long)]
+    step_down_pct: Option<u16>,
     /// Also build the "within budget" reference trees at these slacks
     /// (percent, comma-separated), to show the trade between stretch and
     /// link stress that a builder who sees everything makes.
@@ -141,6 +145,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.placement_asks {
         scn.placement_asks = Some(n);
+    }
+    if let Some(p) = args.step_down_pct {
+        scn.step_down_pct = Some(p);
     }
     if let Some(p) = args.placement_slack_pct {
         scn.placement_slack_pct = Some(p);

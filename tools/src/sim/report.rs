@@ -303,7 +303,7 @@ impl Report {
         let cfg = sc.config();
         let _ = writeln!(
             out.0,
-            "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms, placement slack {}%, {} asks, settle {} s",
+            "settings: arrivals {}/s, joins {}/s, fan-out bound {}, heartbeat {} ms, failure after {} ms, placement slack {}%, {} asks, step down {}%, settle {} s",
             sc.arrival_rate,
             sc.join_rate,
             cfg.max_children,
@@ -311,6 +311,7 @@ impl Report {
             cfg.failure_timeout.as_millis(),
             cfg.placement_slack_pct,
             cfg.placement_asks,
+            cfg.step_down_pct,
             sc.settle_secs,
         );
         let _ = writeln!(

@@ -205,9 +205,10 @@ impl Driver {
     fn say(&self, what: &str) {
         if self.progress {
             eprintln!(
-                "[{:>6.1}s wall, {:>6.1}s virtual] {what}",
+                "[{:>6.1}s wall, {:>6.1}s virtual, {:>5.1}M inputs] {what}",
                 self.wall.elapsed().as_secs_f64(),
-                self.sim.elapsed().as_secs_f64()
+                self.sim.elapsed().as_secs_f64(),
+                self.sim.inputs() as f64 / 1e6
             );
         }
     }

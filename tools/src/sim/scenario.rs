@@ -44,6 +44,10 @@ pub struct Scenario {
     /// How many of its nearest routing-table neighbours a tree node asks
     /// directly for a place (the protocol's default if unset).
     pub placement_asks: Option<usize>,
+    /// How much longer, in percent, a node's path may grow when it steps
+    /// down to a link half as long (the protocol's default if unset; 0
+    /// turns steps down off).
+    pub step_down_pct: Option<u16>,
     /// More slacks (percent) at which to build the "within budget"
     /// reference trees: what a central builder trades between stretch and
     /// link stress as the budget grows.
@@ -114,6 +118,7 @@ impl Default for Scenario {
             placement: true,
             placement_slack_pct: None,
             placement_asks: None,
+            step_down_pct: None,
             reference_slacks: Vec::new(),
             settle_secs: 30.0,
             arrival_rate: 2_000.0,
@@ -180,6 +185,9 @@ impl Scenario {
         }
         if let Some(n) = self.placement_asks {
             cfg.placement_asks = n;
+        }
+        if let Some(pct) = self.step_down_pct {
+            cfg.step_down_pct = pct;
         }
         if let Some(ms) = self.maintenance_ms {
             cfg.maintenance_interval = std::time::Duration::from_millis(ms);
