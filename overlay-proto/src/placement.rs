@@ -44,15 +44,6 @@
 //! neighbours with its own delay as the limit instead of the budget. An
 //! answer to a direct ask carries no budget (the asker knows its own), so
 //! only the root's descent tells a node its budget.
-//!
-//! A node also takes a *step down*: a link at most half as long as its
-//! own, on a path up to [`Config::step_down_pct`](crate::Config::step_down_pct)
-//! longer than its limit (so its asks carry that much more). Moves
-//! otherwise go toward the root only, and the places near it stay with
-//! whoever took them first; a node that steps down below a nearby node
-//! frees its place for one that needs it more, and its copies cross less
-//! of the network. At 10,000 nodes a step of 10% took link stress from 1.98
-//! to 1.90 times IP multicast's, and mean stretch from 1.327 to 1.322.
 //! Once X's acknowledgement arrives N
 //! leaves its old parent, which prunes itself if it was a forwarder with
 //! nothing left below it, so the forwarders that routing made but no
@@ -65,6 +56,15 @@
 //! meanwhile run out of room refuses the move ([`Message::MoveRefused`])
 //! rather than hand it down to a child: N weighed a place below X, not
 //! below one of X's children.
+//!
+//! Steps down. A node also moves for a link at most half as long as its
+//! own, on a path up to [`Config::step_down_pct`](crate::Config::step_down_pct)
+//! longer than its limit (so its asks carry that much more). Moves
+//! otherwise go toward the root only, and the places near it stay with
+//! whoever took them first; a node that steps down below a nearby node
+//! frees its place for one that needs it more, and its copies cross less
+//! of the network. At 10,000 nodes a step of 10% took link stress from 1.98
+//! to 1.90 times IP multicast's, and mean stretch from 1.327 to 1.321.
 //!
 //! Lone relays. A forwarder that is no member and relays for one child only
 //! is a detour: at its next look it asks the child to move up to its own
@@ -255,8 +255,7 @@ impl<R: Rng> Node<R> {
         // Over the budget, a neighbour's place is still worth a look if it
         // is no farther from the root than ours, or a step farther: the link
         // may be shorter (the limit `on_place_offer` weighs offers by).
-        let step_down_pct = self.cfg.step_down_pct;
-        let limit = budget.map(|b| b.max(stepped(g.delay_us, step_down_pct)));
+        let limit = budget.map(|b| b.max(stepped(g.delay_us, self.cfg.step_down_pct)));
         // A forwarder that relays for one child only is a detour: the child
         // moves up to our parent, and we leave once it has.
         let lone = match (g.member, parent, g.acked_children().next()) {
@@ -512,14 +511,13 @@ impl<R: Rng> Node<R> {
         // each would have moved below a node farther from the root than
         // itself. Then a shorter link, on a path within the limit our asks
         // carry (the budget, or our own delay once we are over it); over
-        // budget, a shorter path from the root as well.
-        // A step down: a link at most half as long, on a path a little
-        // longer. It frees our place for a node that needs it more, and
-        // puts fewer copies on the network.
-        let step_down = offer.delay_us <= stepped(budget.max(g.delay_us), self.cfg.step_down_pct)
+        // budget, a shorter path from the root as well. Or a step down: a
+        // link at most half as long, on a path a little beyond that limit.
+        let limit = budget.max(g.delay_us);
+        let step_down = offer.delay_us <= stepped(limit, self.cfg.step_down_pct)
             && offer.edge_us as u64 * 100 <= edge as u64 * STEP_DOWN_LINK_PCT;
         let better = offerer_us < g.delay_us
-            && ((offer.delay_us <= budget.max(g.delay_us) && enough(edge, offer.edge_us))
+            && ((offer.delay_us <= limit && enough(edge, offer.edge_us))
                 || step_down
                 || (g.delay_us > budget && enough(g.delay_us, offer.delay_us)));
         let from_us = g.delay_us;
@@ -630,7 +628,12 @@ mod tests {
 
     /// N, a member attached under ROOT -> P, 80 ms from the root.
     fn attached_n() -> Node<StdRng> {
-        let mut n = node(N, &[ROOT, P, M]);
+        attached_n_with(Config::default())
+    }
+
+    /// [`attached_n`] with settings of its own.
+    fn attached_n_with(cfg: Config) -> Node<StdRng> {
+        let mut n = crate::test_support::node(N, &[ROOT, P, M], cfg);
         n.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         drain(&mut n);
         n.handle(
@@ -1007,21 +1010,10 @@ mod tests {
             "{sent:?}"
         );
         // Steps down turned off, the same offer is no move.
-        let cfg = Config {
+        let mut n = attached_n_with(Config {
             step_down_pct: 0,
             ..Config::default()
-        };
-        let mut n = crate::test_support::node(N, &[ROOT, P, M], cfg);
-        n.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
-        drain(&mut n);
-        n.handle(
-            Instant::now(),
-            Input::Rtt {
-                peer: info(P),
-                rtt: Duration::from_millis(60),
-            },
-        );
-        deliver(&mut n, P, ack(&[ROOT, P], 50_000));
+        });
         assert!(deliver(&mut n, M, offer(88_000, 15_000)).is_empty());
     }
 
