@@ -75,12 +75,17 @@ pub struct Delivery {
     pub mid: Mid,
     /// The root's epoch.
     pub epoch: u32,
-    /// Position in the root's order.
+    /// Position in the root's order; 0 for a fallback delivery.
     pub seq: u64,
     /// The node that published it.
     pub publisher: NodeId,
     /// The message.
     pub payload: Bytes,
+    /// Delivered from a LAN member's multicast publish while the root did
+    /// not answer it, before the root ordered it (`seq` and `epoch` are 0).
+    /// Its ordered copy, when it comes, is not delivered again.
+    #[serde(default)]
+    pub lan_fallback: bool,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("mid", &self.mid)
             .field("seq", &self.seq)
+            .field("lan_fallback", &self.lan_fallback)
             .field("publisher", &self.publisher)
             .field("payload_len", &self.payload.len())
             .finish()
@@ -139,6 +145,63 @@ pub struct GroupStatus {
     pub lost: u64,
     /// Root: the nodes holding a copy of the group's state, as `id@addr`.
     pub replicas: Vec<String>,
+    /// Messages the parent passed on as it got them (fetches not counted).
+    #[serde(default)]
+    pub from_tree: u64,
+    /// Messages taken from the LAN island's leader.
+    #[serde(default)]
+    pub from_lan: u64,
+    /// The group's LAN island, if this node is in one.
+    #[serde(default)]
+    pub island: Option<IslandStatus>,
+}
+
+/// A group's island on the LAN, as this member sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IslandStatus {
+    /// The group's multicast address and port.
+    pub address: String,
+    /// The member that re-sends each message on the LAN.
+    pub leader: Option<NodeId>,
+    /// Whether that is this node.
+    pub leading: bool,
+    /// Whether this node takes the messages from the LAN (its parent
+    /// holds them back).
+    pub fed: bool,
+    /// The other members heard, with their depth in the tree (`None`: not
+    /// attached).
+    pub peers: Vec<(NodeId, Option<u16>)>,
+}
+
+/// The node's multicast socket and what it counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LanStatus {
+    /// The interface, as `name (address)`.
+    pub interface: String,
+    /// The UDP port.
+    pub port: u16,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams the socket would not send.
+    pub send_errors: u64,
+    /// Messages too large for one datagram (carried by the overlay only).
+    pub too_large: u64,
+    /// Publishes sent on the LAN because the root did not answer.
+    pub fallback_publishes: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams taken.
+    pub accepted: u64,
+    /// Dropped: failed authentication.
+    pub forged: u64,
+    /// Dropped: seen before, or from an earlier run of their sender.
+    pub replayed: u64,
+    /// Dropped: garbage, truncated, too long, or of another version.
+    pub malformed: u64,
+    /// Dropped: of a group this node has no island in.
+    pub foreign: u64,
+    /// Dropped: our own, looped back.
+    pub own: u64,
 }
 
 /// A copy of a group's root state held by this node.
@@ -173,6 +236,9 @@ pub struct Status {
     pub groups: Vec<GroupStatus>,
     /// The root states it keeps a copy of.
     pub replicas: Vec<ReplicaStatus>,
+    /// IP multicast on a LAN, if configured.
+    #[serde(default)]
+    pub lan: Option<LanStatus>,
 }
 
 /// What kind of failure an [`ApiError`] reports, for programs to act on.

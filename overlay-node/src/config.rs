@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::multicast::{self, Interface, MulticastSettings};
+
 /// Flags of `overlay-node` (also accepted by `overlay node`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NodeArgs {
@@ -39,6 +41,41 @@ pub struct NodeArgs {
     /// Largest message accepted, in bytes [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Use IP multicast on this LAN interface (name or IPv4 address): group
+    /// members there share one copy of each message, and reach each other
+    /// when the tree is out of reach. Off unless given.
+    #[arg(long, value_name = "IF")]
+    pub multicast_interface: Option<String>,
+    /// IPv4 range within 239.0.0.0/8 that groups' multicast addresses are
+    /// derived from [default: 239.255.0.0/16]
+    #[arg(long, value_name = "CIDR")]
+    pub multicast_range: Option<String>,
+    /// UDP port of the groups' multicast datagrams [default: 7410]
+    #[arg(long, value_name = "PORT")]
+    pub multicast_port: Option<u16>,
+    /// A group's multicast address, instead of the derived one; repeat for
+    /// more groups.
+    #[arg(long = "multicast-group", value_name = "MID=ADDR")]
+    pub multicast_groups: Vec<String>,
+}
+
+/// The `[multicast]` table of the config file: see the `--multicast-*`
+/// flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MulticastFile {
+    /// See `--multicast-interface`.
+    pub interface: Option<String>,
+    /// See `--multicast-range`.
+    pub range: Option<String>,
+    /// See `--multicast-port`.
+    pub port: Option<u16>,
+    /// Multicast address per group (mid in hex = address).
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    /// Largest datagram sent, in bytes of UDP payload (default 1200).
+    /// Larger messages travel over the overlay only.
+    pub max_datagram: Option<usize>,
 }
 
 /// Settings a TOML file may hold. Every field is optional.
@@ -123,6 +160,8 @@ pub struct FileConfig {
     /// Wait after the first bootstrap round in milliseconds; it doubles each
     /// round, up to 16 times (default 500).
     pub bootstrap_backoff_ms: Option<u64>,
+    /// Network-level multicast on a LAN.
+    pub multicast: Option<MulticastFile>,
 }
 
 /// The daemon's resolved settings.
@@ -158,6 +197,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// How long a join through the control socket may take.
     pub join_timeout: Duration,
+    /// IP multicast on a LAN, if configured.
+    pub multicast: Option<MulticastSettings>,
 }
 
 impl Settings {
@@ -260,6 +301,10 @@ impl Settings {
             .unwrap_or(proto.retain_messages.max(8192))
             .max(16);
         let max_message = proto.max_message_size;
+        let multicast = resolve_multicast(args, file.multicast.clone().unwrap_or_default())?;
+        if let Some(m) = &multicast {
+            proto.lan_max_datagram = m.max_datagram;
+        }
         Ok(Settings {
             data_dir,
             listen,
@@ -279,8 +324,68 @@ impl Settings {
             max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
             max_connections: file.max_connections.unwrap_or(1024).max(8),
             join_timeout: Duration::from_secs(file.join_timeout_secs.unwrap_or(30)),
+            multicast,
         })
     }
+}
+
+/// The multicast settings from the flags and the `[multicast]` table: none
+/// without an interface.
+fn resolve_multicast(
+    args: &NodeArgs,
+    file: MulticastFile,
+) -> anyhow::Result<Option<MulticastSettings>> {
+    let Some(spec) = args.multicast_interface.clone().or(file.interface) else {
+        if args.multicast_range.is_some()
+            || args.multicast_port.is_some()
+            || !args.multicast_groups.is_empty()
+        {
+            bail!("--multicast-range, --multicast-port and --multicast-group need --multicast-interface IF");
+        }
+        return Ok(None);
+    };
+    let interface = Interface::find(&spec)?;
+    let range = args
+        .multicast_range
+        .clone()
+        .or(file.range)
+        .unwrap_or_else(|| multicast::DEFAULT_RANGE.to_string());
+    let range = MulticastSettings::parse_range(&range)?;
+    let port = args
+        .multicast_port
+        .or(file.port)
+        .unwrap_or(multicast::DEFAULT_PORT);
+    if port == 0 {
+        bail!("--multicast-port must not be 0: every node of a LAN must use the same port");
+    }
+    let mut groups = std::collections::HashMap::new();
+    let given = file.groups.into_iter().map(|(m, a)| (m, a.to_string()));
+    let flags = args.multicast_groups.iter().map(|s| {
+        let (m, a) = s.split_once('=').unwrap_or((s, ""));
+        (m.to_string(), a.to_string())
+    });
+    for (mid, addr) in given.chain(flags) {
+        let m: overlay_proto::Mid = mid
+            .parse()
+            .with_context(|| format!("multicast group `{mid}={addr}`: not a mid"))?;
+        let a = addr.parse().with_context(|| {
+            format!("multicast group `{mid}={addr}`: not an IPv4 address (MID=ADDR)")
+        })?;
+        groups.insert(m, MulticastSettings::check_group_addr(a)?);
+    }
+    let max_datagram = file
+        .max_datagram
+        .unwrap_or(overlay_proto::lan::MAX_DATAGRAM);
+    if !(256..=65_507).contains(&max_datagram) {
+        bail!("multicast max_datagram must be between 256 and 65507 bytes");
+    }
+    Ok(Some(MulticastSettings {
+        interface,
+        range,
+        port,
+        groups,
+        max_datagram,
+    }))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -308,6 +413,82 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.keep_alive, Duration::from_millis(300));
         assert_eq!(s.control, PathBuf::from("/tmp/x/control.sock"));
+    }
+
+    #[test]
+    fn multicast_comes_from_the_table_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        let mid = "0123456789abcdef0123456789abcdef";
+        std::fs::write(
+            &file,
+            format!(
+                "data_dir = \"/tmp/x\"\n[multicast]\ninterface = \"lo\"\nport = 7411\n\
+                 max_datagram = 1000\n[multicast.groups]\n\"{mid}\" = \"239.1.2.3\"\n"
+            ),
+        )
+        .unwrap();
+        let args = NodeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        let m = s.multicast.expect("configured");
+        assert_eq!((m.interface.name.as_str(), m.port), ("lo", 7411));
+        assert_eq!(m.range.to_string(), crate::multicast::DEFAULT_RANGE);
+        assert_eq!(
+            m.group_addr(mid.parse().unwrap()),
+            std::net::Ipv4Addr::new(239, 1, 2, 3)
+        );
+        assert_eq!(s.proto.lan_max_datagram, 1000);
+        let args = NodeArgs {
+            config: Some(file),
+            multicast_port: Some(7500),
+            multicast_range: Some("239.7.0.0/16".into()),
+            ..Default::default()
+        };
+        let m = Settings::resolve(&args).unwrap().multicast.unwrap();
+        assert_eq!(
+            (m.port, m.range.to_string().as_str()),
+            (7500, "239.7.0.0/16")
+        );
+        // Off unless an interface is given.
+        let plain = NodeArgs {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&plain).unwrap().multicast.is_none());
+    }
+
+    #[test]
+    fn multicast_mistakes_are_clear_errors() {
+        let base = || NodeArgs {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let err = |args: NodeArgs| format!("{:#}", Settings::resolve(&args).unwrap_err());
+        let e = err(NodeArgs {
+            multicast_port: Some(7000),
+            ..base()
+        });
+        assert!(e.contains("--multicast-interface"), "{e}");
+        let e = err(NodeArgs {
+            multicast_interface: Some("nosuchif9".into()),
+            ..base()
+        });
+        assert!(e.contains("nosuchif9"), "{e}");
+        let e = err(NodeArgs {
+            multicast_interface: Some("lo".into()),
+            multicast_range: Some("224.0.0.0/24".into()),
+            ..base()
+        });
+        assert!(e.contains("239.0.0.0/8"), "{e}");
+        let e = err(NodeArgs {
+            multicast_interface: Some("lo".into()),
+            multicast_groups: vec!["nonsense".into()],
+            ..base()
+        });
+        assert!(e.contains("not a mid"), "{e}");
     }
 
     #[test]

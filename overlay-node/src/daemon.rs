@@ -10,6 +10,11 @@
 //! tasks, timers sit in a heap. The actor never awaits anything but its
 //! inbox and its next timer.
 //!
+//! IP multicast, when configured: a reader task hands every datagram of the
+//! multicast socket to the actor, which passes it to the node; the node's
+//! datagrams go out from the actor without waiting (UDP is best effort,
+//! and the overlay repairs what the LAN loses).
+//!
 //! Connections: a peer may end up with two connections (both sides dialed at
 //! once, or a restarted peer dialed again before the old connection timed
 //! out). The newest is used for sending, the other is kept for reading until
@@ -38,6 +43,7 @@ use crate::api::{
 };
 use crate::config::Settings;
 use crate::identity::Identity;
+use crate::multicast::{LanSocket, MulticastSettings};
 use crate::subscribers::{ClientConn, Subscribers};
 use crate::transport::{self, codes, ConnEvent, Transport};
 
@@ -93,6 +99,8 @@ pub(crate) enum Msg {
     ClientGone {
         client: u64,
     },
+    /// A datagram on the multicast socket.
+    Lan(Vec<u8>),
     /// A probe's answer for a peer we were already connected to.
     Rtt {
         peer: NodeInfo,
@@ -149,6 +157,15 @@ struct Actor {
     trees: HashMap<u64, (u64, u64)>,
     shutting_down: bool,
     bootstrap_error: Option<String>,
+    lan: Option<Lan>,
+}
+
+/// The multicast socket and the groups' addresses on it.
+struct Lan {
+    socket: std::sync::Arc<LanSocket>,
+    settings: MulticastSettings,
+    /// Datagrams the socket would not send.
+    send_errors: u64,
 }
 
 /// Frames queued for a peer while it is being dialed.
@@ -179,6 +196,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let listener = crate::control::bind(&settings.control)?;
     let (inbox, rx) = smol::channel::bounded(INBOX);
+    let lan = match &settings.multicast {
+        Some(m) => Some(open_lan(m, inbox.clone())?),
+        None => None,
+    };
 
     let endpoint = transport.endpoint.clone();
     let accept_inbox = inbox.clone();
@@ -254,10 +275,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         trees: HashMap::new(),
         shutting_down: false,
         bootstrap_error: None,
+        lan,
     };
     actor.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
     let bootstrap = settings.bootstrap.clone();
     actor.input(Input::Command(Command::Bootstrap { addrs: bootstrap }));
+    if actor.lan.is_some() {
+        // Sessions must grow from one start to the next, so that no
+        // datagram of an earlier run can be replayed: the start time does.
+        let session = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        actor.input(Input::Command(Command::LanUp { session }));
+    }
     actor.saved_groups = load_groups(&settings.data_dir);
     for g in actor.saved_groups.clone() {
         tracing::info!(mid = %g.mid, next = g.next, "rejoining a group this node was a member of");
@@ -271,6 +301,50 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = fs::remove_file(settings.data_dir.join(NODE_FILE));
     let _ = fs::remove_file(&settings.control);
     result
+}
+
+/// Opens the multicast socket and starts handing its datagrams to the
+/// actor.
+fn open_lan(m: &MulticastSettings, inbox: Sender<Msg>) -> anyhow::Result<Lan> {
+    let socket = LanSocket::bind(&m.interface, m.port).with_context(|| {
+        format!(
+            "cannot open the multicast socket on {} ({}) port {}: check --multicast-interface and --multicast-port",
+            m.interface.name, m.interface.addr, m.port
+        )
+    })?;
+    let socket = std::sync::Arc::new(socket);
+    let reader = socket.clone();
+    // One byte more than a datagram may have, to tell the longer ones.
+    let room = m.max_datagram + 1;
+    smol::spawn(async move {
+        let mut buf = vec![0u8; room];
+        loop {
+            match reader.recv(&mut buf).await {
+                Ok((n, _)) => {
+                    if inbox.send(Msg::Lan(buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "multicast socket failed; no more datagrams");
+                    return;
+                }
+            }
+        }
+    })
+    .detach();
+    tracing::info!(
+        interface = %m.interface.name,
+        addr = %m.interface.addr,
+        port = m.port,
+        range = %m.range,
+        "IP multicast on"
+    );
+    Ok(Lan {
+        socket,
+        settings: m.clone(),
+        send_errors: 0,
+    })
 }
 
 fn write_node_file(dir: &Path, file: &NodeFile) -> anyhow::Result<()> {
@@ -450,6 +524,7 @@ impl Actor {
                 self.subscribers.remove_client(client);
             }
             Msg::Rtt { peer, rtt } => self.input(Input::Rtt { peer, rtt }),
+            Msg::Lan(d) => self.input(Input::LanDatagram(d)),
             Msg::Shutdown => {}
         }
     }
@@ -493,7 +568,36 @@ impl Actor {
                 Output::Probe(peer) => self.probe(peer),
                 Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto, Some(timer)),
                 Output::Event(e) => self.on_event(e),
+                Output::LanJoin(mid) => self.lan_membership(mid, true),
+                Output::LanLeave(mid) => self.lan_membership(mid, false),
+                Output::LanSend { mid, datagram } => self.lan_send(mid, &datagram),
             }
+        }
+    }
+
+    /// Joins or leaves a group's multicast address on the LAN interface.
+    fn lan_membership(&mut self, mid: Mid, join: bool) {
+        let Some(lan) = &self.lan else { return };
+        let addr = lan.settings.group_addr(mid);
+        let result = if join {
+            lan.socket.join(addr)
+        } else {
+            lan.socket.leave(addr)
+        };
+        match result {
+            Ok(()) => tracing::debug!(mid = %mid, %addr, join, "multicast membership"),
+            Err(e) => {
+                tracing::warn!(mid = %mid, %addr, error = %e, join, "multicast membership failed; the group's members here will use the tree only")
+            }
+        }
+    }
+
+    fn lan_send(&mut self, mid: Mid, datagram: &[u8]) {
+        let Some(lan) = &mut self.lan else { return };
+        let addr = lan.settings.group_addr(mid);
+        if let Err(e) = lan.socket.send(addr, datagram) {
+            lan.send_errors += 1;
+            tracing::debug!(mid = %mid, %addr, error = %e, "multicast datagram not sent");
         }
     }
 
@@ -867,6 +971,7 @@ impl Actor {
                     seq,
                     publisher,
                     payload,
+                    lan_fallback: false,
                 };
                 self.subscribers
                     .replayed(&self.clients, request, Response::Message(d));
@@ -903,6 +1008,23 @@ impl Actor {
                     seq,
                     publisher,
                     payload,
+                    lan_fallback: false,
+                };
+                self.subscribers.deliver(&self.clients, &d);
+            }
+            Event::LanDelivered {
+                mid,
+                publisher,
+                payload,
+                ..
+            } => {
+                let d = Delivery {
+                    mid,
+                    epoch: 0,
+                    seq: 0,
+                    publisher,
+                    payload,
+                    lan_fallback: true,
                 };
                 self.subscribers.deliver(&self.clients, &d);
             }
@@ -996,6 +1118,9 @@ impl Actor {
                 pending: g.pending,
                 lost: g.lost,
                 replicas: g.replicas.iter().map(show).collect(),
+                from_tree: g.from_tree,
+                from_lan: g.from_lan,
+                island: self.island_status(g.mid),
             })
             .collect();
         let replicas = self
@@ -1018,7 +1143,41 @@ impl Actor {
             neighbours,
             groups,
             replicas,
+            lan: self.lan_status(),
         }
+    }
+
+    fn island_status(&self, mid: Mid) -> Option<api::IslandStatus> {
+        let lan = self.lan.as_ref()?;
+        let i = self.node.island(mid)?;
+        Some(api::IslandStatus {
+            address: format!("{}:{}", lan.settings.group_addr(mid), lan.socket.port()),
+            leading: i.leader == Some(self.node.me().id),
+            leader: i.leader,
+            fed: i.fed,
+            peers: i.peers,
+        })
+    }
+
+    fn lan_status(&self) -> Option<api::LanStatus> {
+        let lan = self.lan.as_ref()?;
+        let s = self.node.lan_stats().unwrap_or_default();
+        let iface = &lan.settings.interface;
+        Some(api::LanStatus {
+            interface: format!("{} ({})", iface.name, iface.addr),
+            port: lan.socket.port(),
+            sent: s.sent,
+            send_errors: lan.send_errors,
+            too_large: s.too_large,
+            fallback_publishes: s.fallback_publishes,
+            received: s.received,
+            accepted: s.accepted,
+            forged: s.forged,
+            replayed: s.replayed,
+            malformed: s.malformed,
+            foreign: s.foreign,
+            own: s.own,
+        })
     }
 }
 

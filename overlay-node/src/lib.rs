@@ -14,7 +14,10 @@
 //!   protocol, through which the `overlay` CLI and applications create,
 //!   join, subscribe, publish, leave and inspect;
 //! - [`client`]: the Rust client for that socket;
-//! - [`config`]: flags, the TOML config file and defaults.
+//! - [`config`]: flags, the TOML config file and defaults;
+//! - [`multicast`]: the optional network-level multicast on one LAN
+//!   interface (group addresses and the UDP socket; the datagrams and
+//!   their sealing are [`overlay_proto::lan`]).
 
 pub mod api;
 pub mod client;
@@ -22,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod identity;
+pub mod multicast;
 mod subscribers;
 pub mod tls;
 pub mod transport;

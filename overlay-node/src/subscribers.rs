@@ -204,7 +204,7 @@ impl Subscribers {
                     }
                 }
                 Phase::Live { skip_below } => {
-                    if d.seq >= *skip_below {
+                    if d.lan_fallback || d.seq >= *skip_below {
                         send(clients, s, Response::Message(d.clone()), max_bytes);
                     }
                 }

@@ -121,6 +121,18 @@ pub struct Config {
     /// that frees a place near the root and takes copies off the network.
     /// 0 turns such steps off.
     pub step_down_pct: u16,
+    /// How often a member announces itself on its LAN, where the driver
+    /// has a multicast socket (see [`crate::lan`]).
+    pub lan_announce_interval: Duration,
+    /// Silence after which a member of a LAN island is taken for gone
+    /// (and, if it led, another is elected).
+    pub lan_peer_timeout: Duration,
+    /// Largest datagram sent on the LAN, in bytes of UDP payload; larger
+    /// messages travel over the overlay only.
+    pub lan_max_datagram: usize,
+    /// Most other members of one group's island a node keeps track of
+    /// (and senders whose replay windows it keeps).
+    pub lan_max_peers: usize,
 }
 
 impl Default for Config {
@@ -162,6 +174,10 @@ impl Default for Config {
             placement_slack_pct: 20,
             move_gain_pct: 10,
             step_down_pct: 10,
+            lan_announce_interval: Duration::from_millis(500),
+            lan_peer_timeout: Duration::from_millis(1600),
+            lan_max_datagram: crate::lan::MAX_DATAGRAM,
+            lan_max_peers: 64,
         }
     }
 }

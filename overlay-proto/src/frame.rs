@@ -262,6 +262,12 @@ mod tests {
 
     /// Coordinates as the network may send them, NaN aside (a NaN is
     /// never equal to itself, so a round trip could not be compared).
+    fn arb_key() -> impl Strategy<Value = Option<Box<crate::lan::GroupKey>>> {
+        prop::option::of(
+            any::<[u8; 32]>().prop_map(|b| Box::new(crate::lan::GroupKey::from_bytes(b))),
+        )
+    }
+
     fn arb_coord() -> impl Strategy<Value = crate::coord::Coord> {
         let f = prop_oneof![
             any::<f32>().prop_filter("not NaN", |v| !v.is_nan()),
@@ -348,9 +354,10 @@ mod tests {
                 any::<u32>(),
                 prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8),
                 any::<u32>(),
-                arb_coord()
+                arb_coord(),
+                arb_key()
             )
-                .prop_map(|(mid, next, epoch, path, delay_us, coord)| {
+                .prop_map(|(mid, next, epoch, path, delay_us, coord, key)| {
                     Message::JoinAck {
                         mid,
                         next,
@@ -358,11 +365,13 @@ mod tests {
                         path,
                         delay_us,
                         coord,
+                        key,
                     }
                 }),
             (mid.clone(), arb_reason())
                 .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
+            (mid.clone(), any::<bool>()).prop_map(|(mid, fed)| Message::LanFed { mid, fed }),
             mid.clone().prop_map(|mid| Message::MoveRefused { mid }),
             (mid.clone(), arb_info()).prop_map(|(mid, parent)| Message::Splice { mid, parent }),
             Just(Message::Depart),
@@ -428,15 +437,17 @@ mod tests {
                 any::<u32>(),
                 arb_info(),
                 any::<u64>(),
-                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..4)
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..4),
+                arb_key()
             )
-                .prop_map(|(mid, epoch, root, first, replicas)| {
+                .prop_map(|(mid, epoch, root, first, replicas, key)| {
                     Message::ReplicaSync {
                         mid,
                         epoch,
                         root,
                         first,
                         replicas,
+                        key,
                     }
                 }),
             (mid.clone(), any::<u32>(), any::<u64>())

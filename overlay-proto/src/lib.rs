@@ -55,6 +55,7 @@ pub mod config;
 pub mod coord;
 pub mod frame;
 pub mod id;
+pub mod lan;
 pub mod liveness;
 mod log;
 pub mod message;

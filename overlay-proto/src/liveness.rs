@@ -398,6 +398,7 @@ mod tests {
             path: vec![NodeId(ROOT), NodeId(P)],
             delay_us: 10_000,
             coord: Coord::default(),
+            key: None,
         };
         deliver(&mut n, P, ack);
         assert!(n.group(MID).unwrap().attached);

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
+use crate::lan::GroupKey;
 
 /// Version of the wire protocol, carried in every frame header and in the
 /// QUIC ALPN (`overlay/1`). A frame with another version is rejected.
@@ -195,6 +196,16 @@ pub enum Message {
         /// node that cannot take it answers [`Message::MoveRefused`].
         moving: bool,
     },
+    /// From a child to its parent: hold back (`fed`) or send again the
+    /// group's messages, which the child takes from its LAN island's
+    /// leader instead (see [`crate::lan`]). Everything else on the link,
+    /// fetches and heartbeats included, goes on as before.
+    LanFed {
+        /// The group.
+        mid: Mid,
+        /// Whether the child is fed by the LAN.
+        fed: bool,
+    },
     /// The sender is now the receiver's parent and is attached to the root.
     JoinAck {
         /// The group.
@@ -214,6 +225,10 @@ pub enum Message {
         delay_us: u32,
         /// The sender's network coordinate.
         coord: Coord,
+        /// The group's multicast key (see [`crate::lan`]): tree nodes
+        /// hand it down with their acknowledgements, over the overlay's
+        /// TLS, so that members can read and seal datagrams on their LAN.
+        key: Option<Box<GroupKey>>,
     },
     /// Asks the tree for a better place for `node`: it climbs parent links
     /// to the root, which sets the delay budget, then descends toward the
@@ -410,6 +425,9 @@ pub enum Message {
         /// The root's replica set, closest to the mid first (at most
         /// [`MAX_REPLICAS`]): the order in which replicas take over.
         replicas: Vec<NodeId>,
+        /// The group's multicast key, which a replica keeps when it takes
+        /// over.
+        key: Option<Box<GroupKey>>,
     },
     /// One message of the root's log, for a replica. The payload follows
     /// the header on the wire.
@@ -464,6 +482,7 @@ impl Message {
             Message::Neighbours { .. } => "neighbours",
             Message::Join { .. } => "join",
             Message::JoinAck { .. } => "join-ack",
+            Message::LanFed { .. } => "lan-fed",
             Message::JoinReject { .. } => "join-reject",
             Message::Place { .. } => "place",
             Message::PlaceOffer { .. } => "place-offer",

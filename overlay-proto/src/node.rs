@@ -82,6 +82,16 @@ pub enum Command {
         /// One past the last.
         to: u64,
     },
+    /// The driver has a socket for IP multicast on the node's LAN: from now
+    /// on the node joins its groups' multicast addresses
+    /// ([`Output::LanJoin`]) and shares their messages with the members
+    /// there (see [`crate::lan`]).
+    LanUp {
+        /// Grows from one start of the node to the next (the daemon takes
+        /// its start time in microseconds since the Unix epoch): the
+        /// datagrams of an earlier run can then never be replayed.
+        session: u64,
+    },
     /// Become a member of a group again after a restart, and catch up from
     /// `next` on (what the node had passed on before it stopped).
     Resume {
@@ -120,6 +130,8 @@ pub enum Timer {
     Replay(u64),
     /// Look for a better place in this group's tree.
     Optimize(Mid),
+    /// Announcements on the LAN, and its islands' elections.
+    Lan,
 }
 
 impl Timer {
@@ -136,6 +148,7 @@ impl Timer {
             Timer::Repair(_) => "timer:repair",
             Timer::Replay(_) => "timer:replay",
             Timer::Optimize(_) => "timer:optimize",
+            Timer::Lan => "timer:lan",
         }
     }
 }
@@ -177,6 +190,9 @@ pub enum Input {
     Timer(Timer),
     /// A local command.
     Command(Command),
+    /// A datagram arrived on the multicast socket (see
+    /// [`Command::LanUp`]), from anyone: it is checked here.
+    LanDatagram(Vec<u8>),
     /// The driver has handled every input it had at hand. Messages the node
     /// deferred to send once per batch rather than once per input (a
     /// replica's acknowledgements) go out now. Drivers should hand this in
@@ -197,6 +213,7 @@ impl Input {
             Input::Dialed { .. } => "dialed",
             Input::Timer(t) => t.kind(),
             Input::Command(_) => "command",
+            Input::LanDatagram(_) => "lan-datagram",
             Input::Flush => "flush",
         }
     }
@@ -281,6 +298,20 @@ pub enum Event {
         seq: u64,
         /// Who published it.
         publisher: NodeId,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// A group message published by a member on this node's LAN that had
+    /// no working way to the root, delivered before the root ordered it
+    /// (see [`crate::lan`]). Its sequenced copy, when it comes, is not
+    /// delivered again.
+    LanDelivered {
+        /// The group.
+        mid: Mid,
+        /// Who published it.
+        publisher: NodeId,
+        /// The publisher's number for it.
+        pub_id: u64,
         /// The bytes.
         payload: Bytes,
     },
@@ -382,6 +413,18 @@ pub enum Output {
     },
     /// Tell the user.
     Event(Event),
+    /// Receive the datagrams sent to this group's multicast address on
+    /// the LAN, and hand them in as [`Input::LanDatagram`].
+    LanJoin(Mid),
+    /// Stop receiving this group's datagrams.
+    LanLeave(Mid),
+    /// Send a datagram to this group's multicast address on the LAN.
+    LanSend {
+        /// The group.
+        mid: Mid,
+        /// The sealed datagram.
+        datagram: Bytes,
+    },
 }
 
 /// Most nodes remembered as dead; the oldest are forgotten first.
@@ -459,6 +502,8 @@ pub struct Node<R> {
     /// does not hold (at most [`crate::placement::RTT_MEMORY`]): samples
     /// for the coordinate, and tree links' delays.
     pub(crate) rtts: crate::placement::RttMemory,
+    /// LAN islands, once the driver has a multicast socket.
+    pub(crate) lan: Option<Box<crate::lan::Lan>>,
     pub(crate) out: VecDeque<Output>,
     pub(crate) now: Instant,
 }
@@ -490,6 +535,7 @@ impl<R: Rng> Node<R> {
             queries: BTreeMap::new(),
             coord: Default::default(),
             rtts: Default::default(),
+            lan: None,
             out: VecDeque::new(),
             now,
         }
@@ -544,6 +590,7 @@ impl<R: Rng> Node<R> {
             Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
             Input::Timer(t) => self.on_timer(t),
             Input::Command(c) => self.on_command(c),
+            Input::LanDatagram(d) => self.on_lan_datagram(d),
             Input::Flush => self.flush_acks(),
         }
         self.keep_heartbeat();
@@ -614,6 +661,7 @@ impl<R: Rng> Node<R> {
                 path,
                 delay_us,
                 coord,
+                key,
             } => {
                 self.learn_coord(from.id, &coord);
                 let ack = crate::tree::JoinAck {
@@ -622,10 +670,12 @@ impl<R: Rng> Node<R> {
                     path,
                     delay_us,
                     coord,
+                    key,
                 };
                 self.on_join_ack(from, mid, ack)
             }
             Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
+            Message::LanFed { mid, fed } => self.on_lan_fed(from.id, mid, fed),
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::MoveRefused { mid } => self.on_move_refused(from, mid),
             Message::Splice { mid, parent } => self.on_splice(from, mid, parent),
@@ -685,13 +735,7 @@ impl<R: Rng> Node<R> {
                 from: first,
                 to,
             } => self.on_lost(mid, request, first, to),
-            Message::ReplicaSync {
-                mid,
-                epoch,
-                root,
-                first,
-                replicas,
-            } => self.on_replica_sync(from, mid, epoch, root, first, replicas),
+            sync @ Message::ReplicaSync { .. } => self.on_replica_sync(from, sync),
             Message::Replicate(d) => self.on_replicate(from, d),
             Message::ReplicaAck { mid, epoch, seq } => self.on_replica_ack(from, mid, epoch, seq),
             Message::NotRoot { mid, epoch, root } => self.on_not_root(mid, epoch, root),
@@ -720,6 +764,7 @@ impl<R: Rng> Node<R> {
             Timer::Repair(mid) => self.on_repair_timer(mid),
             Timer::Replay(request) => self.on_replay_timer(request),
             Timer::Optimize(mid) => self.on_optimize_timer(mid),
+            Timer::Lan => self.on_lan_timer(),
             Timer::QueryTimeout(id) => {
                 if let Some(mid) = self.queries.remove(&id) {
                     self.emit(Event::Tree {
@@ -754,6 +799,7 @@ impl<R: Rng> Node<R> {
                 to,
             } => self.replay(request, mid, from, to),
             Command::Resume { mid, next } => self.resume(mid, next),
+            Command::LanUp { session } => self.lan_up(session),
             Command::Shutdown => self.shutdown(),
         }
     }

@@ -623,6 +623,7 @@ mod tests {
             path: path.iter().map(|&i| NodeId(i)).collect(),
             delay_us,
             coord: Coord::default(),
+            key: None,
         }
     }
 

@@ -25,9 +25,11 @@ use crate::node::{Event, Node, PublishError, Timer};
 #[derive(Debug, Clone)]
 pub(crate) struct PendingPublish {
     pub(crate) mid: Mid,
-    payload: Bytes,
+    pub(crate) payload: Bytes,
     deadline: Instant,
     retry_at: Instant,
+    /// Sent on the LAN too (see [`crate::lan`]).
+    pub(crate) lan: bool,
 }
 
 impl<R: Rng> Node<R> {
@@ -60,6 +62,7 @@ impl<R: Rng> Node<R> {
                 payload: payload.clone(),
                 deadline: self.now + self.cfg.publish_timeout,
                 retry_at: self.now + self.cfg.publish_retry,
+                lan: false,
             },
         );
         self.arm_publish_sweep();
@@ -70,6 +73,10 @@ impl<R: Rng> Node<R> {
             pub_id: request,
             payload,
         });
+        // Cut off from the tree: the members on our LAN get it at once.
+        if self.lan.is_some() && !self.groups.get(&mid).is_some_and(|g| g.attached) {
+            self.lan_publish(request);
+        }
     }
 
     /// Routes a publish toward the root, or orders it if we are the root.
@@ -171,6 +178,9 @@ impl<R: Rng> Node<R> {
                 pub_id,
                 payload,
             });
+            if self.lan.is_some() {
+                self.lan_publish(pub_id);
+            }
         }
         self.arm_publish_sweep();
     }

@@ -29,6 +29,7 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::id::{distance, Mid, NodeId};
+use crate::lan::GroupKey;
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::node::Node;
@@ -52,6 +53,8 @@ pub(crate) struct Replica {
     pub(crate) since: Instant,
     /// When we lost the root, if we did.
     pub(crate) orphaned: Option<Instant>,
+    /// The group's multicast key, kept for when we take over.
+    key: Option<Box<GroupKey>>,
 }
 
 /// A read-only view of a replica this node holds, for status displays.
@@ -108,15 +111,19 @@ impl<R: Rng> Node<R> {
         v
     }
 
-    pub(crate) fn on_replica_sync(
-        &mut self,
-        from: NodeInfo,
-        mid: Mid,
-        epoch: u32,
-        root: NodeInfo,
-        first: u64,
-        order: Vec<NodeId>,
-    ) {
+    /// A root's [`Message::ReplicaSync`] (anything else is ignored).
+    pub(crate) fn on_replica_sync(&mut self, from: NodeInfo, sync: Message) {
+        let Message::ReplicaSync {
+            mid,
+            epoch,
+            root,
+            first,
+            replicas: order,
+            key,
+        } = sync
+        else {
+            return;
+        };
         if root.id != from.id || first == 0 {
             return;
         }
@@ -162,6 +169,9 @@ impl<R: Rng> Node<R> {
             {
                 // The same root with a new replica set: keep the log.
                 rep.order = order;
+                if key.is_some() {
+                    rep.key = key;
+                }
             }
             _ => {
                 if !self.replicas.contains_key(&mid) && self.replicas.len() >= self.cfg.max_groups {
@@ -179,6 +189,7 @@ impl<R: Rng> Node<R> {
                         order,
                         since: now,
                         orphaned: None,
+                        key,
                     },
                 );
             }
@@ -332,6 +343,9 @@ impl<R: Rng> Node<R> {
             .clamp(log.first(), log.next());
         tracing::info!(mid = %mid, epoch, next = base, held = log.len(), "root lost; taking over as root");
         g.root = Some(Box::new(Root::new(epoch, log, base.saturating_sub(1))));
+        if rep.key.is_some() {
+            g.lan_key = rep.key;
+        }
         g.stream = crate::stream::Stream::new(&self.cfg);
         g.attached = true;
         g.established = true;

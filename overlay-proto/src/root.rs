@@ -33,6 +33,7 @@ use rand::Rng;
 
 use crate::frame::seal_data;
 use crate::id::{distance, Mid, NodeId};
+use crate::lan::GroupKey;
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo, Publish, RejectReason, MAX_REPLICAS};
 use crate::node::Node;
@@ -90,20 +91,21 @@ impl Root {
 
     /// The sync that tells a replica who we are, where our log starts and
     /// the takeover order.
-    fn sync(&self, mid: Mid, me: NodeInfo) -> Message {
+    fn sync(&self, mid: Mid, me: NodeInfo, key: Option<Box<GroupKey>>) -> Message {
         Message::ReplicaSync {
             mid,
             epoch: self.epoch,
             root: me,
             first: self.log.first(),
             replicas: self.replicas.iter().map(|x| x.info.id).collect(),
+            key,
         }
     }
 
     /// What makes a node a replica holding our whole log: the sync, then
     /// every message of the log.
-    fn full_sync(&self, mid: Mid, me: NodeInfo) -> Vec<Message> {
-        std::iter::once(self.sync(mid, me))
+    fn full_sync(&self, mid: Mid, me: NodeInfo, key: Option<Box<GroupKey>>) -> Vec<Message> {
+        std::iter::once(self.sync(mid, me, key))
             .chain(self.log.iter().cloned().map(Message::Replicate))
             .collect()
     }
@@ -133,6 +135,7 @@ impl<R: Rng> Node<R> {
         };
         tracing::debug!(mid = %mid, "group created");
         let mut g = Group::new(true, &self.cfg, self.now);
+        g.lan_key = Some(Box::new(GroupKey::random(&mut self.rng)));
         let log = Log::new(1, self.cfg.retain_messages, self.cfg.retain_bytes);
         g.root = Some(Box::new(Root::new(1, log, 0)));
         g.attached = true;
@@ -239,7 +242,11 @@ impl<R: Rng> Node<R> {
         candidates.sort_by_key(|n| distance(n.id.key(), mid.key()));
         candidates.truncate(want);
         let now = self.now;
-        let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let key = g.lan_key.clone();
+        let Some(r) = g.root.as_mut() else {
             return;
         };
         let same = candidates.len() == r.replicas.len()
@@ -269,11 +276,11 @@ impl<R: Rng> Node<R> {
         }
         tracing::debug!(mid = %mid, replicas = r.replicas.len(), new = fresh.len(), "replica set changed");
         // Every replica learns the new order; new ones get the whole log.
-        let sync = r.sync(mid, me);
+        let sync = r.sync(mid, me, key.clone());
         let full = if fresh.is_empty() {
             Vec::new()
         } else {
-            r.full_sync(mid, me)
+            r.full_sync(mid, me, key)
         };
         for c in candidates.iter().filter(|c| !fresh.contains(c)) {
             self.send(*c, sync.clone());
@@ -289,7 +296,11 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_replica_ack(&mut self, from: NodeInfo, mid: Mid, epoch: u32, seq: u64) {
         let now = self.now;
         let me = self.me();
-        let Some(r) = self.groups.get_mut(&mid).and_then(|g| g.root.as_mut()) else {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let key = g.lan_key.clone();
+        let Some(r) = g.root.as_mut() else {
             return;
         };
         let first = r.log.first();
@@ -305,7 +316,7 @@ impl<R: Rng> Node<R> {
             peer.synced_at = now;
             peer.acked = first.saturating_sub(1);
             peer.progress_at = now;
-            for m in r.full_sync(mid, me) {
+            for m in r.full_sync(mid, me, key) {
                 self.send(from, m);
             }
             return;

@@ -137,6 +137,9 @@ impl<R: Rng> Node<R> {
             // Only our parent feeds us; anything else is stale.
             return;
         }
+        if let Some(g) = self.groups.get_mut(&data.mid) {
+            g.from_tree += 1;
+        }
         self.accept(data);
     }
 
@@ -238,15 +241,26 @@ impl<R: Rng> Node<R> {
     /// it for every acknowledged child. Runs once per message at every node,
     /// so it borrows the children instead of collecting them.
     pub(crate) fn hand_on(&mut self, mid: Mid, data: &Data) {
-        let Node { groups, out, .. } = self;
+        let Node {
+            groups, out, lan, ..
+        } = self;
         let Some(g) = groups.get(&mid) else {
             return;
         };
-        out.extend(g.acked_children().map(|c| Output::Send {
-            to: c.info,
-            msg: Message::Data(data.clone()),
-        }));
-        if g.member {
+        out.extend(
+            g.acked_children()
+                .filter(|c| !c.lan_fed)
+                .map(|c| Output::Send {
+                    to: c.info,
+                    msg: Message::Data(data.clone()),
+                }),
+        );
+        // A member may have had it from the LAN already (a fallback).
+        let mut before = || {
+            lan.as_mut()
+                .is_some_and(|l| l.delivered_before(mid, data.publisher, data.pub_id))
+        };
+        if g.member && !before() {
             out.push_back(Output::Event(Event::Delivered {
                 mid,
                 epoch: data.epoch,
@@ -254,6 +268,9 @@ impl<R: Rng> Node<R> {
                 publisher: data.publisher,
                 payload: data.payload.clone(),
             }));
+        }
+        if self.lan.is_some() {
+            self.lan_forward(data);
         }
     }
 

@@ -49,6 +49,7 @@ use rand::Rng;
 
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
+use crate::lan::GroupKey;
 use crate::message::{Detour, Message, NodeInfo, RejectReason, MAX_PATH};
 use crate::node::{Event, Node, Timer};
 use crate::root::Root;
@@ -75,6 +76,9 @@ pub(crate) struct Child {
     pub(crate) acked: Option<Instant>,
     /// Its network coordinate, from its join and heartbeats.
     pub(crate) coord: Option<Coord>,
+    /// It takes the group's messages from its LAN (see [`crate::lan`]):
+    /// we hold them back.
+    pub(crate) lan_fed: bool,
 }
 
 impl Child {
@@ -85,6 +89,7 @@ impl Child {
             want,
             acked: None,
             coord: coord.checked(),
+            lan_fed: false,
         }
     }
 }
@@ -97,6 +102,7 @@ pub(crate) struct JoinAck {
     pub(crate) path: Vec<NodeId>,
     pub(crate) delay_us: u32,
     pub(crate) coord: Coord,
+    pub(crate) key: Option<Box<GroupKey>>,
 }
 
 /// A join as it arrives: who joins, and how.
@@ -181,6 +187,13 @@ pub(crate) struct Group {
     pub(crate) optimize_round: u8,
     /// When the pending [`Timer::Optimize`] is due, if one is.
     pub(crate) optimize_at: Option<Instant>,
+    /// The group's multicast key: drawn by the root, handed down with
+    /// every acknowledgement (see [`crate::lan`]).
+    pub(crate) lan_key: Option<Box<GroupKey>>,
+    /// Messages taken from the parent as it passed them on, and from the
+    /// LAN island's leader (see [`GroupView::from_tree`]).
+    pub(crate) from_tree: u64,
+    pub(crate) from_lan: u64,
 }
 
 impl Group {
@@ -219,6 +232,9 @@ impl Group {
             budget_us: None,
             optimize_round: 0,
             optimize_at: None,
+            lan_key: None,
+            from_tree: 0,
+            from_lan: 0,
         }
     }
 
@@ -300,6 +316,12 @@ pub struct GroupView {
     pub lost: u64,
     /// Root: its replicas.
     pub replicas: Vec<NodeInfo>,
+    /// Messages the parent passed on to us, as it got them (fetches not
+    /// counted): one per message, unless the LAN feeds us.
+    pub from_tree: u64,
+    /// Messages taken from the datagrams of our LAN island's leader
+    /// (duplicates included).
+    pub from_lan: u64,
 }
 
 /// What [`Node::group`] and [`Node::groups`] report of one group.
@@ -323,6 +345,8 @@ fn view(mid: Mid, g: &Group) -> GroupView {
             .as_ref()
             .map(|r| r.replicas.iter().map(|p| p.info).collect())
             .unwrap_or_default(),
+        from_tree: g.from_tree,
+        from_lan: g.from_lan,
     }
 }
 
@@ -335,6 +359,12 @@ impl<R: Rng> Node<R> {
     /// This node's part in one group, if it is on the group's tree.
     pub fn group(&self, mid: Mid) -> Option<GroupView> {
         self.groups.get(&mid).map(|g| view(mid, g))
+    }
+
+    /// The multicast key of a group this node is on, once the root drew it
+    /// or a parent handed it down (see [`crate::lan`]).
+    pub fn group_key(&self, mid: Mid) -> Option<&GroupKey> {
+        self.groups.get(&mid).and_then(|g| g.lan_key.as_deref())
     }
 
     /// The groups this node is on, as member, forwarder or root.
@@ -642,6 +672,7 @@ impl<R: Rng> Node<R> {
         };
         let epoch = g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch);
         let delay_us = g.delay_us;
+        let key = g.lan_key.clone();
         let mut path = g.path.clone();
         path.push(me);
         let Some(c) = g.children.get_mut(&child) else {
@@ -665,6 +696,7 @@ impl<R: Rng> Node<R> {
                 path,
                 delay_us,
                 coord: self.coord,
+                key,
             },
         );
         for d in backlog {
@@ -679,6 +711,7 @@ impl<R: Rng> Node<R> {
             path,
             delay_us,
             coord,
+            key,
         } = ack;
         let me = self.me().id;
         let unwanted = match self.groups.get(&mid) {
@@ -753,6 +786,9 @@ impl<R: Rng> Node<R> {
         g.around = None;
         g.origin = None;
         g.want_hint = None;
+        if key.is_some() {
+            g.lan_key = key;
+        }
         g.stream.epoch = g.stream.epoch.max(epoch);
         if let Some(old) = old {
             // We had sent a join that a parent took but never acknowledged.
@@ -771,6 +807,7 @@ impl<R: Rng> Node<R> {
         for c in children {
             self.ack_child(mid, c);
         }
+        self.lan_attached(mid);
         if member && !was_attached {
             self.emit(Event::Joined {
                 mid,
@@ -978,6 +1015,7 @@ mod tests {
             path: vec![NodeId(ROOT)],
             delay_us: 0,
             coord: Default::default(),
+            key: None,
         }
     }
 
@@ -1118,6 +1156,7 @@ mod tests {
             path: path.iter().map(|&i| NodeId(i)).collect(),
             delay_us: 0,
             coord: Default::default(),
+            key: None,
         }
     }
 

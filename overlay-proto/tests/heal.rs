@@ -110,6 +110,16 @@ fn check_tree(sim: &Sim, mid: Mid, seed: u64) -> NodeId {
     }
     assert_eq!(roots.len(), 1, "seed {seed}: exactly one root");
     let root = roots[0];
+    // The root's multicast key reached every node of its tree.
+    let key_of = |id: NodeId| sim.node(sim.index_of(id).unwrap()).group_key(mid);
+    assert!(key_of(root).is_some(), "seed {seed}: the root has a key");
+    for &id in parent.keys() {
+        assert_eq!(
+            key_of(id),
+            key_of(root),
+            "seed {seed}: {id} holds another key"
+        );
+    }
     for &start in parent.keys() {
         let (mut at, mut hops) = (start, 0);
         while at != root {
@@ -256,7 +266,11 @@ fn crashes_and_loss_lose_no_accepted_message() {
         };
         let mut sim = overlay(seed, n, cfg);
         let mid = group(&mut sim, n);
-        check_tree(&sim, mid, seed);
+        let first_root = check_tree(&sim, mid, seed);
+        let key = sim
+            .node(sim.index_of(first_root).unwrap())
+            .group_key(mid)
+            .cloned();
         sim.loss = std::env::var("LOSS")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -323,6 +337,11 @@ fn crashes_and_loss_lose_no_accepted_message() {
             root,
             sim.node(0).me().id,
             "seed {seed}: a new root took over"
+        );
+        assert_eq!(
+            sim.node(sim.index_of(root).unwrap()).group_key(mid),
+            key.as_ref(),
+            "seed {seed}: the new root keeps the group's key"
         );
         assert!(
             rec.accepted.len() > 1400,

@@ -95,7 +95,7 @@ enum Cmd {
         messages: usize,
     },
     /// Run a node (the same daemon as `overlay-node`).
-    Node(overlay_node::NodeArgs),
+    Node(Box<overlay_node::NodeArgs>),
 }
 
 fn main() {
@@ -217,6 +217,47 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
                     for r in &g.replicas {
                         writeln!(out, "    replica {r}")?;
                     }
+                    if let Some(i) = &g.island {
+                        let role = if i.leading {
+                            "leads it".to_string()
+                        } else if i.fed {
+                            "fed by its leader".to_string()
+                        } else {
+                            "on the tree".to_string()
+                        };
+                        writeln!(
+                            out,
+                            "    island  {} with {} other members, {role}; {} messages from the tree, {} from the LAN",
+                            i.address,
+                            i.peers.len(),
+                            g.from_tree,
+                            g.from_lan
+                        )?;
+                        for (id, depth) in &i.peers {
+                            let lead = if Some(*id) == i.leader {
+                                " (leader)"
+                            } else {
+                                ""
+                            };
+                            match depth {
+                                Some(d) => writeln!(out, "      {id} depth {d}{lead}")?,
+                                None => writeln!(out, "      {id} not attached{lead}")?,
+                            }
+                        }
+                    }
+                }
+                if let Some(l) = &s.lan {
+                    writeln!(out, "multicast  {} port {}", l.interface, l.port)?;
+                    writeln!(
+                        out,
+                        "  sent {} ({} failed, {} messages too large, {} fallback publishes), received {}, taken {}",
+                        l.sent, l.send_errors, l.too_large, l.fallback_publishes, l.received, l.accepted
+                    )?;
+                    writeln!(
+                        out,
+                        "  dropped: {} forged, {} replayed, {} malformed, {} of other groups, {} own",
+                        l.forged, l.replayed, l.malformed, l.foreign, l.own
+                    )?;
                 }
                 if !s.replicas.is_empty() {
                     writeln!(out, "replicas   {}", s.replicas.len())?;
@@ -275,9 +316,13 @@ async fn subscribe(
                         "epoch": d.epoch,
                         "seq": d.seq,
                         "publisher": d.publisher.to_string(),
+                        "lan_fallback": d.lan_fallback,
                         "data": text,
                     });
                     writeln!(out, "{line}")?;
+                } else if d.lan_fallback {
+                    // Not ordered by the root yet: it came over the LAN.
+                    writeln!(out, "[lan] {}: {}", d.publisher.short(), text)?;
                 } else {
                     writeln!(out, "[{}] {}: {}", d.seq, d.publisher.short(), text)?;
                 }

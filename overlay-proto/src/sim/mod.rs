@@ -15,6 +15,13 @@
 //! to check that the protocol recovers from any single lost message. Given
 //! the same seed (and number of parts), a run is identical every time.
 //!
+//! Nodes can also share a LAN with IP multicast ([`Sim::put_on_lan`]): a
+//! datagram one of them sends reaches every other node on that LAN after
+//! the network's delay between the two, each copy lost with `loss` like a
+//! message (nodes drop the datagrams of groups they have no island in, as
+//! a socket that joined only its own groups' addresses would never see
+//! them).
+//!
 //! Large networks run on several threads: virtual time advances in windows
 //! shorter than the least delay of the network, within which no node can
 //! hear from another, so the nodes, split into parts, run each window at
@@ -139,6 +146,10 @@ pub struct Sim<N = FixedDelay> {
     pub loss: f64,
     /// Nodes whose inputs run under a tracing dispatcher of their own.
     traced: Option<Traced>,
+    /// The LAN of each node on one (see [`Sim::put_on_lan`]).
+    lan_of: FxHashMap<u32, u32>,
+    /// The nodes on each LAN.
+    lans: FxHashMap<u32, Vec<u32>>,
 }
 
 /// The nodes [`Sim::trace`] follows, and the dispatcher their logs go to.
@@ -203,6 +214,8 @@ impl<N: Network> Sim<N> {
             dial_timeout: Duration::from_secs(2),
             loss: 0.0,
             traced: None,
+            lan_of: FxHashMap::default(),
+            lans: FxHashMap::default(),
         }
     }
 
@@ -273,6 +286,29 @@ impl<N: Network> Sim<N> {
         let addrs = bootstrap.iter().map(|&b| self.infos[b].addr).collect();
         self.command(i, Command::Bootstrap { addrs });
         i
+    }
+
+    /// Puts node `i` on LAN number `lan`, with IP multicast among the
+    /// nodes there, and tells it so ([`Command::LanUp`], in `session`).
+    pub fn put_on_lan(&mut self, i: usize, lan: u32, session: u64) {
+        let i = i as u32;
+        if let Some(old) = self.lan_of.insert(i, lan) {
+            if let Some(members) = self.lans.get_mut(&old) {
+                members.retain(|&m| m != i);
+            }
+        }
+        self.lans.entry(lan).or_default().push(i);
+        self.command(i as usize, Command::LanUp { session });
+    }
+
+    /// Takes node `i` off its LAN: its datagrams reach no one, and none
+    /// reach it (its link to the LAN is down).
+    pub fn take_off_lan(&mut self, i: usize) {
+        if let Some(lan) = self.lan_of.remove(&(i as u32)) {
+            if let Some(members) = self.lans.get_mut(&lan) {
+                members.retain(|&m| m != i as u32);
+            }
+        }
     }
 
     /// Hands node `i` a local command now.
@@ -489,6 +525,8 @@ impl<N: Network> Sim<N> {
             dial_timeout: self.dial_timeout,
             loss: self.loss,
             traced: self.traced.as_ref(),
+            lan_of: &self.lan_of,
+            lans: &self.lans,
         };
         (sh, &mut self.parts)
     }

@@ -89,6 +89,9 @@ pub(super) struct Shared<'a, N> {
     pub(super) dial_timeout: Duration,
     pub(super) loss: f64,
     pub(super) traced: Option<&'a super::Traced>,
+    /// Each node's LAN, if it is on one, and the nodes on each.
+    pub(super) lan_of: &'a FxHashMap<u32, u32>,
+    pub(super) lans: &'a FxHashMap<u32, Vec<u32>>,
 }
 
 /// A share of the nodes, with everything that is due to them.
@@ -386,6 +389,27 @@ impl Part {
             Output::Event(e) => {
                 let t = nanos(sh.start, self.now);
                 self.events.push((t, i, e));
+            }
+            // Every node on the LAN hears every datagram; a node drops the
+            // groups it has no island in (see the module's doc).
+            Output::LanJoin(_) | Output::LanLeave(_) => {}
+            Output::LanSend { datagram, .. } => {
+                let Some(lan) = sh.lan_of.get(&(i as u32)) else {
+                    return;
+                };
+                for &j in sh.lans.get(lan).into_iter().flatten() {
+                    let j = j as usize;
+                    if j == i || !sh.alive[j] {
+                        continue;
+                    }
+                    if sh.loss > 0.0 && self.rng.random_bool(sh.loss.min(1.0)) {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    let at = self.now + sh.net.delay(i, j);
+                    let input = Input::LanDatagram(datagram.to_vec());
+                    self.schedule(sh, at, j, Pending::Input(input));
+                }
             }
         }
     }
