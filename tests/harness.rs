@@ -19,6 +19,8 @@ use overlay_node::client::SubscriptionEvent;
 use overlay_proto::Mid;
 use overlay_tools::cluster::{Cluster, Launcher};
 
+pub mod netns;
+
 /// Paths of the binaries under test.
 #[derive(Debug)]
 pub struct Bins {

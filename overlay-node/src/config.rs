@@ -121,6 +121,10 @@ pub struct FileConfig {
     /// Join retry interval in milliseconds; it doubles on each retry
     /// (default 750).
     pub join_retry_ms: Option<u64>,
+    /// Longest wait between two rounds of routing-table maintenance, in
+    /// milliseconds (default 20000). Each round also asks a lost
+    /// neighbour whether it is back, which is what heals a partition.
+    pub maintenance_interval_ms: Option<u64>,
     /// Nodes that keep a copy of the state of each group rooted here
     /// (default 2; 0 turns replication off, and with it root takeover).
     pub replicas: Option<usize>,
@@ -263,6 +267,10 @@ impl Settings {
         ms(file.publish_retry_ms, &mut proto.publish_retry);
         ms(file.publish_timeout_ms, &mut proto.publish_timeout);
         ms(file.join_retry_ms, &mut proto.join_retry);
+        ms(
+            file.maintenance_interval_ms,
+            &mut proto.maintenance_interval,
+        );
         if proto.failure_timeout < 2 * proto.heartbeat_interval {
             bail!("failure_timeout_ms must be at least twice heartbeat_ms, or live neighbours would be taken for dead");
         }

@@ -93,6 +93,14 @@ pub struct Config {
     /// other nodes' (older) neighbour lists still name it. Hearing from it
     /// directly lets it back in at once.
     pub dead_memory: Duration,
+    /// Routing-table neighbours lost (found dead, or their connection
+    /// closed) that a node keeps trying, one per maintenance round: a
+    /// partition (a link down between two parts of the network) leaves
+    /// each part without the other's nodes, and nothing else would bring
+    /// them back.
+    pub lost_peers: usize,
+    /// How long a lost neighbour is kept trying.
+    pub lost_memory: Duration,
     /// Tree placement: every tree node looks for a parent that gives it a
     /// shorter delay from the root (see [`crate::placement`]).
     pub tree_optimize: bool,
@@ -165,6 +173,8 @@ impl Default for Config {
             max_fetch: 512,
             repair_retry: Duration::from_millis(750),
             dead_memory: Duration::from_secs(30),
+            lost_peers: 16,
+            lost_memory: Duration::from_secs(600),
             proximity: true,
             probes_per_slot: 4,
             max_probes: 64,

@@ -249,12 +249,16 @@ mod tests {
                 any::<Option<u128>>(),
                 any::<bool>(),
                 any::<bool>(),
+                any::<Option<u128>>(),
+                any::<bool>(),
             )
-                .prop_map(|(node, parent, member, responded)| TreeEntry {
+                .prop_map(|(node, parent, member, responded, island, fed)| TreeEntry {
                     node,
                     parent: parent.map(NodeId),
                     member,
                     responded,
+                    island: island.map(NodeId),
+                    fed,
                 }),
             0..20,
         )

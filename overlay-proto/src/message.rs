@@ -109,6 +109,14 @@ pub struct TreeEntry {
     /// Whether the node answered the query (a child that did not answer in
     /// time is listed by its parent with `responded: false`).
     pub responded: bool,
+    /// The leader of the node's LAN island in this group, if it is in one
+    /// (see [`crate::lan`]).
+    #[serde(default)]
+    pub island: Option<NodeId>,
+    /// Whether the node takes the group's messages from its island's
+    /// leader rather than from its parent.
+    #[serde(default)]
+    pub fed: bool,
 }
 
 /// A message routed toward the root of a group to be sequenced and

@@ -488,6 +488,9 @@ pub struct Node<R> {
     pub(crate) probing: IdMap<Instant>,
     /// Nodes found dead, and when (at most [`MAX_DEAD`]).
     pub(crate) dead: BTreeMap<NodeId, Instant>,
+    /// Routing-table neighbours lost, and when, tried again one per
+    /// maintenance round (at most `lost_peers`; see [`crate::overlay`]).
+    pub(crate) lost: VecDeque<(NodeInfo, Instant)>,
     /// Roots this node learned of without holding their replica (at most
     /// `max_groups`).
     pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
@@ -528,6 +531,7 @@ impl<R: Rng> Node<R> {
             heard: IdMap::with_hasher(hasher.clone()),
             probing: IdMap::with_hasher(hasher),
             dead: BTreeMap::new(),
+            lost: VecDeque::new(),
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),
             collections: BTreeMap::new(),
@@ -599,9 +603,19 @@ impl<R: Rng> Node<R> {
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
         self.heard_from(from.id);
+        let mut back = false;
+        if !self.lost.is_empty() {
+            let before = self.lost.len();
+            self.lost.retain(|(n, _)| n.id != from.id);
+            back = self.lost.len() < before;
+        }
         if !self.dead.is_empty() && self.dead.remove(&from.id).is_some() {
             // Taken for dead, but it speaks: it is back in our table.
             self.table.insert(from);
+            back = true;
+        }
+        if back {
+            self.alive_again(from.id);
         }
         match msg {
             Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),

@@ -25,6 +25,14 @@
 //! leaf is, the nearest remaining leaf is asked (it knows the nodes around
 //! us). A maintenance timer also asks one random neighbour at a time for
 //! its state, which fills what is left.
+//!
+//! Partitions. When a link between two parts of the network goes down,
+//! each part finds the other's nodes dead and drops them, and once the
+//! link is back nothing would bring them together again: no node of one
+//! part names a node of the other. So a node keeps the last `lost_peers`
+//! neighbours it lost, for `lost_memory`, and asks one of them, in turn,
+//! for its neighbours at each maintenance round; one that answers is back
+//! in the table at once, and its neighbour list brings the rest.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -252,6 +260,14 @@ impl<R: Rng> Node<R> {
     /// node of the same table row for the slot, the nearest leaf for the
     /// leaf set.
     pub(crate) fn forget(&mut self, peer: NodeId) {
+        if let Some(info) = self.table.get(peer) {
+            if self.lost.len() >= self.cfg.lost_peers {
+                self.lost.pop_front();
+            }
+            if self.cfg.lost_peers > 0 {
+                self.lost.push_back((info, self.now));
+            }
+        }
         let was_leaf = self.table.leaves().iter().any(|l| l.id == peer);
         let row = self.table.row_of(peer);
         if !self.table.remove(peer) || !self.is_joined() {
@@ -268,6 +284,22 @@ impl<R: Rng> Node<R> {
         }
         ask.dedup_by_key(|n| n.id);
         for n in ask {
+            self.ask_neighbours(n);
+        }
+    }
+
+    /// Asks the lost neighbour whose turn it is for its neighbours, in case
+    /// it is alive behind a link that is back (see the module's doc).
+    fn try_lost(&mut self) {
+        let now = self.now;
+        let memory = self.cfg.lost_memory;
+        self.lost.retain(|(_, t)| now.duration_since(*t) < memory);
+        let Some((n, t)) = self.lost.pop_front() else {
+            return;
+        };
+        self.lost.push_back((n, t));
+        if !self.table.contains(n.id) {
+            tracing::debug!(peer = %n.id.short(), "asking a lost neighbour whether it is back");
             self.ask_neighbours(n);
         }
     }
@@ -291,6 +323,7 @@ impl<R: Rng> Node<R> {
                     self.ask_neighbours(pick);
                 }
             }
+            self.try_lost();
         }
         self.arm_maintenance();
     }

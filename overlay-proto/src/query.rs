@@ -135,11 +135,14 @@ impl<R: Rng> Node<R> {
             return;
         };
         let me = self.me();
+        let island = self.island(mid).filter(|i| !i.peers.is_empty());
         let own = TreeEntry {
             node: me,
             parent: g.parent.map(|p| p.id),
             member: g.member,
             responded: true,
+            island: island.as_ref().and_then(|i| i.leader),
+            fed: island.is_some_and(|i| i.fed),
         };
         let children: Vec<NodeInfo> = g.children.values().map(|c| c.info).collect();
         let id = self.next_collection;
@@ -182,6 +185,8 @@ impl<R: Rng> Node<R> {
                 parent: Some(me),
                 member: false,
                 responded: false,
+                island: None,
+                fed: false,
             });
         }
     }
@@ -209,6 +214,8 @@ impl<R: Rng> Node<R> {
                     parent: Some(self.table.me().id),
                     member: false,
                     responded: false,
+                    island: None,
+                    fed: false,
                 });
             }
         } else {

@@ -425,6 +425,18 @@ impl<R: Rng> Node<R> {
             .filter(|root| !skip.contains(&root.id))
     }
 
+    /// A node taken for dead (or lost behind a partition) spoke again: our
+    /// joins stop routing around it. It may be the root itself, which no
+    /// join around it could ever reach.
+    pub(crate) fn alive_again(&mut self, id: NodeId) {
+        for g in self.groups.values_mut() {
+            if g.around == Some(id) {
+                g.around = None;
+            }
+            g.avoid.retain(|a| *a != id);
+        }
+    }
+
     /// Sends this node's own join one hop toward the root, or fails the join
     /// when this node is the closest to the mid and knows no such group.
     pub(crate) fn send_join(&mut self, mid: Mid) {

@@ -168,10 +168,35 @@ fn from_tree(sim: &Sim, mid: Mid, nodes: &[usize]) -> u64 {
         .sum()
 }
 
+/// Publishes 200 messages from random nodes; the copies that came into
+/// `island` over the tree meanwhile, and what the run saw.
+fn publish_200(sim: &mut Sim, mid: Mid, island: &[usize], seed: u64) -> (u64, Record) {
+    let tree_before = from_tree(sim, mid, island);
+    let mut rec = Record::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for request in 1..=200 {
+        let from = rng.random_range(0..30);
+        rec.publish(sim, mid, from, request);
+        sim.run_for(Duration::from_millis(10));
+        rec.take(sim);
+    }
+    sim.run_for(Duration::from_secs(5));
+    rec.take(sim);
+    (from_tree(sim, mid, island) - tree_before, rec)
+}
+
 #[test]
 fn an_island_takes_one_copy_from_the_tree_and_shares_it() {
     for seed in seeds(3) {
         let island: Vec<usize> = (10..15).collect();
+        // The same network and group without a LAN: a copy per member.
+        let (mut plain, mid) = setup(seed, 30, &[]);
+        let (without, rec) = publish_200(&mut plain, mid, &island, seed);
+        rec.check(&plain, seed);
+        assert_eq!(
+            without, 1000,
+            "seed {seed}: one copy per member and message"
+        );
         let (mut sim, mid) = setup(seed, 30, &island);
         let l = leader(&sim, mid, &island, seed);
         for &i in &island {
@@ -188,25 +213,14 @@ fn an_island_takes_one_copy_from_the_tree_and_shares_it() {
                 v.fed
             );
         }
-        let tree_before = from_tree(&sim, mid, &island);
-        let mut rec = Record::default();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for request in 1..=200 {
-            let from = rng.random_range(0..30);
-            rec.publish(&mut sim, mid, from, request);
-            sim.run_for(Duration::from_millis(10));
-            rec.take(&mut sim);
-        }
-        sim.run_for(Duration::from_secs(5));
-        rec.take(&mut sim);
+        let (copies, rec) = publish_200(&mut sim, mid, &island, seed);
         assert_eq!(rec.accepted.len(), 200, "seed {seed}");
         rec.check(&sim, seed);
         // One copy per message came into the island over the tree (a move
         // meanwhile may add a few before the new parent hears it is to
-        // hold back); without the island it would have been one each.
-        let copies = from_tree(&sim, mid, &island) - tree_before;
+        // hold back), where without the LAN there was one per member.
         eprintln!(
-            "seed {seed}: {copies} tree copies into an island of {} for 200 messages",
+            "seed {seed}: {copies} tree copies into an island of {} for 200 messages ({without} without the LAN)",
             island.len()
         );
         assert!(

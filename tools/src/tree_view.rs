@@ -22,6 +22,11 @@ pub struct TreeNode {
     pub role: &'static str,
     /// Whether it answered the root's query in time.
     pub responded: bool,
+    /// The leader of its LAN island, if it is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub island_leader: Option<String>,
+    /// Whether it takes the messages from its island's leader.
+    pub fed_by_lan: bool,
     /// Its children.
     pub children: Vec<TreeNode>,
 }
@@ -69,6 +74,8 @@ fn build(
             "forwarder"
         },
         responded: e.responded,
+        island_leader: e.island.map(|l| l.to_string()),
+        fed_by_lan: e.fed,
         children,
     }
 }
@@ -117,6 +124,14 @@ impl TreeNode {
         if !self.responded {
             role.push_str(", not responding");
         }
+        if let Some(l) = &self.island_leader {
+            if *l == self.id {
+                role.push_str(", leads its LAN island");
+            } else {
+                let fed = if self.fed_by_lan { "fed by" } else { "in" };
+                role.push_str(&format!(", {fed} the LAN island of {}", &l[..8]));
+            }
+        }
         out.push_str(&format!("{first}{} {} ({role})\n", &self.id, self.addr));
         for (i, c) in self.children.iter().enumerate() {
             let last = i + 1 == self.children.len();
@@ -144,6 +159,8 @@ mod tests {
             parent: parent.map(NodeId),
             member,
             responded: true,
+            island: None,
+            fed: false,
         }
     }
 
@@ -163,6 +180,21 @@ mod tests {
         let text = t.render();
         assert_eq!(text.lines().count(), 4);
         assert!(text.contains("└── "));
+    }
+
+    #[test]
+    fn islands_show_their_leader_and_who_it_feeds() {
+        let leader = 0x2000_0000_0000_0000_0000_0000_0000_0000;
+        let mut a = e(leader, Some(1), true);
+        a.island = Some(NodeId(leader));
+        let mut b = e(3, Some(1), true);
+        b.island = Some(NodeId(leader));
+        b.fed = true;
+        let t = nest(&[e(1, None, true), a, b]).unwrap();
+        let text = t.render();
+        assert!(text.contains("leads its LAN island"), "{text}");
+        assert!(text.contains("fed by the LAN island of 20000000"), "{text}");
+        assert!(t.children[1].fed_by_lan);
     }
 
     #[test]
