@@ -75,13 +75,19 @@ fn net(name: &str) -> Option<Net> {
     Some(Net { lab, router })
 }
 
-/// Starts the daemon of host `h` (in the order 5, 6, 1..4, so cluster
-/// index = position), with IP multicast on the island's hosts.
+/// Starts the daemon of host `h` with `config`, with IP multicast on the
+/// island's hosts; its index in the cluster.
 fn start(c: &mut Cluster, net: &Net, h: usize, config: &str) -> usize {
     let dir = c.path().join(format!("h{h}"));
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("node.toml"), config).unwrap();
+    let args = start_args(net, h, &dir, PORT);
+    c.spawn_with(dir, &args).expect("node starts")
+}
+
+/// The command line of host `h`'s daemon, listening on `port`.
+fn start_args(net: &Net, h: usize, dir: &std::path::Path, port: u16) -> Vec<String> {
     let file = dir.join("node.toml");
-    std::fs::write(&file, config).unwrap();
     let mut args: Vec<String> = ["netns", "exec"].map(String::from).to_vec();
     args.push(net.lab.name(&format!("h{h}")));
     args.push(bins().node.display().to_string());
@@ -91,7 +97,7 @@ fn start(c: &mut Cluster, net: &Net, h: usize, config: &str) -> usize {
         "--data-dir".into(),
         dir.display().to_string(),
         "--listen".into(),
-        format!("{}:{PORT}", addr(h)),
+        format!("{}:{port}", addr(h)),
     ]);
     if h != ROOT {
         args.extend(["--bootstrap".into(), format!("{}:{PORT}", addr(ROOT))]);
@@ -100,7 +106,15 @@ fn start(c: &mut Cluster, net: &Net, h: usize, config: &str) -> usize {
         args.extend(["--multicast-interface".into(), "eth0".into()]);
         args.extend(["--multicast-port".into(), MCAST_PORT.into()]);
     }
-    c.spawn_with(dir, &args).expect("node starts")
+    args
+}
+
+/// The tests here run one at a time: each runs six daemons and a router,
+/// and their timings should measure the protocol, not two cores shared by
+/// thirty daemons.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What one subscriber got: (seq, from the LAN fallback, text), in order.
@@ -164,6 +178,7 @@ fn texts(inbox: &Inbox) -> Vec<String> {
 
 #[test]
 fn an_island_gets_one_copy_from_the_tree_and_shares_it_on_the_lan() {
+    let _serial = serial();
     let Some(net) = net("i") else { return };
     let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
     let cfg = "";
@@ -260,6 +275,7 @@ fn an_island_gets_one_copy_from_the_tree_and_shares_it_on_the_lan() {
 
 #[test]
 fn forged_replayed_and_garbage_datagrams_are_dropped_and_counted() {
+    let _serial = serial();
     let Some(net) = net("f") else { return };
     let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
     let root = start(&mut c, &net, ROOT, "");
@@ -334,6 +350,7 @@ fn forged_replayed_and_garbage_datagrams_are_dropped_and_counted() {
 
 #[test]
 fn cut_off_from_the_root_the_island_still_hears_its_own_and_the_rest_catch_up_once() {
+    let _serial = serial();
     let Some(net) = net("b") else { return };
     let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
     // No replicas: the island cannot make a root of its own while cut off,
@@ -471,5 +488,178 @@ fn cut_off_from_the_root_the_island_still_hears_its_own_and_the_rest_catch_up_on
         }
         let l = status(&c, members[0]).await.lan.unwrap();
         assert!(l.fallback_publishes >= 2, "{l:?}");
+    });
+}
+
+#[test]
+fn when_the_island_leader_is_killed_another_takes_over_and_nothing_is_lost() {
+    let _serial = serial();
+    let Some(net) = net("k") else { return };
+    let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
+    let root = start(&mut c, &net, ROOT, "");
+    let members: Vec<usize> = ISLAND.iter().map(|&h| start(&mut c, &net, h, "")).collect();
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
+        let mid = c.client(root).await.unwrap().create().await.unwrap();
+        let mut inboxes = Vec::new();
+        for &i in &members {
+            let client = c.client(i).await.unwrap();
+            client.join(mid).await.unwrap();
+            inboxes.push((i, collect(client, mid).await));
+        }
+        until("the island to form", Duration::from_secs(20), || {
+            island_formed(&c, &members, mid)
+        })
+        .await;
+        let leader_id = status(&c, members[0]).await.groups[0]
+            .island
+            .as_ref()
+            .unwrap()
+            .leader
+            .unwrap();
+        let leader = *members
+            .iter()
+            .find(|&&i| c.nodes[i].info.id == leader_id)
+            .expect("the leader is a member");
+        let publisher = c.client(root).await.unwrap();
+        let sent: Vec<String> = (0..60).map(|k| format!("m{k}")).collect();
+        let start = Instant::now();
+        for (k, m) in sent.iter().enumerate() {
+            if k == 20 {
+                eprintln!("killing the leader after {:?}", start.elapsed());
+                c.kill(leader);
+            }
+            publisher
+                .publish(mid, m.clone().into_bytes())
+                .await
+                .unwrap();
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        let t0 = Instant::now();
+        let rest: Vec<usize> = members.iter().copied().filter(|&i| i != leader).collect();
+        until(
+            "the others to receive all",
+            Duration::from_secs(30),
+            async || {
+                inboxes
+                    .iter()
+                    .filter(|(i, _)| *i != leader)
+                    .all(|(_, (inbox, _))| inbox.lock().unwrap().len() >= sent.len())
+            },
+        )
+        .await;
+        eprintln!("all received {:?} after the last publish", t0.elapsed());
+        until("a new island to form", Duration::from_secs(20), || {
+            island_formed(&c, &rest, mid)
+        })
+        .await;
+        eprintln!(
+            "a new island formed {:?} after the last publish",
+            t0.elapsed()
+        );
+        smol::Timer::after(Duration::from_millis(500)).await;
+        for (i, (inbox, _)) in inboxes.iter().filter(|(i, _)| *i != leader) {
+            assert_eq!(texts(inbox), sent, "node {i}: every message once, in order");
+        }
+        let next = status(&c, rest[0]).await.groups[0]
+            .island
+            .clone()
+            .unwrap()
+            .leader;
+        assert_ne!(next, Some(leader_id), "another member leads");
+    });
+}
+
+#[test]
+fn a_member_that_cannot_reach_the_overlay_after_a_restart_still_hears_its_island() {
+    let _serial = serial();
+    let Some(net) = net("r") else { return };
+    let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
+    // Bootstrap gives up after two quick rounds; no replicas, and publishes
+    // wait, as in the partition test.
+    let cfg = "bootstrap_attempts = 2\nbootstrap_backoff_ms = 200\nreplicas = 0\n\
+               publish_timeout_ms = 120000\nmaintenance_interval_ms = 2000\n";
+    let root = start(&mut c, &net, ROOT, cfg);
+    let members: Vec<usize> = ISLAND
+        .iter()
+        .map(|&h| start(&mut c, &net, h, cfg))
+        .collect();
+    let restarted = members[0];
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
+        let mid = c.client(root).await.unwrap().create().await.unwrap();
+        for &i in &members {
+            c.client(i).await.unwrap().join(mid).await.unwrap();
+        }
+        until("the island to form", Duration::from_secs(20), || {
+            island_formed(&c, &members, mid)
+        })
+        .await;
+        // The member stops (and keeps its membership with the group's key),
+        // the island is cut off, and the member starts again: no bootstrap
+        // node answers.
+        assert_eq!(c.stop(restarted), Some(0));
+        let file = c.nodes[restarted].dir.join("groups.json");
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert!(saved.contains("\"key\""), "{saved}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "groups.json holds keys: owner only");
+        net.lab.link(&net.router, "eth0", false);
+        // On another port, so that the island's own attempts to reach its
+        // lost neighbour (at the old one) do not bring it in: only its
+        // bootstrap node could, and that is cut off.
+        let dir = c.nodes[restarted].dir.clone();
+        let args = start_args(&net, ISLAND[0], &dir, PORT + 1);
+        let restarted = c.spawn_with(dir, &args).expect("node starts");
+        let client = c.client(restarted).await.unwrap();
+        let (inbox, _task) = collect(client, mid).await;
+        smol::Timer::after(Duration::from_secs(3)).await;
+        assert!(c.nodes[restarted].is_running(), "{}", c.log(restarted));
+        assert!(!status(&c, restarted).await.joined_overlay);
+        assert!(c.log(restarted).contains("carrying on with the LAN only"));
+        // Another member, cut off too, publishes: the restarted one hears it
+        // over the LAN.
+        let publisher = c.client(members[1]).await.unwrap();
+        let pending = publisher.start_publish(mid, &b"cut"[..]).await.unwrap();
+        let has = |text: &str| {
+            inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, _, t)| t == text)
+                .count()
+        };
+        until(
+            "the restarted member to hear the island",
+            Duration::from_secs(10),
+            async || has("cut") == 1,
+        )
+        .await;
+        // The link comes back: the member enters the overlay, the publish is
+        // accepted, and nothing arrives twice.
+        net.lab.link(&net.router, "eth0", true);
+        smol::future::or(async { pending.accepted().await.map(|_| ()) }, async {
+            smol::Timer::after(Duration::from_secs(60)).await;
+            panic!("the publish was not accepted within 60 s of the link's return");
+        })
+        .await
+        .unwrap();
+        until(
+            "the restarted member to reach the overlay",
+            Duration::from_secs(30),
+            async || status(&c, restarted).await.joined_overlay,
+        )
+        .await;
+        let root_client = c.client(root).await.unwrap();
+        root_client.publish(mid, &b"after"[..]).await.unwrap();
+        until(
+            "the restarted member to get the next",
+            Duration::from_secs(30),
+            async || has("after") == 1,
+        )
+        .await;
+        smol::Timer::after(Duration::from_secs(1)).await;
+        assert_eq!(has("cut"), 1, "{:?}", inbox.lock().unwrap());
     });
 }

@@ -76,7 +76,16 @@ pub struct SavedGroup {
     pub mid: Mid,
     /// The first sequence number the node had not passed on.
     pub next: u64,
+    /// The group's multicast key (hex), so that a restarted node takes
+    /// part in its LAN island before it reaches the tree. The file is
+    /// written readable by its owner only, like the node's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
+
+/// How often a node that could not enter the overlay, but has a LAN island
+/// to serve, tries its bootstrap addresses again.
+const LAN_ONLY_REBOOTSTRAP: Duration = Duration::from_secs(5);
 
 /// Everything that reaches the actor.
 #[derive(Debug)]
@@ -120,6 +129,8 @@ impl From<ConnEvent> for Msg {
 enum Tick {
     Proto,
     Housekeeping,
+    /// Enter the overlay again (see [`LAN_ONLY_REBOOTSTRAP`]).
+    Bootstrap,
 }
 
 struct Link {
@@ -280,6 +291,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     actor.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
     let bootstrap = settings.bootstrap.clone();
     actor.input(Input::Command(Command::Bootstrap { addrs: bootstrap }));
+    actor.saved_groups = load_groups(&settings.data_dir);
+    for g in actor.saved_groups.clone() {
+        tracing::info!(mid = %g.mid, next = g.next, "rejoining a group this node was a member of");
+        let key = g.key.as_deref().and_then(|k| {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(k, &mut bytes).ok()?;
+            Some(overlay_proto::lan::GroupKey::from_bytes(bytes))
+        });
+        actor.input(Input::Command(Command::Resume {
+            mid: g.mid,
+            next: g.next,
+            key,
+        }));
+    }
+    // After the memberships, so that their islands open at once.
     if actor.lan.is_some() {
         // Sessions must grow from one start to the next, so that no
         // datagram of an earlier run can be replayed: the start time does.
@@ -287,14 +313,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         actor.input(Input::Command(Command::LanUp { session }));
-    }
-    actor.saved_groups = load_groups(&settings.data_dir);
-    for g in actor.saved_groups.clone() {
-        tracing::info!(mid = %g.mid, next = g.next, "rejoining a group this node was a member of");
-        actor.input(Input::Command(Command::Resume {
-            mid: g.mid,
-            next: g.next,
-        }));
     }
     let result = actor.run(rx).await;
     actor.close().await;
@@ -373,9 +391,19 @@ fn load_groups(dir: &Path) -> Vec<SavedGroup> {
     }
 }
 
+/// Replaces `path` with `bytes` at once, readable by its owner only (the
+/// group file holds groups' keys).
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(&tmp)?.write_all(bytes)?;
     fs::rename(&tmp, path)
 }
 
@@ -434,8 +462,10 @@ impl Actor {
     /// Leaves the groups, tells the neighbours, flushes and closes.
     async fn close(&mut self) {
         self.shutting_down = true;
-        self.input(Input::Command(Command::Shutdown));
+        // Before the shutdown, which leaves every group: a node stopped
+        // on purpose joins its groups again when it starts.
         self.save_groups();
+        self.input(Input::Command(Command::Shutdown));
         for (client, id) in self.subscribers.drain() {
             if let Some(conn) = self.clients.get(&client) {
                 let frame = ServerFrame {
@@ -553,6 +583,10 @@ impl Actor {
                     self.housekeeping();
                     self.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
                 }
+                Some((Tick::Bootstrap, _)) => {
+                    let addrs = self.settings.bootstrap.clone();
+                    self.input(Input::Command(Command::Bootstrap { addrs }));
+                }
                 _ => {}
             }
         }
@@ -573,6 +607,17 @@ impl Actor {
                 Output::LanSend { mid, datagram } => self.lan_send(mid, &datagram),
             }
         }
+    }
+
+    /// Whether a group of ours has a LAN island here (multicast on, and the
+    /// group's key known).
+    fn serves_an_island(&self) -> bool {
+        self.lan.is_some()
+            && self
+                .node
+                .groups()
+                .iter()
+                .any(|g| g.member && self.node.group_key(g.mid).is_some())
     }
 
     /// Joins or leaves a group's multicast address on the LAN interface.
@@ -794,6 +839,10 @@ impl Actor {
             .map(|g| SavedGroup {
                 mid: g.mid,
                 next: g.last_seq + 1,
+                key: self
+                    .node
+                    .group_key(g.mid)
+                    .map(|k| hex::encode(k.to_bytes())),
             })
             .collect();
         if groups == self.saved_groups {
@@ -881,6 +930,25 @@ impl Actor {
                     ));
                 }
                 self.subscribers.add(mid, client, id, from);
+                if let Some(g) = self
+                    .node
+                    .group(mid)
+                    .filter(|g| g.member && !g.attached && self.node.island(mid).is_some())
+                {
+                    // A member cut off from its tree that hears its LAN
+                    // island: the subscription starts now, with what the
+                    // island brings; the node goes on joining.
+                    self.reply(
+                        client,
+                        id,
+                        Response::Joined {
+                            depth: g.depth,
+                            next: g.last_seq + 1,
+                        },
+                    );
+                    self.subscribers.start_live(mid, client, id);
+                    return;
+                }
                 self.start_join(client, id, mid);
             }
             Request::Leave { mid } => {
@@ -925,6 +993,17 @@ impl Actor {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::OverlayJoined { known } => tracing::info!(known, "entered the overlay"),
+            Event::BootstrapFailed { addrs, attempts } if self.serves_an_island() => {
+                // Cut off from the overlay, but members on the LAN still
+                // reach us: serve them, and try again now and then.
+                tracing::warn!(
+                    ?addrs,
+                    attempts,
+                    "no bootstrap node answers; carrying on with the LAN only, retrying every {}s",
+                    LAN_ONLY_REBOOTSTRAP.as_secs()
+                );
+                self.schedule(LAN_ONLY_REBOOTSTRAP, Tick::Bootstrap, None);
+            }
             Event::BootstrapFailed { addrs, attempts } => {
                 let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
                 self.bootstrap_error = Some(format!(

@@ -128,6 +128,22 @@ impl Subscribers {
         });
     }
 
+    /// Starts one waiting subscription at once, live, without a replay:
+    /// for a member that is cut off from its tree but hears its LAN
+    /// island, where no replay could be served.
+    pub(crate) fn start_live(&mut self, mid: Mid, client: u64, id: u64) {
+        for s in self.by_mid.get_mut(&mid).into_iter().flatten() {
+            if s.client != client || s.id != id {
+                continue;
+            }
+            if let Phase::Waiting { from } = s.phase {
+                s.phase = Phase::Live {
+                    skip_below: from.unwrap_or(0),
+                };
+            }
+        }
+    }
+
     pub(crate) fn remove_client(&mut self, client: u64) {
         for subs in self.by_mid.values_mut() {
             subs.retain(|s| s.client != client);

@@ -13,6 +13,7 @@ use rustc_hash::FxSeededState;
 
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
+use crate::lan::GroupKey;
 use crate::message::{Detour, Message, NodeInfo, RejectReason, TreeEntry};
 use crate::publish::PendingPublish;
 use crate::replica::Replica;
@@ -99,6 +100,10 @@ pub enum Command {
         mid: Mid,
         /// The first sequence number the node did not have.
         next: u64,
+        /// The group's multicast key as the node had it: with it the node
+        /// reads and sends the group's LAN datagrams before it reaches the
+        /// tree again, even when it cannot reach the overlay at all.
+        key: Option<GroupKey>,
     },
 }
 
@@ -470,6 +475,9 @@ pub struct Node<R> {
     pub(crate) phase: Phase,
     /// Maintenance rounds since the node entered the overlay.
     pub(crate) maintenance_round: u32,
+    /// Whether the maintenance timer runs (a second bootstrap must not
+    /// start a second one).
+    pub(crate) maintenance_armed: bool,
     /// Whether a [`Timer::Heartbeat`] is pending.
     pub(crate) heartbeat_armed: bool,
     pub(crate) groups: BTreeMap<Mid, Group>,
@@ -521,6 +529,7 @@ impl<R: Rng> Node<R> {
             rng,
             phase: Phase::Idle,
             maintenance_round: 0,
+            maintenance_armed: false,
             heartbeat_armed: false,
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
@@ -812,7 +821,7 @@ impl<R: Rng> Node<R> {
                 from,
                 to,
             } => self.replay(request, mid, from, to),
-            Command::Resume { mid, next } => self.resume(mid, next),
+            Command::Resume { mid, next, key } => self.resume(mid, next, key),
             Command::LanUp { session } => self.lan_up(session),
             Command::Shutdown => self.shutdown(),
         }

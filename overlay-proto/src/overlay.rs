@@ -60,7 +60,10 @@ impl<R: Rng> Node<R> {
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
         self.maintenance_round = 0;
-        self.arm_maintenance();
+        if !self.maintenance_armed {
+            self.maintenance_armed = true;
+            self.arm_maintenance();
+        }
     }
 
     /// The next maintenance round: after 1 s, then twice as long each
@@ -326,5 +329,76 @@ impl<R: Rng> Node<R> {
             self.try_lost();
         }
         self.arm_maintenance();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::config::Config;
+    use crate::id::{Mid, NodeId};
+    use crate::message::Message;
+    use crate::node::{Command, Input, Timer};
+    use crate::test_support::{deliver, drain, node};
+
+    const ME: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
+    const A: u128 = 0x2000_0000_0000_0000_0000_0000_0000_0000;
+    const B: u128 = 0x3000_0000_0000_0000_0000_0000_0000_0000;
+
+    fn answer() -> Message {
+        Message::Neighbours {
+            nodes: Vec::new(),
+            reply: false,
+            coord: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_lost_neighbour_is_asked_again_until_it_answers() {
+        let mut n = node(ME, &[A, B], Config::default());
+        let t = Instant::now();
+        // Its connection closed (a link down): dropped from the table.
+        n.handle(t, Input::PeerDown(NodeId(A)));
+        drain(&mut n);
+        assert!(!n.routing().contains(NodeId(A)));
+        let asks = |n: &mut crate::node::Node<_>, k: u64| {
+            n.handle(
+                t + Duration::from_secs(30 * k),
+                Input::Timer(Timer::Maintenance),
+            );
+            drain(n)
+                .iter()
+                .filter(|(to, m)| {
+                    *to == NodeId(A) && matches!(m, Message::Neighbours { reply: true, .. })
+                })
+                .count()
+        };
+        assert!(
+            (1..=3).map(|k| asks(&mut n, k)).sum::<usize>() >= 2,
+            "asked at its turns"
+        );
+        // It answers: back in the table, and off the list.
+        deliver(&mut n, A, answer());
+        assert!(n.routing().contains(NodeId(A)));
+        assert!(n.lost.is_empty());
+    }
+
+    #[test]
+    fn joins_stop_routing_around_a_lost_parent_that_speaks_again() {
+        let mut n = node(ME, &[A, B], Config::default());
+        let mid = Mid(A + 1);
+        n.handle(Instant::now(), Input::Command(Command::Join { mid }));
+        drain(&mut n);
+        // A, the root, was our parent and went silent behind a partition.
+        let g = n.groups.get_mut(&mid).unwrap();
+        g.around = Some(NodeId(A));
+        g.avoid_also(NodeId(A));
+        n.remember_dead(NodeId(A));
+        n.forget(NodeId(A));
+        deliver(&mut n, A, answer());
+        let g = &n.groups[&mid];
+        assert_eq!(g.around, None);
+        assert!(!g.avoid.contains(&NodeId(A)));
     }
 }

@@ -199,7 +199,7 @@ pub(crate) struct Group {
 impl Group {
     /// Routes the next joins around `id` too, forgetting the oldest such
     /// node when there are [`MAX_AVOID`].
-    fn avoid_also(&mut self, id: NodeId) {
+    pub(crate) fn avoid_also(&mut self, id: NodeId) {
         if !self.avoid.contains(&id) {
             if self.avoid.len() >= MAX_AVOID {
                 self.avoid.remove(0);
@@ -396,13 +396,14 @@ impl<R: Rng> Node<R> {
 
     /// Re-joins a group this node was a member of before a restart, asking
     /// for what it missed from `next` on.
-    pub(crate) fn resume(&mut self, mid: Mid, next: u64) {
+    pub(crate) fn resume(&mut self, mid: Mid, next: u64, key: Option<GroupKey>) {
         if self.groups.contains_key(&mid) || self.groups.len() >= self.cfg.max_groups {
             return self.join(mid);
         }
         let mut g = Group::new(true, &self.cfg, self.now);
         g.stream.resume_at(next);
         g.established = true;
+        g.lan_key = key.map(Box::new);
         self.groups.insert(mid, g);
         self.send_join(mid);
     }

@@ -68,6 +68,11 @@ impl GroupKey {
         GroupKey(bytes)
     }
 
+    /// The key's bytes, to keep it with a membership across restarts.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// The AEAD key of one sender's session in group `mid`.
     fn sender_key(&self, mid: Mid, sender: NodeId, session: u64) -> LessSafeKey {
         let mut info = [0u8; 40];
