@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex};
 
-use overlay_node::client::SubscriptionEvent;
+use overlay_node::api::Delivery;
+use overlay_node::client::{Client, SubscriptionEvent};
 use overlay_proto::Mid;
 use overlay_tools::cluster::{Cluster, Launcher};
 
@@ -154,17 +155,28 @@ pub type Inbox = Arc<Mutex<Vec<(u64, String, String)>>>;
 /// Subscribes node `i` and collects (seq, publisher, text) in the background.
 pub async fn collect(c: &Cluster, i: usize, mid: Mid) -> (Inbox, smol::Task<()>) {
     let client = c.client(i).await.expect("client");
+    collect_with(client, mid, |d, text| {
+        (d.seq, d.publisher.to_string(), text)
+    })
+    .await
+}
+
+/// Subscribes through `client` and collects what `entry` makes of each
+/// message (given the message and its payload as text) in the background.
+pub async fn collect_with<T: Send + 'static>(
+    client: Client,
+    mid: Mid,
+    entry: fn(&Delivery, String) -> T,
+) -> (Arc<Mutex<Vec<T>>>, smol::Task<()>) {
     let mut sub = client.subscribe(mid).await.expect("subscribe");
-    let inbox: Inbox = Arc::default();
+    let inbox: Arc<Mutex<Vec<T>>> = Arc::default();
     let sink = inbox.clone();
     let task = smol::spawn(async move {
         let _client = client;
         while let Some(Ok(ev)) = sub.next().await {
             if let SubscriptionEvent::Message(d) = ev {
                 let text = String::from_utf8_lossy(&d.payload).into_owned();
-                sink.lock()
-                    .unwrap()
-                    .push((d.seq, d.publisher.to_string(), text));
+                sink.lock().unwrap().push(entry(&d, text));
             }
         }
     });

@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use overlay_node::api::Status;
-use overlay_node::client::{Client, SubscriptionEvent};
+use overlay_node::client::Client;
 use overlay_proto::Mid;
-use overlay_tests::bins;
 use overlay_tests::netns::{in_namespace, Lab};
+use overlay_tests::{bins, collect_with};
 use overlay_tools::cluster::{Cluster, Launcher};
 
 /// The island's hosts, the root's and the outside member's.
@@ -121,19 +121,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 type Inbox = Arc<Mutex<Vec<(u64, bool, String)>>>;
 
 async fn collect(client: Client, mid: Mid) -> (Inbox, smol::Task<()>) {
-    let mut sub = client.subscribe(mid).await.expect("subscribe");
-    let inbox: Inbox = Arc::default();
-    let sink = inbox.clone();
-    let task = smol::spawn(async move {
-        let _client = client;
-        while let Some(Ok(ev)) = sub.next().await {
-            if let SubscriptionEvent::Message(d) = ev {
-                let text = String::from_utf8_lossy(&d.payload).into_owned();
-                sink.lock().unwrap().push((d.seq, d.lan_fallback, text));
-            }
-        }
-    });
-    (inbox, task)
+    collect_with(client, mid, |d, text| (d.seq, d.lan_fallback, text)).await
 }
 
 async fn until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
@@ -167,6 +155,30 @@ async fn island_formed(c: &Cluster, members: &[usize], mid: Mid) -> bool {
     leaders.len() == 1 && fed == members.len() - 1
 }
 
+/// Once every node entered the overlay: a group created at `root`, joined
+/// and subscribed to by `members`, returned once `island` formed, with
+/// each member's inbox (in the order of `members`).
+async fn group_with_island(
+    c: &mut Cluster,
+    root: usize,
+    members: &[usize],
+    island: &[usize],
+) -> (Mid, Vec<(Inbox, smol::Task<()>)>) {
+    c.wait_overlay(Duration::from_secs(20)).await.unwrap();
+    let mid = c.client(root).await.unwrap().create().await.unwrap();
+    let mut inboxes = Vec::new();
+    for &i in members {
+        let client = c.client(i).await.unwrap();
+        client.join(mid).await.unwrap();
+        inboxes.push(collect(client, mid).await);
+    }
+    until("the island to form", Duration::from_secs(20), || {
+        island_formed(&*c, island, mid)
+    })
+    .await;
+    (mid, inboxes)
+}
+
 fn texts(inbox: &Inbox) -> Vec<String> {
     inbox
         .lock()
@@ -181,26 +193,10 @@ fn an_island_gets_one_copy_from_the_tree_and_shares_it_on_the_lan() {
     let _serial = serial();
     let Some(net) = net("i") else { return };
     let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
-    let cfg = "";
-    let root = start(&mut c, &net, ROOT, cfg);
-    let _outside = start(&mut c, &net, OUTSIDE, cfg);
-    let members: Vec<usize> = ISLAND
-        .iter()
-        .map(|&h| start(&mut c, &net, h, cfg))
-        .collect();
+    let root = start(&mut c, &net, ROOT, "");
+    let members: Vec<usize> = ISLAND.iter().map(|&h| start(&mut c, &net, h, "")).collect();
     smol::block_on(async {
-        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
-        let mid = c.client(root).await.unwrap().create().await.unwrap();
-        let mut inboxes = Vec::new();
-        for &i in &members {
-            let client = c.client(i).await.unwrap();
-            client.join(mid).await.unwrap();
-            inboxes.push(collect(client, mid).await);
-        }
-        until("the island to form", Duration::from_secs(20), || {
-            island_formed(&c, &members, mid)
-        })
-        .await;
+        let (mid, inboxes) = group_with_island(&mut c, root, &members, &members).await;
         let mut before = 0;
         for &i in &members {
             before += status(&c, i).await.groups[0].from_tree;
@@ -284,18 +280,7 @@ fn forged_replayed_and_garbage_datagrams_are_dropped_and_counted() {
         .map(|&h| start(&mut c, &net, h, ""))
         .collect();
     smol::block_on(async {
-        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
-        let mid = c.client(root).await.unwrap().create().await.unwrap();
-        let mut inboxes = Vec::new();
-        for &i in &members {
-            let client = c.client(i).await.unwrap();
-            client.join(mid).await.unwrap();
-            inboxes.push(collect(client, mid).await);
-        }
-        until("the island to form", Duration::from_secs(20), || {
-            island_formed(&c, &members, mid)
-        })
-        .await;
+        let (_, inboxes) = group_with_island(&mut c, root, &members, &members).await;
         // Listen on the island's LAN from a third host of it, as anyone
         // there could, and keep a real datagram of the group.
         let group = status(&c, members[0]).await.groups[0]
@@ -365,19 +350,9 @@ fn cut_off_from_the_root_the_island_still_hears_its_own_and_the_rest_catch_up_on
         .map(|&h| start(&mut c, &net, h, cfg))
         .collect();
     smol::block_on(async {
-        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
-        let mid = c.client(root).await.unwrap().create().await.unwrap();
-        let mut inboxes = Vec::new();
-        for &i in std::iter::once(&outside).chain(&members) {
-            let client = c.client(i).await.unwrap();
-            client.join(mid).await.unwrap();
-            inboxes.push(collect(client, mid).await);
-        }
+        let all: Vec<usize> = std::iter::once(outside).chain(members.clone()).collect();
+        let (mid, inboxes) = group_with_island(&mut c, root, &all, &members).await;
         let (out_inbox, island_inboxes) = (&inboxes[0].0, &inboxes[1..]);
-        until("the island to form", Duration::from_secs(20), || {
-            island_formed(&c, &members, mid)
-        })
-        .await;
         let root_client = c.client(root).await.unwrap();
         root_client.publish(mid, &b"before"[..]).await.unwrap();
 
@@ -499,18 +474,8 @@ fn when_the_island_leader_is_killed_another_takes_over_and_nothing_is_lost() {
     let root = start(&mut c, &net, ROOT, "");
     let members: Vec<usize> = ISLAND.iter().map(|&h| start(&mut c, &net, h, "")).collect();
     smol::block_on(async {
-        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
-        let mid = c.client(root).await.unwrap().create().await.unwrap();
-        let mut inboxes = Vec::new();
-        for &i in &members {
-            let client = c.client(i).await.unwrap();
-            client.join(mid).await.unwrap();
-            inboxes.push((i, collect(client, mid).await));
-        }
-        until("the island to form", Duration::from_secs(20), || {
-            island_formed(&c, &members, mid)
-        })
-        .await;
+        let (mid, inboxes) = group_with_island(&mut c, root, &members, &members).await;
+        let inboxes: Vec<(usize, _)> = members.iter().copied().zip(inboxes).collect();
         let leader_id = status(&c, members[0]).await.groups[0]
             .island
             .as_ref()
