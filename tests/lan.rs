@@ -78,15 +78,26 @@ fn net(name: &str) -> Option<Net> {
 /// Starts the daemon of host `h` with `config`, with IP multicast on the
 /// island's hosts; its index in the cluster.
 fn start(c: &mut Cluster, net: &Net, h: usize, config: &str) -> usize {
+    start_with(c, net, h, config, ISLAND.contains(&h))
+}
+
+/// Starts the daemon of host `h` with `config`, with IP multicast or not.
+fn start_with(c: &mut Cluster, net: &Net, h: usize, config: &str, multicast: bool) -> usize {
     let dir = c.path().join(format!("h{h}"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("node.toml"), config).unwrap();
-    let args = start_args(net, h, &dir, PORT);
+    let args = start_args(net, h, &dir, PORT, multicast);
     c.spawn_with(dir, &args).expect("node starts")
 }
 
 /// The command line of host `h`'s daemon, listening on `port`.
-fn start_args(net: &Net, h: usize, dir: &std::path::Path, port: u16) -> Vec<String> {
+fn start_args(
+    net: &Net,
+    h: usize,
+    dir: &std::path::Path,
+    port: u16,
+    multicast: bool,
+) -> Vec<String> {
     let file = dir.join("node.toml");
     let mut args: Vec<String> = ["netns", "exec"].map(String::from).to_vec();
     args.push(net.lab.name(&format!("h{h}")));
@@ -102,7 +113,7 @@ fn start_args(net: &Net, h: usize, dir: &std::path::Path, port: u16) -> Vec<Stri
     if h != ROOT {
         args.extend(["--bootstrap".into(), format!("{}:{PORT}", addr(ROOT))]);
     }
-    if ISLAND.contains(&h) {
+    if multicast {
         args.extend(["--multicast-interface".into(), "eth0".into()]);
         args.extend(["--multicast-port".into(), MCAST_PORT.into()]);
     }
@@ -575,7 +586,7 @@ fn a_member_that_cannot_reach_the_overlay_after_a_restart_still_hears_its_island
         // lost neighbour (at the old one) do not bring it in: only its
         // bootstrap node could, and that is cut off.
         let dir = c.nodes[restarted].dir.clone();
-        let args = start_args(&net, ISLAND[0], &dir, PORT + 1);
+        let args = start_args(&net, ISLAND[0], &dir, PORT + 1, true);
         let restarted = c.spawn_with(dir, &args).expect("node starts");
         let client = c.client(restarted).await.unwrap();
         let (inbox, _task) = collect(client, mid).await;
@@ -626,5 +637,59 @@ fn a_member_that_cannot_reach_the_overlay_after_a_restart_still_hears_its_island
         .await;
         smol::Timer::after(Duration::from_secs(1)).await;
         assert_eq!(has("cut"), 1, "{:?}", inbox.lock().unwrap());
+    });
+}
+
+#[test]
+fn without_multicast_each_member_takes_its_own_copy_from_the_tree() {
+    let _serial = serial();
+    let Some(net) = net("n") else { return };
+    let mut c = Cluster::new(Launcher::binary("ip")).unwrap();
+    let root = start(&mut c, &net, ROOT, "");
+    let members: Vec<usize> = ISLAND
+        .iter()
+        .map(|&h| start_with(&mut c, &net, h, "", false))
+        .collect();
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
+        let mid = c.client(root).await.unwrap().create().await.unwrap();
+        let mut inboxes = Vec::new();
+        for &i in &members {
+            let client = c.client(i).await.unwrap();
+            client.join(mid).await.unwrap();
+            inboxes.push(collect(client, mid).await);
+        }
+        let mut before = 0;
+        for &i in &members {
+            let s = status(&c, i).await;
+            assert!(s.lan.is_none() && s.groups[0].island.is_none());
+            before += s.groups[0].from_tree;
+        }
+        let publisher = c.client(root).await.unwrap();
+        let sent: Vec<String> = (0..50).map(|k| format!("m{k}")).collect();
+        for m in &sent {
+            publisher
+                .publish(mid, m.clone().into_bytes())
+                .await
+                .unwrap();
+        }
+        until(
+            "every member to receive all",
+            Duration::from_secs(20),
+            async || {
+                inboxes
+                    .iter()
+                    .all(|(inbox, _)| inbox.lock().unwrap().len() >= sent.len())
+            },
+        )
+        .await;
+        smol::Timer::after(Duration::from_millis(500)).await;
+        let mut tree = 0;
+        for &i in &members {
+            tree += status(&c, i).await.groups[0].from_tree;
+        }
+        let copies = tree - before;
+        eprintln!("without multicast, {copies} copies of 50 messages came to the four hosts over the tree");
+        assert_eq!(copies, 200, "one copy per member and message");
     });
 }
