@@ -167,13 +167,12 @@ async fn island_formed(c: &Cluster, members: &[usize], mid: Mid) -> bool {
 }
 
 /// Once every node entered the overlay: a group created at `root`, joined
-/// and subscribed to by `members`, returned once `island` formed, with
-/// each member's inbox (in the order of `members`).
-async fn group_with_island(
+/// and subscribed to by `members`, with each member's inbox (in the order
+/// of `members`).
+async fn group(
     c: &mut Cluster,
     root: usize,
     members: &[usize],
-    island: &[usize],
 ) -> (Mid, Vec<(Inbox, smol::Task<()>)>) {
     c.wait_overlay(Duration::from_secs(20)).await.unwrap();
     let mid = c.client(root).await.unwrap().create().await.unwrap();
@@ -183,11 +182,65 @@ async fn group_with_island(
         client.join(mid).await.unwrap();
         inboxes.push(collect(client, mid).await);
     }
+    (mid, inboxes)
+}
+
+/// [`group`], returned once `island` formed.
+async fn group_with_island(
+    c: &mut Cluster,
+    root: usize,
+    members: &[usize],
+    island: &[usize],
+) -> (Mid, Vec<(Inbox, smol::Task<()>)>) {
+    let (mid, inboxes) = group(c, root, members).await;
     until("the island to form", Duration::from_secs(20), || {
         island_formed(&*c, island, mid)
     })
     .await;
     (mid, inboxes)
+}
+
+/// The sum of the members' messages taken from the tree.
+async fn from_tree(c: &Cluster, members: &[usize]) -> u64 {
+    let mut sum = 0;
+    for &i in members {
+        sum += status(c, i).await.groups[0].from_tree;
+    }
+    sum
+}
+
+/// Publishes 50 messages at `root` and waits until every inbox holds 50;
+/// the messages, and how many copies the members took from the tree
+/// meanwhile.
+async fn publish_50(
+    c: &Cluster,
+    root: usize,
+    mid: Mid,
+    members: &[usize],
+    inboxes: &[(Inbox, smol::Task<()>)],
+) -> (Vec<String>, u64) {
+    let before = from_tree(c, members).await;
+    let publisher = c.client(root).await.unwrap();
+    let sent: Vec<String> = (0..50).map(|k| format!("m{k}")).collect();
+    for m in &sent {
+        publisher
+            .publish(mid, m.clone().into_bytes())
+            .await
+            .unwrap();
+    }
+    until(
+        "every member to receive all",
+        Duration::from_secs(20),
+        async || {
+            inboxes
+                .iter()
+                .all(|(inbox, _)| inbox.lock().unwrap().len() >= sent.len())
+        },
+    )
+    .await;
+    smol::Timer::after(Duration::from_millis(500)).await;
+    let copies = from_tree(c, members).await - before;
+    (sent, copies)
 }
 
 fn texts(inbox: &Inbox) -> Vec<String> {
@@ -208,38 +261,14 @@ fn an_island_gets_one_copy_from_the_tree_and_shares_it_on_the_lan() {
     let members: Vec<usize> = ISLAND.iter().map(|&h| start(&mut c, &net, h, "")).collect();
     smol::block_on(async {
         let (mid, inboxes) = group_with_island(&mut c, root, &members, &members).await;
-        let mut before = 0;
-        for &i in &members {
-            before += status(&c, i).await.groups[0].from_tree;
-        }
-        let publisher = c.client(root).await.unwrap();
-        let sent: Vec<String> = (0..50).map(|k| format!("m{k}")).collect();
-        for m in &sent {
-            publisher
-                .publish(mid, m.clone().into_bytes())
-                .await
-                .unwrap();
-        }
-        until(
-            "every member to receive all",
-            Duration::from_secs(20),
-            async || {
-                inboxes
-                    .iter()
-                    .all(|(inbox, _)| inbox.lock().unwrap().len() >= sent.len())
-            },
-        )
-        .await;
-        smol::Timer::after(Duration::from_millis(500)).await;
+        let (sent, copies) = publish_50(&c, root, mid, &members, &inboxes).await;
         for ((inbox, _), &i) in inboxes.iter().zip(&members) {
             assert_eq!(texts(inbox), sent, "node {i}: every message once, in order");
         }
-        let mut tree = 0;
         let mut lan = Vec::new();
         for &i in &members {
             let s = status(&c, i).await;
             let g = &s.groups[0];
-            tree += g.from_tree;
             if !g.island.as_ref().unwrap().leading {
                 lan.push(g.from_lan);
             }
@@ -270,7 +299,6 @@ fn an_island_gets_one_copy_from_the_tree_and_shares_it_on_the_lan() {
             text.contains("island  239.255.") && text.contains("multicast  eth0"),
             "{text}"
         );
-        let copies = tree - before;
         eprintln!("{copies} copies of 50 messages came into the island over the tree; fed members took {lan:?} from the LAN");
         assert_eq!(
             copies, 50,
@@ -651,44 +679,12 @@ fn without_multicast_each_member_takes_its_own_copy_from_the_tree() {
         .map(|&h| start_with(&mut c, &net, h, "", false))
         .collect();
     smol::block_on(async {
-        c.wait_overlay(Duration::from_secs(20)).await.unwrap();
-        let mid = c.client(root).await.unwrap().create().await.unwrap();
-        let mut inboxes = Vec::new();
-        for &i in &members {
-            let client = c.client(i).await.unwrap();
-            client.join(mid).await.unwrap();
-            inboxes.push(collect(client, mid).await);
-        }
-        let mut before = 0;
+        let (mid, inboxes) = group(&mut c, root, &members).await;
         for &i in &members {
             let s = status(&c, i).await;
             assert!(s.lan.is_none() && s.groups[0].island.is_none());
-            before += s.groups[0].from_tree;
         }
-        let publisher = c.client(root).await.unwrap();
-        let sent: Vec<String> = (0..50).map(|k| format!("m{k}")).collect();
-        for m in &sent {
-            publisher
-                .publish(mid, m.clone().into_bytes())
-                .await
-                .unwrap();
-        }
-        until(
-            "every member to receive all",
-            Duration::from_secs(20),
-            async || {
-                inboxes
-                    .iter()
-                    .all(|(inbox, _)| inbox.lock().unwrap().len() >= sent.len())
-            },
-        )
-        .await;
-        smol::Timer::after(Duration::from_millis(500)).await;
-        let mut tree = 0;
-        for &i in &members {
-            tree += status(&c, i).await.groups[0].from_tree;
-        }
-        let copies = tree - before;
+        let (_, copies) = publish_50(&c, root, mid, &members, &inboxes).await;
         eprintln!("without multicast, {copies} copies of 50 messages came to the four hosts over the tree");
         assert_eq!(copies, 200, "one copy per member and message");
     });

@@ -182,24 +182,19 @@ impl LanSocket {
         self.port
     }
 
-    /// Starts receiving the datagrams sent to `group` on the interface.
+    /// Starts receiving the datagrams sent to `group` on the interface
+    /// (named by index: its address may be on other interfaces too).
     pub fn join(&self, group: Ipv4Addr) -> io::Result<()> {
-        self.socket
-            .get_ref()
-            .join_multicast_v4(&group, &self.interface.addr)
-            .or_else(|_| {
-                socket2::SockRef::from(self.socket.get_ref()).join_multicast_v4_n(
-                    &group,
-                    &InterfaceIndexOrAddress::Index(self.interface.index),
-                )
-            })
+        socket2::SockRef::from(self.socket.get_ref()).join_multicast_v4_n(&group, &self.index())
     }
 
     /// Stops receiving `group`.
     pub fn leave(&self, group: Ipv4Addr) -> io::Result<()> {
-        self.socket
-            .get_ref()
-            .leave_multicast_v4(&group, &self.interface.addr)
+        socket2::SockRef::from(self.socket.get_ref()).leave_multicast_v4_n(&group, &self.index())
+    }
+
+    fn index(&self) -> InterfaceIndexOrAddress {
+        InterfaceIndexOrAddress::Index(self.interface.index)
     }
 
     /// Sends one datagram to `group` without waiting: UDP is best effort,

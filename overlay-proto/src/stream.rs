@@ -129,7 +129,7 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_data(&mut self, from: NodeInfo, data: Data) {
-        let Some(g) = self.groups.get(&data.mid) else {
+        let Some(g) = self.groups.get_mut(&data.mid) else {
             self.send(from, Message::Leave { mid: data.mid });
             return;
         };
@@ -137,9 +137,7 @@ impl<R: Rng> Node<R> {
             // Only our parent feeds us; anything else is stale.
             return;
         }
-        if let Some(g) = self.groups.get_mut(&data.mid) {
-            g.from_tree += 1;
-        }
+        g.from_tree += 1;
         self.accept(data);
     }
 
@@ -256,11 +254,11 @@ impl<R: Rng> Node<R> {
                 }),
         );
         // A member may have had it from the LAN already (a fallback).
-        let mut before = || {
-            lan.as_mut()
+        if g.member
+            && !lan
+                .as_mut()
                 .is_some_and(|l| l.delivered_before(mid, data.publisher, data.pub_id))
-        };
-        if g.member && !before() {
+        {
             out.push_back(Output::Event(Event::Delivered {
                 mid,
                 epoch: data.epoch,

@@ -168,18 +168,34 @@ fn from_tree(sim: &Sim, mid: Mid, nodes: &[usize]) -> u64 {
         .sum()
 }
 
+/// Publishes `requests` from random live nodes, one every 10 ms.
+fn publish_random(
+    sim: &mut Sim,
+    rec: &mut Record,
+    mid: Mid,
+    requests: std::ops::RangeInclusive<u64>,
+    rng: &mut impl Rng,
+) {
+    for request in requests {
+        let from = loop {
+            let f = rng.random_range(0..30);
+            if sim.is_alive(f) {
+                break f;
+            }
+        };
+        rec.publish(sim, mid, from, request);
+        sim.run_for(Duration::from_millis(10));
+        rec.take(sim);
+    }
+}
+
 /// Publishes 200 messages from random nodes; the copies that came into
 /// `island` over the tree meanwhile, and what the run saw.
 fn publish_200(sim: &mut Sim, mid: Mid, island: &[usize], seed: u64) -> (u64, Record) {
     let tree_before = from_tree(sim, mid, island);
     let mut rec = Record::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for request in 1..=200 {
-        let from = rng.random_range(0..30);
-        rec.publish(sim, mid, from, request);
-        sim.run_for(Duration::from_millis(10));
-        rec.take(sim);
-    }
+    publish_random(sim, &mut rec, mid, 1..=200, &mut rng);
     sim.run_for(Duration::from_secs(5));
     rec.take(sim);
     (from_tree(sim, mid, island) - tree_before, rec)
@@ -252,20 +268,9 @@ fn when_the_leader_dies_another_takes_over_and_nothing_is_lost() {
         let first = leader(&sim, mid, &island, seed);
         let mut rec = Record::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for request in 1..=300 {
-            if request == 100 {
-                sim.crash(first);
-            }
-            let from = loop {
-                let f = rng.random_range(0..30);
-                if sim.is_alive(f) {
-                    break f;
-                }
-            };
-            rec.publish(&mut sim, mid, from, request);
-            sim.run_for(Duration::from_millis(10));
-            rec.take(&mut sim);
-        }
+        publish_random(&mut sim, &mut rec, mid, 1..=99, &mut rng);
+        sim.crash(first);
+        publish_random(&mut sim, &mut rec, mid, 100..=300, &mut rng);
         sim.run_for(Duration::from_secs(10));
         rec.take(&mut sim);
         assert_eq!(rec.accepted.len(), 300, "seed {seed}");
@@ -342,11 +347,7 @@ fn what_the_lan_loses_is_repaired_over_the_overlay() {
         sim.loss = 0.05;
         let mut rec = Record::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for request in 1..=300 {
-            rec.publish(&mut sim, mid, rng.random_range(0..30), request);
-            sim.run_for(Duration::from_millis(10));
-            rec.take(&mut sim);
-        }
+        publish_random(&mut sim, &mut rec, mid, 1..=300, &mut rng);
         sim.loss = 0.0;
         sim.run_for(Duration::from_secs(15));
         rec.take(&mut sim);
