@@ -243,6 +243,27 @@ async fn publish_50(
     (sent, copies)
 }
 
+/// How many times `inbox` holds `text`.
+fn has(inbox: &Inbox, text: &str) -> usize {
+    inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, t)| t == text)
+        .count()
+}
+
+/// Waits for the root's acceptance of a publish, at most `limit` (counted
+/// from the return of the cut link).
+async fn accepted_within(p: overlay_node::client::PendingPublish, limit: Duration) {
+    smol::future::or(async { p.accepted().await.map(|_| ()) }, async {
+        smol::Timer::after(limit).await;
+        panic!("the publish was not accepted within {limit:?} of the link's return");
+    })
+    .await
+    .unwrap();
+}
+
 fn texts(inbox: &Inbox) -> Vec<String> {
     inbox
         .lock()
@@ -408,14 +429,6 @@ fn cut_off_from_the_root_the_island_still_hears_its_own_and_the_rest_catch_up_on
                     .unwrap(),
             );
         }
-        let has = |inbox: &Inbox, text: &str| {
-            inbox
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, _, t)| t == text)
-                .count()
-        };
         until(
             "the island to hear its publisher over the LAN",
             Duration::from_secs(10),
@@ -442,12 +455,7 @@ fn cut_off_from_the_root_the_island_still_hears_its_own_and_the_rest_catch_up_on
         net.lab.link(&net.router, "eth0", true);
         let back = Instant::now();
         for p in pending {
-            smol::future::or(async { p.accepted().await.map(|_| ()) }, async {
-                smol::Timer::after(Duration::from_secs(90)).await;
-                panic!("the publish was not accepted within 90 s of the link's return");
-            })
-            .await
-            .unwrap();
+            accepted_within(p, Duration::from_secs(90)).await;
         }
         eprintln!(
             "publishes accepted {:?} after the link came back",
@@ -626,29 +634,16 @@ fn a_member_that_cannot_reach_the_overlay_after_a_restart_still_hears_its_island
         // over the LAN.
         let publisher = c.client(members[1]).await.unwrap();
         let pending = publisher.start_publish(mid, &b"cut"[..]).await.unwrap();
-        let has = |text: &str| {
-            inbox
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, _, t)| t == text)
-                .count()
-        };
         until(
             "the restarted member to hear the island",
             Duration::from_secs(10),
-            async || has("cut") == 1,
+            async || has(&inbox, "cut") == 1,
         )
         .await;
         // The link comes back: the member enters the overlay, the publish is
         // accepted, and nothing arrives twice.
         net.lab.link(&net.router, "eth0", true);
-        smol::future::or(async { pending.accepted().await.map(|_| ()) }, async {
-            smol::Timer::after(Duration::from_secs(60)).await;
-            panic!("the publish was not accepted within 60 s of the link's return");
-        })
-        .await
-        .unwrap();
+        accepted_within(pending, Duration::from_secs(60)).await;
         until(
             "the restarted member to reach the overlay",
             Duration::from_secs(30),
@@ -660,11 +655,11 @@ fn a_member_that_cannot_reach_the_overlay_after_a_restart_still_hears_its_island
         until(
             "the restarted member to get the next",
             Duration::from_secs(30),
-            async || has("after") == 1,
+            async || has(&inbox, "after") == 1,
         )
         .await;
         smol::Timer::after(Duration::from_secs(1)).await;
-        assert_eq!(has("cut"), 1, "{:?}", inbox.lock().unwrap());
+        assert_eq!(has(&inbox, "cut"), 1, "{:?}", inbox.lock().unwrap());
     });
 }
 
