@@ -1,0 +1,269 @@
+//! The wire format, byte for byte: one frame of every message kind, encoded
+//! and compared with the bytes this version of the protocol puts on the
+//! wire. A change to a message's Rust shape (a struct instead of inline
+//! fields, a field renamed) must not change these bytes; a change that does
+//! is a new protocol version, and this test is where it shows.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use overlay_proto::coord::Coord;
+use overlay_proto::frame;
+use overlay_proto::lan::GroupKey;
+use overlay_proto::message::{Data, Publish};
+use overlay_proto::{Detour, Message, Mid, NodeId, NodeInfo, RejectReason, TreeEntry};
+
+fn node(id: u128, port: u16) -> NodeInfo {
+    NodeInfo {
+        id: NodeId(id),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn coord() -> Coord {
+    Coord {
+        pos: [1.5, -2.0, 0.25, 3.0],
+        height: 0.5,
+        error: 0.75,
+    }
+}
+
+const MID: Mid = Mid(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+
+fn data() -> Data {
+    Data::new(MID, 3, 42, NodeId(7), 9, Bytes::from_static(b"hello"))
+}
+
+/// One message of every kind, with every optional field set in one of them
+/// at least.
+fn messages() -> Vec<Message> {
+    let a = node(0xaaaa, 4000);
+    let b = node(0xbbbb, 4001);
+    let entry = TreeEntry {
+        node: a,
+        parent: Some(NodeId(0xbbbb)),
+        member: true,
+        responded: false,
+        island: Some(NodeId(5)),
+        fed: true,
+    };
+    vec![
+        Message::JoinOverlay { joiner: a },
+        Message::Neighbours {
+            nodes: vec![a, b],
+            reply: true,
+            coord: coord(),
+        },
+        Message::Join {
+            mid: MID,
+            joiner: a,
+            want: Some(17),
+            detour: Detour::boxed(Some(NodeId(3)), None),
+            coord: coord(),
+            moving: true,
+        },
+        Message::Join {
+            mid: MID,
+            joiner: b,
+            want: None,
+            detour: None,
+            coord: coord(),
+            moving: false,
+        },
+        Message::LanFed {
+            mid: MID,
+            fed: true,
+        },
+        Message::JoinAck {
+            mid: MID,
+            next: 11,
+            epoch: 2,
+            path: vec![NodeId(1), NodeId(2)],
+            delay_us: 1234,
+            coord: coord(),
+            key: Some(Box::new(GroupKey::from_bytes([7; 32]))),
+        },
+        Message::Place {
+            mid: MID,
+            node: a,
+            coord: coord(),
+            budget_us: Some(5000),
+        },
+        Message::PlaceOffer {
+            mid: MID,
+            delay_us: 300,
+            edge_us: 200,
+            budget_us: None,
+        },
+        Message::JoinReject {
+            mid: MID,
+            reason: RejectReason::PayloadTooLarge { limit: 1 << 20 },
+        },
+        Message::Leave { mid: MID },
+        Message::MoveRefused { mid: MID },
+        Message::Splice {
+            mid: MID,
+            parent: b,
+        },
+        Message::Publish(Publish {
+            mid: MID,
+            publisher: a,
+            pub_id: 77,
+            payload: Bytes::from_static(b"payload"),
+        }),
+        Message::PublishAck {
+            mid: MID,
+            pub_id: 77,
+            seq: 100,
+        },
+        Message::PublishReject {
+            mid: MID,
+            pub_id: 78,
+            reason: RejectReason::Overloaded,
+        },
+        Message::Data(data()),
+        Message::TreeQuery {
+            mid: MID,
+            query: 5,
+            reply_to: a,
+        },
+        Message::Collect {
+            mid: MID,
+            query: 6,
+            budget_ms: 1500,
+        },
+        Message::Collected {
+            mid: MID,
+            query: 6,
+            entries: vec![entry.clone()],
+        },
+        Message::Depart,
+        Message::TreeReply {
+            mid: MID,
+            query: 5,
+            result: Ok(vec![entry]),
+        },
+        Message::TreeReply {
+            mid: MID,
+            query: 8,
+            result: Err(RejectReason::UnknownGroup),
+        },
+        Message::Heartbeat {
+            up: vec![(MID, 4)],
+            down: vec![],
+            replica: vec![(MID, 9)],
+            coord: coord(),
+        },
+        Message::Fetch {
+            mid: MID,
+            from: 10,
+            to: 20,
+            reply_to: b,
+            request: 0,
+        },
+        Message::Fetched {
+            request: 3,
+            data: data(),
+        },
+        Message::Lost {
+            mid: MID,
+            request: 3,
+            from: 1,
+            to: 5,
+        },
+        Message::ReplicaSync {
+            mid: MID,
+            epoch: 4,
+            root: a,
+            first: 33,
+            replicas: vec![NodeId(0xbbbb)],
+            key: None,
+        },
+        Message::Replicate(data()),
+        Message::ReplicaAck {
+            mid: MID,
+            epoch: 4,
+            seq: 35,
+        },
+        Message::NotRoot {
+            mid: MID,
+            epoch: 5,
+            root: b,
+        },
+    ]
+}
+
+/// The frames of [`messages`], in hex, as protocol version 1 puts them on
+/// the wire.
+const GOLDEN: &[&str] = &[
+    "0000001901000000000000000000000000000000aaaa007f000001a01f",
+    "0000004a0101020000000000000000000000000000aaaa007f000001a01f0000000000000000000000000000bbbb007f000001a11f010000c03f000000c00000803e000040400000003f0000403f",
+    "0000005701020123456789abcdeffedcba98765432100000000000000000000000000000aaaa007f000001a01f0111010100000000000000000000000000000003000000c03f000000c00000803e000040400000003f0000403f01",
+    "0000004401020123456789abcdeffedcba98765432100000000000000000000000000000bbbb007f000001a11f00000000c03f000000c00000803e000040400000003f0000403f00",
+    "0000001301030123456789abcdeffedcba987654321001",
+    "0000007001040123456789abcdeffedcba98765432100b02020000000000000000000000000000000100000000000000000000000000000002d2090000c03f000000c00000803e000040400000003f0000403f010707070707070707070707070707070707070707070707070707070707070707",
+    "0000004401050123456789abcdeffedcba98765432100000000000000000000000000000aaaa007f000001a01f0000c03f000000c00000803e000040400000003f0000403f018827",
+    "0000001701060123456789abcdeffedcba9876543210ac02c80100",
+    "0000001601070123456789abcdeffedcba987654321002808040",
+    "0000001201080123456789abcdeffedcba9876543210",
+    "0000001201090123456789abcdeffedcba9876543210",
+    "00000029010a0123456789abcdeffedcba98765432100000000000000000000000000000bbbb007f000001a11f",
+    "00000031010b0123456789abcdeffedcba98765432100000000000000000000000000000aaaa007f000001a01f4d7061796c6f6164",
+    "00000014010c0123456789abcdeffedcba98765432104d64",
+    "00000014010d0123456789abcdeffedcba98765432104e03",
+    "0000002a010e0123456789abcdeffedcba9876543210032a000000000000000000000000000000070968656c6c6f",
+    "0000002a010f0123456789abcdeffedcba9876543210050000000000000000000000000000aaaa007f000001a01f",
+    "0000001501100123456789abcdeffedcba987654321006dc0b",
+    "0000005001110123456789abcdeffedcba987654321006010000000000000000000000000000aaaa007f000001a01f010000000000000000000000000000bbbb0100010000000000000000000000000000000501",
+    "000000020112",
+    "0000005101130123456789abcdeffedcba98765432100500010000000000000000000000000000aaaa007f000001a01f010000000000000000000000000000bbbb0100010000000000000000000000000000000501",
+    "0000001501130123456789abcdeffedcba9876543210080100",
+    "0000003f0114010123456789abcdeffedcba98765432100400010123456789abcdeffedcba9876543210090000c03f000000c00000803e000040400000003f0000403f",
+    "0000002c01150123456789abcdeffedcba98765432100a140000000000000000000000000000bbbb007f000001a11f00",
+    "0000002b0116030123456789abcdeffedcba9876543210032a000000000000000000000000000000070968656c6c6f",
+    "0000001501170123456789abcdeffedcba9876543210030105",
+    "0000003d01180123456789abcdeffedcba9876543210040000000000000000000000000000aaaa007f000001a01f21010000000000000000000000000000bbbb00",
+    "0000002a01190123456789abcdeffedcba9876543210032a000000000000000000000000000000070968656c6c6f",
+    "00000014011a0123456789abcdeffedcba98765432100423",
+    "0000002a011b0123456789abcdeffedcba9876543210050000000000000000000000000000bbbb007f000001a11f",
+];
+
+#[test]
+fn every_message_kind_encodes_to_the_same_bytes_as_before() {
+    let frames: Vec<String> = messages()
+        .iter()
+        .map(|m| {
+            let f = frame::encode(m, 1 << 20).expect("a test message encodes");
+            format!("{}{}", hex(&f.head), hex(&f.payload))
+        })
+        .collect();
+    if std::env::var_os("PRINT_GOLDEN").is_some() {
+        for f in &frames {
+            println!("    \"{f}\",");
+        }
+    }
+    assert_eq!(frames.len(), GOLDEN.len(), "one golden frame per message");
+    for (i, (got, want)) in frames.iter().zip(GOLDEN).enumerate() {
+        assert_eq!(got, want, "message {i} ({})", messages()[i].kind());
+    }
+}
+
+#[test]
+fn every_golden_frame_decodes_to_its_message() {
+    for (want, golden) in messages().into_iter().zip(GOLDEN) {
+        let bytes = unhex(golden);
+        let got = frame::decode(Bytes::from(bytes), 1 << 20).expect("a golden frame decodes");
+        assert_eq!(got, want);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
