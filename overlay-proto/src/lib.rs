@@ -19,6 +19,7 @@
 //!
 //! - [`id`]: 128-bit node ids (hash of the node's public key) and multicast
 //!   ids (mids), and the XOR key space they share.
+//! - [`interface`]: what a driver hands a [`Node`] and what it gets back.
 //! - [`message`] and [`frame`]: every message, and how it is framed on a
 //!   stream, with a protocol version and a maximum frame size. Payloads are
 //!   shared, never copied per child.
@@ -55,6 +56,7 @@ pub mod config;
 pub mod coord;
 pub mod frame;
 pub mod id;
+pub mod interface;
 pub mod lan;
 pub mod liveness;
 mod log;
@@ -75,7 +77,8 @@ pub mod tree;
 
 pub use config::Config;
 pub use id::{Mid, NodeId};
+pub use interface::{Command, Event, Input, Output, PublishError, Timer, TreeError};
 pub use message::{Detour, Message, NodeInfo, RejectReason, TreeEntry};
-pub use node::{Command, Event, Input, Node, Output, PublishError, Timer, TreeError};
+pub use node::Node;
 pub use replica::ReplicaView;
 pub use tree::GroupView;

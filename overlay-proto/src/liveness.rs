@@ -30,8 +30,9 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::id::{Mid, NodeId};
+use crate::interface::Timer;
 use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
-use crate::node::{Node, Timer};
+use crate::node::Node;
 
 /// What one heartbeat to one neighbour says.
 #[derive(Debug, Default)]
@@ -377,8 +378,9 @@ mod tests {
     use crate::config::Config;
     use crate::coord::Coord;
     use crate::id::{Mid, NodeId};
+    use crate::interface::{Command, Input, Timer};
     use crate::message::Message;
-    use crate::node::{Command, Input, Node, Timer};
+    use crate::node::Node;
     use crate::test_support::{deliver, drain, info, node};
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;

@@ -11,7 +11,7 @@
 //! section 2.4 of Rowstron and Druschel, 2001).
 //!
 //! Proximity. Every connection's round-trip time reaches the node
-//! ([`Input::Rtt`](crate::node::Input::Rtt)), and a measured node takes its
+//! ([`Input::Rtt`](crate::interface::Input::Rtt)), and a measured node takes its
 //! table slot from a farther one ([`RoutingTable::offer`]). Of the
 //! candidates the neighbour lists bring for an occupied slot, up to
 //! `probes_per_slot` are measured ([`Output::Probe`]), so each slot ends up
@@ -40,8 +40,9 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::id::NodeId;
+use crate::interface::{Event, Output, Timer};
 use crate::message::{Message, NodeInfo, MAX_NEIGHBOURS_PER_MESSAGE};
-use crate::node::{Event, Node, Output, Phase, Timer};
+use crate::node::{Node, Phase};
 
 impl<R: Rng> Node<R> {
     pub(crate) fn bootstrap(&mut self, addrs: Vec<SocketAddr>) {
@@ -338,8 +339,8 @@ mod tests {
 
     use crate::config::Config;
     use crate::id::{Mid, NodeId};
+    use crate::interface::{Command, Input, Timer};
     use crate::message::Message;
-    use crate::node::{Command, Input, Timer};
     use crate::test_support::{deliver, drain, node};
 
     const ME: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;

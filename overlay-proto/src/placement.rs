@@ -105,8 +105,9 @@ use rand::Rng;
 
 use crate::coord::{random_direction, Coord};
 use crate::id::{Mid, NodeId};
+use crate::interface::Timer;
 use crate::message::{Message, NodeInfo};
-use crate::node::{Node, Timer};
+use crate::node::Node;
 use crate::tree::JoinRequest;
 
 /// Round-trip times of connected peers outside the routing table that a
@@ -600,7 +601,7 @@ mod tests {
     //! Moves, one node at a time: inputs in, outputs checked.
     use super::*;
     use crate::config::Config;
-    use crate::node::{Command, Input};
+    use crate::interface::{Command, Input};
     use crate::test_support::{deliver, drain, info};
     use rand::rngs::StdRng;
     use std::time::Instant;

@@ -18,8 +18,9 @@ use bytes::Bytes;
 use rand::Rng;
 
 use crate::id::Mid;
+use crate::interface::{Event, PublishError, Timer};
 use crate::message::{Message, Publish, RejectReason};
-use crate::node::{Event, Node, PublishError, Timer};
+use crate::node::Node;
 
 /// A publish of this node waiting for the root's answer.
 #[derive(Debug, Clone)]

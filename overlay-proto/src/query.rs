@@ -14,8 +14,9 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::id::{Mid, NodeId};
+use crate::interface::{Event, Timer, TreeError};
 use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
-use crate::node::{Event, Node, Timer, TreeError};
+use crate::node::Node;
 
 /// Who a finished collection answers.
 #[derive(Debug, Clone)]

@@ -30,9 +30,10 @@ use rand::Rng;
 use crate::config::Config;
 use crate::frame::seal_data;
 use crate::id::Mid;
+use crate::interface::{Event, Output, Timer, TreeError};
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
-use crate::node::{Event, Node, Output, Timer, TreeError};
+use crate::node::Node;
 
 /// One group's stream at one node.
 #[derive(Debug, Clone)]

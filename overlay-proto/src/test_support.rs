@@ -8,8 +8,9 @@ use rand::SeedableRng;
 
 use crate::config::Config;
 use crate::id::NodeId;
+use crate::interface::{Command, Input, Output};
 use crate::message::{Message, NodeInfo};
-use crate::node::{Command, Input, Node, Output};
+use crate::node::Node;
 
 /// A node id with a loopback address derived from it.
 pub(crate) fn info(id: u128) -> NodeInfo {

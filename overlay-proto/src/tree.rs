@@ -49,9 +49,10 @@ use rand::Rng;
 
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
+use crate::interface::{Event, Timer};
 use crate::lan::GroupKey;
 use crate::message::{Detour, Message, NodeInfo, RejectReason, MAX_PATH};
-use crate::node::{Event, Node, Timer};
+use crate::node::Node;
 use crate::root::Root;
 use crate::stream::Stream;
 
@@ -984,7 +985,7 @@ mod tests {
     //! The join rule, one node at a time: inputs in, outputs checked.
     use super::*;
     use crate::config::Config;
-    use crate::node::{Command, Input};
+    use crate::interface::{Command, Input};
     use crate::test_support::{deliver, drain, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
@@ -1224,7 +1225,7 @@ mod tests {
                 },
             );
             while let Some(o) = p.poll_output() {
-                if let crate::node::Output::SetTimer {
+                if let crate::interface::Output::SetTimer {
                     timer: Timer::JoinRetry(_),
                     ..
                 } = o

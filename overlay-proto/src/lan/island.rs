@@ -49,8 +49,9 @@ use rand::Rng;
 
 use super::datagram::{peek_mid, LanBody, OpenError, Opener, SealError, Sealer};
 use crate::id::{Mid, NodeId};
+use crate::interface::{Event, Output, Timer};
 use crate::message::{Data, Message};
-use crate::node::{Event, Node, Output, Timer};
+use crate::node::Node;
 
 /// What a node counts of its LAN traffic, for `overlay status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! per link. Connections come up when a node first sends to another, as QUIC
 //! connections do in the daemon, and both ends are told the link's round-trip
 //! time, as the daemon tells them QUIC's estimate. A probe
-//! ([`Output::Probe`](crate::node::Output::Probe)) is answered with the round-trip time after one round
+//! ([`Output::Probe`](crate::interface::Output::Probe)) is answered with the round-trip time after one round
 //! trip.
 //! A crashed node goes silent, as a killed process does: what is sent to it
 //! vanishes, its connected peers hear of it only when their connection's
@@ -44,8 +44,9 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::id::NodeId;
+use crate::interface::{Command, Event, Input};
 use crate::message::{Message, NodeInfo};
-use crate::node::{Command, Event, Input, Node};
+use crate::node::Node;
 use part::{Part, Pending, Shared};
 
 /// The delays between nodes, and a view of the messages sent.

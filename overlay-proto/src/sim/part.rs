@@ -22,8 +22,9 @@ use super::{nanos, Network};
 use crate::config::Config;
 use crate::frame;
 use crate::id::NodeId;
+use crate::interface::{Event, Input, Output};
 use crate::message::{Message, NodeInfo};
-use crate::node::{Event, Input, Node, Output};
+use crate::node::Node;
 
 /// What waits in the queue for a node.
 #[derive(Debug)]
