@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use overlay_node::client::Client;
+use overlay_proto::message::{Heartbeat, Join};
 use overlay_proto::Mid;
 use overlay_tests::{bins, cli, cluster, collect, fails, ok, run, start, wait_for, Inbox};
 use overlay_tools::cluster::Cluster;
@@ -490,26 +491,26 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             id: me.id,
             addr: transport.local_addr().unwrap(),
         };
-        let join = overlay_proto::Message::Join {
+        let join = overlay_proto::Message::Join(Join {
             mid,
             joiner,
             want: None,
             detour: None,
             coord: Default::default(),
             moving: false,
-        };
+        });
         let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
         let mut s = conn.open_uni().await.unwrap();
         s.write_all(&frame.head).await.unwrap();
         // It keeps sending heartbeats, so it is alive as far as the root
         // can tell: only its full queue gives it away.
         let beats = smol::spawn(async move {
-            let beat = overlay_proto::Message::Heartbeat {
+            let beat = overlay_proto::Message::Heartbeat(Heartbeat {
                 up: vec![(mid, 1)],
                 down: vec![],
                 replica: vec![],
                 coord: Default::default(),
-            };
+            });
             let frame = overlay_proto::frame::encode(&beat, 1 << 20).unwrap();
             loop {
                 if s.write_all(&frame.head).await.is_err() {

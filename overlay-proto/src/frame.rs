@@ -13,6 +13,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::message::{Heartbeat, JoinAck, Neighbours, ReplicaSync};
 use crate::message::{
     Message, MAX_HEARTBEAT_GROUPS, MAX_NEIGHBOURS_PER_MESSAGE, MAX_PATH, MAX_REPLICAS,
     PROTOCOL_VERSION,
@@ -192,12 +193,12 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
             d.frame = frame;
             (0, 0)
         }
-        Message::Neighbours { nodes, .. } => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
-        Message::JoinAck { path, .. } => (path.len(), MAX_PATH),
-        Message::ReplicaSync { replicas, .. } => (replicas.len(), MAX_REPLICAS),
-        Message::Heartbeat {
+        Message::Neighbours(Neighbours { nodes, .. }) => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
+        Message::JoinAck(JoinAck { path, .. }) => (path.len(), MAX_PATH),
+        Message::ReplicaSync(ReplicaSync { replicas, .. }) => (replicas.len(), MAX_REPLICAS),
+        Message::Heartbeat(Heartbeat {
             up, down, replica, ..
-        } => (
+        }) => (
             up.len().max(down.len()).max(replica.len()),
             MAX_HEARTBEAT_GROUPS,
         ),
@@ -299,17 +300,17 @@ mod tests {
         let mid = any::<u128>().prop_map(Mid);
         let payload = prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from);
         prop_oneof![
-            arb_info().prop_map(|joiner| Message::JoinOverlay { joiner }),
+            arb_info().prop_map(|joiner| Message::JoinOverlay(JoinOverlay { joiner })),
             (
                 prop::collection::vec(arb_info(), 0..40),
                 any::<bool>(),
                 arb_coord()
             )
-                .prop_map(|(nodes, reply, coord)| Message::Neighbours {
+                .prop_map(|(nodes, reply, coord)| Message::Neighbours(Neighbours {
                     nodes,
                     reply,
                     coord
-                }),
+                })),
             (
                 mid.clone(),
                 arb_info(),
@@ -320,7 +321,7 @@ mod tests {
                 any::<bool>()
             )
                 .prop_map(|(mid, joiner, want, around, origin, coord, moving)| {
-                    Message::Join {
+                    Message::Join(Join {
                         mid,
                         joiner,
                         want,
@@ -330,15 +331,15 @@ mod tests {
                         ),
                         coord,
                         moving,
-                    }
+                    })
                 }),
             (mid.clone(), arb_info(), arb_coord(), any::<Option<u32>>()).prop_map(
-                |(mid, node, coord, budget_us)| Message::Place {
+                |(mid, node, coord, budget_us)| Message::Place(Place {
                     mid,
                     node,
                     coord,
                     budget_us
-                }
+                })
             ),
             (
                 mid.clone(),
@@ -346,12 +347,14 @@ mod tests {
                 any::<u32>(),
                 any::<Option<u32>>()
             )
-                .prop_map(|(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer {
-                    mid,
-                    delay_us,
-                    edge_us,
-                    budget_us
-                }),
+                .prop_map(|(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer(
+                    Offer {
+                        mid,
+                        delay_us,
+                        edge_us,
+                        budget_us
+                    }
+                )),
             (
                 mid.clone(),
                 any::<u64>(),
@@ -362,7 +365,7 @@ mod tests {
                 arb_key()
             )
                 .prop_map(|(mid, next, epoch, path, delay_us, coord, key)| {
-                    Message::JoinAck {
+                    Message::JoinAck(JoinAck {
                         mid,
                         next,
                         epoch,
@@ -370,14 +373,16 @@ mod tests {
                         delay_us,
                         coord,
                         key,
-                    }
+                    })
                 }),
             (mid.clone(), arb_reason())
-                .prop_map(|(mid, reason)| Message::JoinReject { mid, reason }),
+                .prop_map(|(mid, reason)| Message::JoinReject(JoinReject { mid, reason })),
             mid.clone().prop_map(|mid| Message::Leave { mid }),
-            (mid.clone(), any::<bool>()).prop_map(|(mid, fed)| Message::LanFed { mid, fed }),
+            (mid.clone(), any::<bool>())
+                .prop_map(|(mid, fed)| Message::LanFed(LanFed { mid, fed })),
             mid.clone().prop_map(|mid| Message::MoveRefused { mid }),
-            (mid.clone(), arb_info()).prop_map(|(mid, parent)| Message::Splice { mid, parent }),
+            (mid.clone(), arb_info())
+                .prop_map(|(mid, parent)| Message::Splice(Splice { mid, parent })),
             Just(Message::Depart),
             (mid.clone(), arb_info(), any::<u64>(), payload.clone()).prop_map(
                 |(mid, publisher, pub_id, payload)| {
@@ -389,14 +394,15 @@ mod tests {
                     })
                 }
             ),
-            (mid.clone(), any::<u64>(), any::<u64>())
-                .prop_map(|(mid, pub_id, seq)| Message::PublishAck { mid, pub_id, seq }),
+            (mid.clone(), any::<u64>(), any::<u64>()).prop_map(|(mid, pub_id, seq)| {
+                Message::PublishAck(PublishAck { mid, pub_id, seq })
+            }),
             (mid.clone(), any::<u64>(), arb_reason()).prop_map(|(mid, pub_id, reason)| {
-                Message::PublishReject {
+                Message::PublishReject(PublishReject {
                     mid,
                     pub_id,
                     reason,
-                }
+                })
             }),
             arb_data(payload.clone()).prop_map(Message::Data),
             arb_data(payload.clone()).prop_map(Message::Replicate),
@@ -408,12 +414,12 @@ mod tests {
                 prop::collection::vec((mid.clone(), any::<u64>()), 0..5),
                 arb_coord()
             )
-                .prop_map(|(up, down, replica, coord)| Message::Heartbeat {
+                .prop_map(|(up, down, replica, coord)| Message::Heartbeat(Heartbeat {
                     up,
                     down,
                     replica,
                     coord
-                }),
+                })),
             (
                 mid.clone(),
                 any::<u64>(),
@@ -421,20 +427,20 @@ mod tests {
                 arb_info(),
                 any::<u64>()
             )
-                .prop_map(|(mid, from, to, reply_to, request)| Message::Fetch {
+                .prop_map(|(mid, from, to, reply_to, request)| Message::Fetch(Fetch {
                     mid,
                     from,
                     to,
                     reply_to,
                     request
-                }),
+                })),
             (mid.clone(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-                |(mid, request, from, to)| Message::Lost {
+                |(mid, request, from, to)| Message::Lost(Lost {
                     mid,
                     request,
                     from,
                     to
-                }
+                })
             ),
             (
                 mid.clone(),
@@ -445,50 +451,50 @@ mod tests {
                 arb_key()
             )
                 .prop_map(|(mid, epoch, root, first, replicas, key)| {
-                    Message::ReplicaSync {
+                    Message::ReplicaSync(ReplicaSync {
                         mid,
                         epoch,
                         root,
                         first,
                         replicas,
                         key,
-                    }
+                    })
                 }),
             (mid.clone(), any::<u32>(), any::<u64>())
-                .prop_map(|(mid, epoch, seq)| Message::ReplicaAck { mid, epoch, seq }),
+                .prop_map(|(mid, epoch, seq)| Message::ReplicaAck(ReplicaAck { mid, epoch, seq })),
             (mid.clone(), any::<u32>(), arb_info())
-                .prop_map(|(mid, epoch, root)| Message::NotRoot { mid, epoch, root }),
+                .prop_map(|(mid, epoch, root)| Message::NotRoot(NotRoot { mid, epoch, root })),
             (mid.clone(), any::<u64>(), arb_info()).prop_map(|(mid, query, reply_to)| {
-                Message::TreeQuery {
+                Message::TreeQuery(TreeQuery {
                     mid,
                     query,
                     reply_to,
-                }
+                })
             }),
             (mid.clone(), any::<u64>(), any::<u32>()).prop_map(|(mid, query, budget_ms)| {
-                Message::Collect {
+                Message::Collect(Collect {
                     mid,
                     query,
                     budget_ms,
-                }
+                })
             }),
             (mid.clone(), any::<u64>(), arb_entries()).prop_map(|(mid, query, entries)| {
-                Message::Collected {
+                Message::Collected(Collected {
                     mid,
                     query,
                     entries,
-                }
+                })
             }),
             (
                 mid,
                 any::<u64>(),
                 prop_oneof![arb_entries().prop_map(Ok), arb_reason().prop_map(Err)]
             )
-                .prop_map(|(mid, query, result)| Message::TreeReply {
+                .prop_map(|(mid, query, result)| Message::TreeReply(TreeReply {
                     mid,
                     query,
                     result
-                }),
+                })),
         ]
     }
 
@@ -567,11 +573,11 @@ mod tests {
             id: NodeId(1),
             addr: "127.0.0.1:1".parse().unwrap(),
         };
-        let msg = Message::Neighbours {
+        let msg = Message::Neighbours(Neighbours {
             nodes: vec![info; MAX_NEIGHBOURS_PER_MESSAGE + 1],
             reply: false,
             coord: Default::default(),
-        };
+        });
         let frame = whole(&encode(&msg, MAX).unwrap());
         assert!(matches!(
             decode(frame, MAX),

@@ -31,6 +31,7 @@ use rand::Rng;
 
 use crate::id::{Mid, NodeId};
 use crate::interface::Timer;
+use crate::message::Heartbeat;
 use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
 use crate::node::Node;
 
@@ -197,12 +198,12 @@ impl<R: Rng> Node<R> {
         for info in gone {
             self.send(
                 info,
-                Message::Heartbeat {
+                Message::Heartbeat(Heartbeat {
                     up: Vec::new(),
                     down: Vec::new(),
                     replica: Vec::new(),
                     coord: self.coord,
-                },
+                }),
             );
         }
         let mut dead = Vec::new();
@@ -215,12 +216,12 @@ impl<R: Rng> Node<R> {
             }
             self.send(
                 info,
-                Message::Heartbeat {
+                Message::Heartbeat(Heartbeat {
                     up: beat.up,
                     down: beat.down,
                     replica: beat.replica,
                     coord: self.coord,
-                },
+                }),
             );
         }
         for id in dead {
@@ -371,6 +372,7 @@ impl<R: Rng> Node<R> {
 
 #[cfg(test)]
 mod tests {
+    use crate::message::{Heartbeat, Join, JoinAck, Neighbours};
     use std::time::{Duration, Instant};
 
     use rand::rngs::StdRng;
@@ -393,7 +395,7 @@ mod tests {
         let mut n = node(N, &[ROOT, P], Config::default());
         n.handle(t0, Input::Command(Command::Join { mid: MID }));
         drain(&mut n);
-        let ack = Message::JoinAck {
+        let ack = Message::JoinAck(JoinAck {
             mid: MID,
             next: 1,
             epoch: 1,
@@ -401,7 +403,7 @@ mod tests {
             delay_us: 10_000,
             coord: Coord::default(),
             key: None,
-        };
+        });
         deliver(&mut n, P, ack);
         assert!(n.group(MID).unwrap().attached);
         n
@@ -422,12 +424,12 @@ mod tests {
         up: Vec<(Mid, u64)>,
         down: Vec<(Mid, u64)>,
     ) -> Vec<Message> {
-        let msg = Message::Heartbeat {
+        let msg = Message::Heartbeat(Heartbeat {
             up,
             down,
             replica: Vec::new(),
             coord: Coord::default(),
-        };
+        });
         n.handle(
             at,
             Input::Message {
@@ -441,7 +443,7 @@ mod tests {
     /// Whether `sent` holds a join of MID: the node joins again.
     fn rejoined(sent: &[Message]) -> bool {
         sent.iter()
-            .any(|m| matches!(m, Message::Join { mid, .. } if *mid == MID))
+            .any(|m| matches!(m, Message::Join(Join { mid, .. }) if *mid == MID))
     }
 
     /// Thousands of other groups, in no order.
@@ -459,7 +461,7 @@ mod tests {
         tree.insert(1234, (MID, 1));
         let sent = beat(&mut n, t0 + Duration::from_secs(3), tree);
         assert!(
-            !sent.iter().any(|m| matches!(m, Message::Join { .. })),
+            !sent.iter().any(|m| matches!(m, Message::Join(Join { .. }))),
             "{sent:?}"
         );
         assert!(n.group(MID).unwrap().attached);
@@ -497,14 +499,14 @@ mod tests {
         const C: u128 = 0x2000_0000_0000_0000_0000_0000_0000_0000;
         let t0 = Instant::now();
         let mut n = attached_n(t0);
-        let join = Message::Join {
+        let join = Message::Join(Join {
             mid: MID,
             joiner: info(C),
             want: None,
             detour: None,
             coord: Coord::default(),
             moving: false,
-        };
+        });
         deliver(&mut n, C, join);
         let at = t0 + Duration::from_secs(3);
         let has_c = |n: &Node<StdRng>| {
@@ -539,11 +541,11 @@ mod tests {
         let mut joined = false;
         for i in 1..=8u64 {
             let at = t0 + Duration::from_millis(250 * i);
-            let alive = Message::Neighbours {
+            let alive = Message::Neighbours(Neighbours {
                 nodes: Vec::new(),
                 reply: false,
                 coord: Coord::default(),
-            };
+            });
             n.handle(
                 at,
                 Input::Message {
@@ -559,7 +561,7 @@ mod tests {
             }
             joined |= sent
                 .iter()
-                .any(|(_, m)| matches!(m, Message::Join { mid, .. } if *mid == MID));
+                .any(|(_, m)| matches!(m, Message::Join(Join { mid, .. }) if *mid == MID));
         }
         assert!(joined, "joined again");
         assert!(!n.group(MID).unwrap().attached);

@@ -159,122 +159,341 @@ pub struct Data {
     pub(crate) frame: Bytes,
 }
 
+/// A node asks to enter the overlay. Routed hop by hop toward the
+/// joiner's own id; every node on the way sends the joiner its
+/// [`Message::Neighbours`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinOverlay {
+    /// The node that enters.
+    pub joiner: NodeInfo,
+}
+
+/// Nodes the receiver may add to its routing state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// The nodes (at most [`MAX_NEIGHBOURS_PER_MESSAGE`]).
+    pub nodes: Vec<NodeInfo>,
+    /// Whether the receiver should answer with its own neighbours.
+    pub reply: bool,
+    /// The sender's network coordinate: with the connection's measured
+    /// round-trip time, a sample for the receiver's own.
+    pub coord: Coord,
+}
+
+/// A request to join the tree of `mid`, sent one overlay hop toward the
+/// root, or handed down to a child by a node at its fan-out bound.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    /// The group.
+    pub mid: Mid,
+    /// The node that becomes the receiver's child.
+    pub joiner: NodeInfo,
+    /// The first sequence number the joiner still needs, if it has
+    /// received any before (a re-join); `None` for a new member, which
+    /// starts with the live messages.
+    pub want: Option<u64>,
+    /// What a re-join steers clear of; `None` for most joins (boxed so
+    /// that they do not carry its room, nor does every message).
+    pub detour: Option<Box<Detour>>,
+    /// The joiner's network coordinate, by which a node at its fan-out
+    /// bound picks the child to hand the join to.
+    pub coord: Coord,
+    /// The joiner is attached elsewhere and moves here because a
+    /// [`Message::PlaceOffer`] promised a shorter path from the root, or
+    /// a [`Message::Splice`] from its parent asked it to.
+    /// Such a join never creates forwarders or travels further up: a
+    /// node that cannot take it answers [`Message::MoveRefused`].
+    pub moving: bool,
+}
+
+/// From a child to its parent: hold back (`fed`) or send again the
+/// group's messages, which the child takes from its LAN island's
+/// leader instead (see [`crate::lan`]). Everything else on the link,
+/// fetches and heartbeats included, goes on as before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LanFed {
+    /// The group.
+    pub mid: Mid,
+    /// Whether the child is fed by the LAN.
+    pub fed: bool,
+}
+
+/// The sender is now the receiver's parent and is attached to the root.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinAck {
+    /// The group.
+    pub mid: Mid,
+    /// The sequence number of the first message the sender will send on
+    /// this link; anything the receiver wants before it comes from the
+    /// root's retention.
+    pub next: u64,
+    /// The root's epoch as the sender knows it.
+    pub epoch: u32,
+    /// The sender's path from the root: the root first, the sender last
+    /// (at most [`MAX_PATH`]). A receiver that finds itself on it would
+    /// close a cycle, and refuses.
+    pub path: Vec<NodeId>,
+    /// The sender's delay from the root along the tree, in µs, as it
+    /// estimates it; the receiver adds its own link's.
+    pub delay_us: u32,
+    /// The sender's network coordinate.
+    pub coord: Coord,
+    /// The group's multicast key (see [`crate::lan`]): tree nodes
+    /// hand it down with their acknowledgements, over the overlay's
+    /// TLS, so that members can read and seal datagrams on their LAN.
+    pub key: Option<Box<GroupKey>>,
+}
+
+/// Asks the tree for a better place for `node`: it climbs parent links
+/// to the root, which sets the delay budget, then descends toward the
+/// tree node nearest `node` within that budget, which answers with a
+/// [`Message::PlaceOffer`]. See [`crate::placement`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    /// The group.
+    pub mid: Mid,
+    /// The node looking for a better parent.
+    pub node: NodeInfo,
+    /// Its network coordinate.
+    pub coord: Coord,
+    /// `None` while climbing toward the root; then the most delay from
+    /// the root, in µs, the placement allows `node`.
+    pub budget_us: Option<u32>,
+}
+
+/// The sender has room for the receiver; the receiver moves there with
+/// a [`Message::Join`] (`moving`) if that is better enough.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The group.
+    pub mid: Mid,
+    /// The receiver's delay from the root through the sender, in µs.
+    pub delay_us: u32,
+    /// The delay of the link from the sender to the receiver, in µs.
+    pub edge_us: u32,
+    /// The budget the root set for the receiver's delay, in µs, on an
+    /// offer that ends the receiver's placement from the root; `None`
+    /// on the answer to a direct ask, which carries no news of it (the
+    /// asker knows its budget, and may have asked with a higher limit).
+    pub budget_us: Option<u32>,
+}
+
+/// The join cannot succeed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinReject {
+    /// The group.
+    pub mid: Mid,
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// The sender, the receiver's parent, forwards for no one else: the
+/// receiver should move (a join marked `moving`) to `parent`, the
+/// sender's parent, and the sender, left with no child, leaves the
+/// tree. The link straight from `parent` is no longer than the two
+/// through the sender, and one node fewer relays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Splice {
+    /// The group.
+    pub mid: Mid,
+    /// The sender's parent.
+    pub parent: NodeInfo,
+}
+
+/// The root accepted a publish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishAck {
+    /// The group.
+    pub mid: Mid,
+    /// The publisher's number for it.
+    pub pub_id: u64,
+    /// The sequence number the root gave it.
+    pub seq: u64,
+}
+
+/// The root, or a node on the way, refused a publish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishReject {
+    /// The group.
+    pub mid: Mid,
+    /// The publisher's number for it.
+    pub pub_id: u64,
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// Asks the root for the whole tree; routed toward the mid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TreeQuery {
+    /// The group.
+    pub mid: Mid,
+    /// The asker's number for the query.
+    pub query: u64,
+    /// Who to answer.
+    pub reply_to: NodeInfo,
+}
+
+/// A parent asks a child for its subtree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collect {
+    /// The group.
+    pub mid: Mid,
+    /// The parent's number for this collection.
+    pub query: u64,
+    /// How long the child may take, in milliseconds.
+    pub budget_ms: u32,
+}
+
+/// A child's subtree, answering [`Message::Collect`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collected {
+    /// The group.
+    pub mid: Mid,
+    /// The parent's number for this collection.
+    pub query: u64,
+    /// The subtree, the child first.
+    pub entries: Vec<TreeEntry>,
+}
+
+/// The root's answer to a [`Message::TreeQuery`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TreeReply {
+    /// The group.
+    pub mid: Mid,
+    /// The asker's number for the query.
+    pub query: u64,
+    /// The tree, root first, or why there is none.
+    pub result: Result<Vec<TreeEntry>, RejectReason>,
+}
+
+/// Sent to every tree neighbour a few times a second: the sender is
+/// alive, and this is where it stands in each group the two share.
+/// A list that leaves out a group the receiver thinks they share tells
+/// the receiver the relation is gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// `(mid, next)` for each group where the receiver is the sender's
+    /// parent: the next sequence number the sender expects.
+    pub up: Vec<(Mid, u64)>,
+    /// The same for each group where the receiver is the sender's
+    /// child. Kept apart from `up` so that each end can tell that the
+    /// other sees the link the same way round: two nodes that both
+    /// take the other for their parent (or child) after crossing moves
+    /// would otherwise both find the group listed and stay that way.
+    pub down: Vec<(Mid, u64)>,
+    /// `(mid, seq)` for each group where the receiver is the sender's
+    /// root or replica: the last sequence number the sender holds
+    /// (root: committed; replica: received).
+    pub replica: Vec<(Mid, u64)>,
+    /// The sender's network coordinate: keeps the receiver's view of its
+    /// tree neighbours current, and is a sample for its own.
+    pub coord: Coord,
+}
+
+/// Asks for messages `from..to` of a group, to fill a gap. Routed toward
+/// the root, which answers with [`Message::Fetched`] and
+/// [`Message::Lost`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// The group.
+    pub mid: Mid,
+    /// First sequence number wanted.
+    pub from: u64,
+    /// One past the last sequence number wanted.
+    pub to: u64,
+    /// Who to answer.
+    pub reply_to: NodeInfo,
+    /// The asker's number for a replay; 0 for the repair of its own
+    /// stream.
+    pub request: u64,
+}
+
+/// Messages `from..to` are no longer retained: the asker will never get
+/// them, and tells its application so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lost {
+    /// The group.
+    pub mid: Mid,
+    /// The asker's number from the fetch.
+    pub request: u64,
+    /// First lost sequence number.
+    pub from: u64,
+    /// One past the last lost one.
+    pub to: u64,
+}
+
+/// The root makes the receiver a replica of the group's state, starting
+/// a log at `first`: the [`Message::Replicate`]s that follow fill it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaSync {
+    /// The group.
+    pub mid: Mid,
+    /// The root's epoch.
+    pub epoch: u32,
+    /// The root.
+    pub root: NodeInfo,
+    /// Sequence number of the first message that follows.
+    pub first: u64,
+    /// The root's replica set, closest to the mid first (at most
+    /// [`MAX_REPLICAS`]): the order in which replicas take over.
+    pub replicas: Vec<NodeId>,
+    /// The group's multicast key, which a replica keeps when it takes
+    /// over.
+    pub key: Option<Box<GroupKey>>,
+}
+
+/// A replica holds the root's log up to `seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaAck {
+    /// The group.
+    pub mid: Mid,
+    /// The epoch the replica follows.
+    pub epoch: u32,
+    /// The last sequence number it holds.
+    pub seq: u64,
+}
+
+/// The receiver is not, or no longer, this group's root: the sender
+/// follows a newer root. A root that gets this steps down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotRoot {
+    /// The group.
+    pub mid: Mid,
+    /// The epoch the sender follows.
+    pub epoch: u32,
+    /// The root the sender follows.
+    pub root: NodeInfo,
+}
+
 /// A message between two overlay nodes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Message {
-    /// A node asks to enter the overlay. Routed hop by hop toward the
-    /// joiner's own id; every node on the way sends the joiner its
-    /// [`Message::Neighbours`].
-    JoinOverlay {
-        /// The node that enters.
-        joiner: NodeInfo,
-    },
-    /// Nodes the receiver may add to its routing state.
-    Neighbours {
-        /// The nodes (at most [`MAX_NEIGHBOURS_PER_MESSAGE`]).
-        nodes: Vec<NodeInfo>,
-        /// Whether the receiver should answer with its own neighbours.
-        reply: bool,
-        /// The sender's network coordinate: with the connection's measured
-        /// round-trip time, a sample for the receiver's own.
-        coord: Coord,
-    },
+    /// A node asks to enter the overlay. See [`JoinOverlay`].
+    JoinOverlay(JoinOverlay),
+    /// Nodes the receiver may add to its routing state. See [`Neighbours`].
+    Neighbours(Neighbours),
     /// A request to join the tree of `mid`, sent one overlay hop toward the
-    /// root, or handed down to a child by a node at its fan-out bound.
-    Join {
-        /// The group.
-        mid: Mid,
-        /// The node that becomes the receiver's child.
-        joiner: NodeInfo,
-        /// The first sequence number the joiner still needs, if it has
-        /// received any before (a re-join); `None` for a new member, which
-        /// starts with the live messages.
-        want: Option<u64>,
-        /// What a re-join steers clear of; `None` for most joins (boxed so
-        /// that they do not carry its room, nor does every message).
-        detour: Option<Box<Detour>>,
-        /// The joiner's network coordinate, by which a node at its fan-out
-        /// bound picks the child to hand the join to.
-        coord: Coord,
-        /// The joiner is attached elsewhere and moves here because a
-        /// [`Message::PlaceOffer`] promised a shorter path from the root, or
-        /// a [`Message::Splice`] from its parent asked it to.
-        /// Such a join never creates forwarders or travels further up: a
-        /// node that cannot take it answers [`Message::MoveRefused`].
-        moving: bool,
-    },
-    /// From a child to its parent: hold back (`fed`) or send again the
-    /// group's messages, which the child takes from its LAN island's
-    /// leader instead (see [`crate::lan`]). Everything else on the link,
-    /// fetches and heartbeats included, goes on as before.
-    LanFed {
-        /// The group.
-        mid: Mid,
-        /// Whether the child is fed by the LAN.
-        fed: bool,
-    },
-    /// The sender is now the receiver's parent and is attached to the root.
-    JoinAck {
-        /// The group.
-        mid: Mid,
-        /// The sequence number of the first message the sender will send on
-        /// this link; anything the receiver wants before it comes from the
-        /// root's retention.
-        next: u64,
-        /// The root's epoch as the sender knows it.
-        epoch: u32,
-        /// The sender's path from the root: the root first, the sender last
-        /// (at most [`MAX_PATH`]). A receiver that finds itself on it would
-        /// close a cycle, and refuses.
-        path: Vec<NodeId>,
-        /// The sender's delay from the root along the tree, in µs, as it
-        /// estimates it; the receiver adds its own link's.
-        delay_us: u32,
-        /// The sender's network coordinate.
-        coord: Coord,
-        /// The group's multicast key (see [`crate::lan`]): tree nodes
-        /// hand it down with their acknowledgements, over the overlay's
-        /// TLS, so that members can read and seal datagrams on their LAN.
-        key: Option<Box<GroupKey>>,
-    },
-    /// Asks the tree for a better place for `node`: it climbs parent links
-    /// to the root, which sets the delay budget, then descends toward the
-    /// tree node nearest `node` within that budget, which answers with a
-    /// [`Message::PlaceOffer`]. See [`crate::placement`].
-    Place {
-        /// The group.
-        mid: Mid,
-        /// The node looking for a better parent.
-        node: NodeInfo,
-        /// Its network coordinate.
-        coord: Coord,
-        /// `None` while climbing toward the root; then the most delay from
-        /// the root, in µs, the placement allows `node`.
-        budget_us: Option<u32>,
-    },
-    /// The sender has room for the receiver; the receiver moves there with
-    /// a [`Message::Join`] (`moving`) if that is better enough.
-    PlaceOffer {
-        /// The group.
-        mid: Mid,
-        /// The receiver's delay from the root through the sender, in µs.
-        delay_us: u32,
-        /// The delay of the link from the sender to the receiver, in µs.
-        edge_us: u32,
-        /// The budget the root set for the receiver's delay, in µs, on an
-        /// offer that ends the receiver's placement from the root; `None`
-        /// on the answer to a direct ask, which carries no news of it (the
-        /// asker knows its budget, and may have asked with a higher limit).
-        budget_us: Option<u32>,
-    },
-    /// The join cannot succeed.
-    JoinReject {
-        /// The group.
-        mid: Mid,
-        /// Why.
-        reason: RejectReason,
-    },
+    /// root, or handed down to a child by a node at its fan-out bound. See
+    /// [`Join`].
+    Join(Join),
+    /// From a child to its parent: hold back (`fed`) or send again the group's
+    /// messages, which the child takes from its LAN island's leader instead
+    /// (see [`crate::lan`]). See [`LanFed`].
+    LanFed(LanFed),
+    /// The sender is now the receiver's parent and is attached to the root. See
+    /// [`JoinAck`].
+    JoinAck(JoinAck),
+    /// Asks the tree for a better place for `node`: it climbs parent links to
+    /// the root, which sets the delay budget, then descends toward the tree
+    /// node nearest `node` within that budget, which answers with a
+    /// [`Message::PlaceOffer`]. See [`Place`].
+    Place(Place),
+    /// The sender has room for the receiver; the receiver moves there with a
+    /// [`Message::Join`] (`moving`) if that is better enough. See [`Offer`].
+    PlaceOffer(Offer),
+    /// The join cannot succeed. See [`JoinReject`].
+    JoinReject(JoinReject),
     /// The sender is no longer the receiver's child (nor its parent): it
     /// ends every link the two have in the group.
     Leave {
@@ -290,117 +509,42 @@ pub enum Message {
         mid: Mid,
     },
     /// The sender, the receiver's parent, forwards for no one else: the
-    /// receiver should move (a join marked `moving`) to `parent`, the
-    /// sender's parent, and the sender, left with no child, leaves the
-    /// tree. The link straight from `parent` is no longer than the two
-    /// through the sender, and one node fewer relays.
-    Splice {
-        /// The group.
-        mid: Mid,
-        /// The sender's parent.
-        parent: NodeInfo,
-    },
+    /// receiver should move (a join marked `moving`) to `parent`, the sender's
+    /// parent, and the sender, left with no child, leaves the tree. See
+    /// [`Splice`].
+    Splice(Splice),
     /// An application message on its way to the root.
     Publish(Publish),
-    /// The root accepted a publish.
-    PublishAck {
-        /// The group.
-        mid: Mid,
-        /// The publisher's number for it.
-        pub_id: u64,
-        /// The sequence number the root gave it.
-        seq: u64,
-    },
-    /// The root, or a node on the way, refused a publish.
-    PublishReject {
-        /// The group.
-        mid: Mid,
-        /// The publisher's number for it.
-        pub_id: u64,
-        /// Why.
-        reason: RejectReason,
-    },
+    /// The root accepted a publish. See [`PublishAck`].
+    PublishAck(PublishAck),
+    /// The root, or a node on the way, refused a publish. See
+    /// [`PublishReject`].
+    PublishReject(PublishReject),
     /// A group message on its way down the tree.
     Data(Data),
-    /// Asks the root for the whole tree; routed toward the mid.
-    TreeQuery {
-        /// The group.
-        mid: Mid,
-        /// The asker's number for the query.
-        query: u64,
-        /// Who to answer.
-        reply_to: NodeInfo,
-    },
-    /// A parent asks a child for its subtree.
-    Collect {
-        /// The group.
-        mid: Mid,
-        /// The parent's number for this collection.
-        query: u64,
-        /// How long the child may take, in milliseconds.
-        budget_ms: u32,
-    },
-    /// A child's subtree, answering [`Message::Collect`].
-    Collected {
-        /// The group.
-        mid: Mid,
-        /// The parent's number for this collection.
-        query: u64,
-        /// The subtree, the child first.
-        entries: Vec<TreeEntry>,
-    },
+    /// Asks the root for the whole tree; routed toward the mid. See
+    /// [`TreeQuery`].
+    TreeQuery(TreeQuery),
+    /// A parent asks a child for its subtree. See [`Collect`].
+    Collect(Collect),
+    /// A child's subtree, answering [`Message::Collect`]. See [`Collected`].
+    Collected(Collected),
     /// The sender is shutting down: drop it from routing state and trees
     /// now rather than wait for its connection to time out.
     Depart,
-    /// The root's answer to a [`Message::TreeQuery`].
-    TreeReply {
-        /// The group.
-        mid: Mid,
-        /// The asker's number for the query.
-        query: u64,
-        /// The tree, root first, or why there is none.
-        result: Result<Vec<TreeEntry>, RejectReason>,
-    },
-    /// Sent to every tree neighbour a few times a second: the sender is
-    /// alive, and this is where it stands in each group the two share.
-    /// A list that leaves out a group the receiver thinks they share tells
-    /// the receiver the relation is gone.
-    Heartbeat {
-        /// `(mid, next)` for each group where the receiver is the sender's
-        /// parent: the next sequence number the sender expects.
-        up: Vec<(Mid, u64)>,
-        /// The same for each group where the receiver is the sender's
-        /// child. Kept apart from `up` so that each end can tell that the
-        /// other sees the link the same way round: two nodes that both
-        /// take the other for their parent (or child) after crossing moves
-        /// would otherwise both find the group listed and stay that way.
-        down: Vec<(Mid, u64)>,
-        /// `(mid, seq)` for each group where the receiver is the sender's
-        /// root or replica: the last sequence number the sender holds
-        /// (root: committed; replica: received).
-        replica: Vec<(Mid, u64)>,
-        /// The sender's network coordinate: keeps the receiver's view of its
-        /// tree neighbours current, and is a sample for its own.
-        coord: Coord,
-    },
-    /// Asks for messages `from..to` of a group, to fill a gap. Routed toward
-    /// the root, which answers with [`Message::Fetched`] and
-    /// [`Message::Lost`].
-    Fetch {
-        /// The group.
-        mid: Mid,
-        /// First sequence number wanted.
-        from: u64,
-        /// One past the last sequence number wanted.
-        to: u64,
-        /// Who to answer.
-        reply_to: NodeInfo,
-        /// The asker's number for a replay; 0 for the repair of its own
-        /// stream.
-        request: u64,
-    },
+    /// The root's answer to a [`Message::TreeQuery`]. See [`TreeReply`].
+    TreeReply(TreeReply),
+    /// Sent to every tree neighbour a few times a second: the sender is alive,
+    /// and this is where it stands in each group the two share. See
+    /// [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// Asks for messages `from..to` of a group, to fill a gap. See [`Fetch`].
+    Fetch(Fetch),
     /// One retained message, answering [`Message::Fetch`]. The payload
-    /// follows the header on the wire.
+    /// follows the header on the wire. Its fields stay in the variant:
+    /// beside the tag they cost no room, in a struct of their own they
+    /// would make every message larger (a [`Data`] is the largest
+    /// variant, and the request number would pad it).
     Fetched {
         /// The asker's number from the fetch.
         request: u64,
@@ -408,57 +552,20 @@ pub enum Message {
         data: Data,
     },
     /// Messages `from..to` are no longer retained: the asker will never get
-    /// them, and tells its application so.
-    Lost {
-        /// The group.
-        mid: Mid,
-        /// The asker's number from the fetch.
-        request: u64,
-        /// First lost sequence number.
-        from: u64,
-        /// One past the last lost one.
-        to: u64,
-    },
-    /// The root makes the receiver a replica of the group's state, starting
-    /// a log at `first`: the [`Message::Replicate`]s that follow fill it.
-    ReplicaSync {
-        /// The group.
-        mid: Mid,
-        /// The root's epoch.
-        epoch: u32,
-        /// The root.
-        root: NodeInfo,
-        /// Sequence number of the first message that follows.
-        first: u64,
-        /// The root's replica set, closest to the mid first (at most
-        /// [`MAX_REPLICAS`]): the order in which replicas take over.
-        replicas: Vec<NodeId>,
-        /// The group's multicast key, which a replica keeps when it takes
-        /// over.
-        key: Option<Box<GroupKey>>,
-    },
+    /// them, and tells its application so. See [`Lost`].
+    Lost(Lost),
+    /// The root makes the receiver a replica of the group's state, starting a
+    /// log at `first`: the [`Message::Replicate`]s that follow fill it. See
+    /// [`ReplicaSync`].
+    ReplicaSync(ReplicaSync),
     /// One message of the root's log, for a replica. The payload follows
     /// the header on the wire.
     Replicate(Data),
-    /// A replica holds the root's log up to `seq`.
-    ReplicaAck {
-        /// The group.
-        mid: Mid,
-        /// The epoch the replica follows.
-        epoch: u32,
-        /// The last sequence number it holds.
-        seq: u64,
-    },
-    /// The receiver is not, or no longer, this group's root: the sender
-    /// follows a newer root. A root that gets this steps down.
-    NotRoot {
-        /// The group.
-        mid: Mid,
-        /// The epoch the sender follows.
-        epoch: u32,
-        /// The root the sender follows.
-        root: NodeInfo,
-    },
+    /// A replica holds the root's log up to `seq`. See [`ReplicaAck`].
+    ReplicaAck(ReplicaAck),
+    /// The receiver is not, or no longer, this group's root: the sender follows
+    /// a newer root. See [`NotRoot`].
+    NotRoot(NotRoot),
 }
 
 impl Message {
@@ -486,35 +593,47 @@ impl Message {
     /// A short name of the message kind, for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::JoinOverlay { .. } => "join-overlay",
-            Message::Neighbours { .. } => "neighbours",
-            Message::Join { .. } => "join",
-            Message::JoinAck { .. } => "join-ack",
-            Message::LanFed { .. } => "lan-fed",
-            Message::JoinReject { .. } => "join-reject",
-            Message::Place { .. } => "place",
-            Message::PlaceOffer { .. } => "place-offer",
+            Message::JoinOverlay(_) => "join-overlay",
+            Message::Neighbours(_) => "neighbours",
+            Message::Join(_) => "join",
+            Message::JoinAck(_) => "join-ack",
+            Message::LanFed(_) => "lan-fed",
+            Message::JoinReject(_) => "join-reject",
+            Message::Place(_) => "place",
+            Message::PlaceOffer(_) => "place-offer",
             Message::Leave { .. } => "leave",
             Message::MoveRefused { .. } => "move-refused",
-            Message::Splice { .. } => "splice",
+            Message::Splice(_) => "splice",
             Message::Publish(_) => "publish",
-            Message::PublishAck { .. } => "publish-ack",
-            Message::PublishReject { .. } => "publish-reject",
+            Message::PublishAck(_) => "publish-ack",
+            Message::PublishReject(_) => "publish-reject",
             Message::Data(_) => "data",
-            Message::TreeQuery { .. } => "tree-query",
-            Message::Collect { .. } => "collect",
-            Message::Collected { .. } => "collected",
+            Message::TreeQuery(_) => "tree-query",
+            Message::Collect(_) => "collect",
+            Message::Collected(_) => "collected",
             Message::Depart => "depart",
-            Message::TreeReply { .. } => "tree-reply",
-            Message::Heartbeat { .. } => "heartbeat",
-            Message::Fetch { .. } => "fetch",
+            Message::TreeReply(_) => "tree-reply",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::Fetch(_) => "fetch",
             Message::Fetched { .. } => "fetched",
-            Message::Lost { .. } => "lost",
-            Message::ReplicaSync { .. } => "replica-sync",
+            Message::Lost(_) => "lost",
+            Message::ReplicaSync(_) => "replica-sync",
             Message::Replicate(_) => "replicate",
-            Message::ReplicaAck { .. } => "replica-ack",
-            Message::NotRoot { .. } => "not-root",
+            Message::ReplicaAck(_) => "replica-ack",
+            Message::NotRoot(_) => "not-root",
         }
+    }
+}
+
+impl Join {
+    /// The node this join routes around (see [`Detour::around`]).
+    pub fn around(&self) -> Option<NodeId> {
+        self.detour.as_ref().and_then(|d| d.around)
+    }
+
+    /// The node whose re-join this join carries on (see [`Detour::origin`]).
+    pub fn origin(&self) -> Option<NodeId> {
+        self.detour.as_ref().and_then(|d| d.origin)
     }
 }
 

@@ -13,7 +13,12 @@ use rustc_hash::FxSeededState;
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output, Timer, TreeError};
-use crate::message::{Detour, Message, NodeInfo};
+use crate::message::{
+    Collect, Collected, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours,
+    NotRoot, Place, PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
+    TreeReply,
+};
+use crate::message::{Message, NodeInfo};
 use crate::publish::PendingPublish;
 use crate::replica::Replica;
 use crate::routing::RoutingTable;
@@ -215,106 +220,66 @@ impl<R: Rng> Node<R> {
             self.alive_again(from.id);
         }
         match msg {
-            Message::JoinOverlay { joiner } => self.on_join_overlay(from, joiner),
-            Message::Neighbours {
+            Message::JoinOverlay(JoinOverlay { joiner }) => self.on_join_overlay(from, joiner),
+            Message::Neighbours(Neighbours {
                 nodes,
                 reply,
                 coord,
-            } => {
+            }) => {
                 self.learn_coord(from.id, &coord);
                 self.on_neighbours(from, nodes, reply)
             }
-            Message::Join {
-                mid,
-                joiner,
-                want,
-                detour,
-                coord,
-                moving,
-            } => {
-                if joiner.id == from.id {
-                    self.learn_coord(from.id, &coord);
+            Message::Join(join) => {
+                if join.joiner.id == from.id {
+                    self.learn_coord(from.id, &join.coord);
                 }
-                let Detour { around, origin } = detour.map(|d| *d).unwrap_or_default();
-                let join = crate::tree::JoinRequest {
-                    joiner,
-                    want,
-                    around,
-                    origin,
-                    coord,
-                    moving,
-                };
-                self.on_join(from, mid, join)
+                self.on_join(from, join)
             }
-            Message::Place {
+            Message::Place(Place {
                 mid,
                 node,
                 coord,
                 budget_us,
-            } => self.on_place(from, mid, node, coord, budget_us),
-            Message::PlaceOffer {
-                mid,
-                delay_us,
-                edge_us,
-                budget_us,
-            } => {
-                let offer = crate::placement::Offer {
-                    delay_us,
-                    edge_us,
-                    budget_us,
-                };
-                self.on_place_offer(from, mid, offer)
+            }) => self.on_place(from, mid, node, coord, budget_us),
+            Message::PlaceOffer(offer) => self.on_place_offer(from, offer),
+            Message::JoinAck(ack) => {
+                self.learn_coord(from.id, &ack.coord);
+                self.on_join_ack(from, ack)
             }
-            Message::JoinAck {
-                mid,
-                next,
-                epoch,
-                path,
-                delay_us,
-                coord,
-                key,
-            } => {
-                self.learn_coord(from.id, &coord);
-                let ack = crate::tree::JoinAck {
-                    next,
-                    epoch,
-                    path,
-                    delay_us,
-                    coord,
-                    key,
-                };
-                self.on_join_ack(from, mid, ack)
+            Message::JoinReject(JoinReject { mid, reason }) => {
+                self.on_join_reject(from, mid, reason)
             }
-            Message::JoinReject { mid, reason } => self.on_join_reject(from, mid, reason),
-            Message::LanFed { mid, fed } => self.on_lan_fed(from.id, mid, fed),
+            Message::LanFed(LanFed { mid, fed }) => self.on_lan_fed(from.id, mid, fed),
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::MoveRefused { mid } => self.on_move_refused(from, mid),
-            Message::Splice { mid, parent } => self.on_splice(from, mid, parent),
+            Message::Splice(Splice { mid, parent }) => self.on_splice(from, mid, parent),
             Message::Publish(p) => self.on_publish(p),
-            Message::PublishAck { mid, pub_id, seq } => self.publish_answered(mid, pub_id, Ok(seq)),
-            Message::PublishReject {
+            Message::PublishAck(PublishAck { mid, pub_id, seq }) => {
+                self.publish_answered(mid, pub_id, Ok(seq))
+            }
+            Message::PublishReject(PublishReject {
                 mid,
                 pub_id,
                 reason,
-            } => self.publish_answered(mid, pub_id, Err(reason)),
+            }) => self.publish_answered(mid, pub_id, Err(reason)),
             Message::Data(d) => self.on_data(from, d),
             Message::Depart => self.peer_lost(from.id),
-            Message::TreeQuery {
+            Message::TreeQuery(TreeQuery {
                 mid,
                 query,
                 reply_to,
-            } => self.on_tree_query(mid, query, reply_to),
-            Message::Collect {
+            }) => self.on_tree_query(mid, query, reply_to),
+            Message::Collect(Collect {
                 mid,
                 query,
                 budget_ms,
-            } => self.on_collect(from, mid, query, budget_ms),
-            Message::Collected {
+            }) => self.on_collect(from, mid, query, budget_ms),
+            Message::Collected(Collected {
                 mid,
                 query,
                 entries,
-            } => self.on_collected(from, mid, query, entries),
-            Message::TreeReply { mid, query, result } => {
+            }) => self.on_collected(from, mid, query, entries),
+            Message::TreeReply(TreeReply { mid, query, result }) => {
                 if self.queries.remove(&query) == Some(mid) {
                     self.emit(Event::Tree {
                         request: query,
@@ -323,33 +288,35 @@ impl<R: Rng> Node<R> {
                     });
                 }
             }
-            Message::Heartbeat {
+            Message::Heartbeat(Heartbeat {
                 up,
                 down,
                 replica,
                 coord,
-            } => {
+            }) => {
                 self.learn_coord(from.id, &coord);
                 self.on_heartbeat(from, up, down, replica, coord)
             }
-            Message::Fetch {
+            Message::Fetch(Fetch {
                 mid,
                 from: first,
                 to,
                 reply_to,
                 request,
-            } => self.on_fetch(mid, first, to, reply_to, request),
+            }) => self.on_fetch(mid, first, to, reply_to, request),
             Message::Fetched { request, data } => self.on_fetched(request, data),
-            Message::Lost {
+            Message::Lost(Lost {
                 mid,
                 request,
                 from: first,
                 to,
-            } => self.on_lost(mid, request, first, to),
-            sync @ Message::ReplicaSync { .. } => self.on_replica_sync(from, sync),
+            }) => self.on_lost(mid, request, first, to),
+            sync @ Message::ReplicaSync(ReplicaSync { .. }) => self.on_replica_sync(from, sync),
             Message::Replicate(d) => self.on_replicate(from, d),
-            Message::ReplicaAck { mid, epoch, seq } => self.on_replica_ack(from, mid, epoch, seq),
-            Message::NotRoot { mid, epoch, root } => self.on_not_root(mid, epoch, root),
+            Message::ReplicaAck(ReplicaAck { mid, epoch, seq }) => {
+                self.on_replica_ack(from, mid, epoch, seq)
+            }
+            Message::NotRoot(NotRoot { mid, epoch, root }) => self.on_not_root(mid, epoch, root),
         }
     }
 

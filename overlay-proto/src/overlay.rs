@@ -41,6 +41,7 @@ use rand::Rng;
 
 use crate::id::NodeId;
 use crate::interface::{Event, Output, Timer};
+use crate::message::{JoinOverlay, Neighbours};
 use crate::message::{Message, NodeInfo, MAX_NEIGHBOURS_PER_MESSAGE};
 use crate::node::{Node, Phase};
 
@@ -91,7 +92,7 @@ impl<R: Rng> Node<R> {
             Some(peer) if peer.id != self.me().id => {
                 self.table.insert(peer);
                 let me = self.me();
-                self.send(peer, Message::JoinOverlay { joiner: me });
+                self.send(peer, Message::JoinOverlay(JoinOverlay { joiner: me }));
             }
             Some(_) => tracing::warn!(%addr, "bootstrap address is this node itself"),
             None => tracing::debug!(%addr, "bootstrap dial failed"),
@@ -159,16 +160,16 @@ impl<R: Rng> Node<R> {
         let nodes = self.neighbours_for(joiner.id);
         self.send(
             joiner,
-            Message::Neighbours {
+            Message::Neighbours(Neighbours {
                 nodes,
                 reply: false,
                 coord: self.coord,
-            },
+            }),
         );
         // Route on before learning the joiner, so the route cannot end at it.
         if let Some(next) = self.table.next_hop(joiner.id.key(), &[joiner.id]) {
             if next.id != from.id {
-                self.send(next, Message::JoinOverlay { joiner });
+                self.send(next, Message::JoinOverlay(JoinOverlay { joiner }));
             }
         }
         self.table.insert(joiner);
@@ -196,11 +197,11 @@ impl<R: Rng> Node<R> {
             let nodes = self.table.useful_to(from.id, MAX_NEIGHBOURS_PER_MESSAGE);
             self.send(
                 from,
-                Message::Neighbours {
+                Message::Neighbours(Neighbours {
                     nodes,
                     reply: false,
                     coord: self.coord,
-                },
+                }),
             );
         }
         if let Phase::Bootstrapping { deferred, .. } = &mut self.phase {
@@ -218,11 +219,11 @@ impl<R: Rng> Node<R> {
     fn ask_neighbours(&mut self, n: NodeInfo) {
         self.send(
             n,
-            Message::Neighbours {
+            Message::Neighbours(Neighbours {
                 nodes: Vec::new(),
                 reply: true,
                 coord: self.coord,
-            },
+            }),
         );
     }
 
@@ -335,6 +336,7 @@ impl<R: Rng> Node<R> {
 
 #[cfg(test)]
 mod tests {
+    use crate::message::Neighbours;
     use std::time::{Duration, Instant};
 
     use crate::config::Config;
@@ -348,11 +350,11 @@ mod tests {
     const B: u128 = 0x3000_0000_0000_0000_0000_0000_0000_0000;
 
     fn answer() -> Message {
-        Message::Neighbours {
+        Message::Neighbours(Neighbours {
             nodes: Vec::new(),
             reply: false,
             coord: Default::default(),
-        }
+        })
     }
 
     #[test]
@@ -371,7 +373,8 @@ mod tests {
             drain(n)
                 .iter()
                 .filter(|(to, m)| {
-                    *to == NodeId(A) && matches!(m, Message::Neighbours { reply: true, .. })
+                    *to == NodeId(A)
+                        && matches!(m, Message::Neighbours(Neighbours { reply: true, .. }))
                 })
                 .count()
         };

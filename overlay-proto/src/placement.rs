@@ -106,9 +106,9 @@ use rand::Rng;
 use crate::coord::{random_direction, Coord};
 use crate::id::{Mid, NodeId};
 use crate::interface::Timer;
+use crate::message::{Join, Offer, Place, Splice};
 use crate::message::{Message, NodeInfo};
 use crate::node::Node;
-use crate::tree::JoinRequest;
 
 /// Round-trip times of connected peers outside the routing table that a
 /// node remembers: enough for the tree neighbours it just met and the
@@ -267,7 +267,7 @@ impl<R: Rng> Node<R> {
         let worth = g.path.len() > 1;
         self.arm_optimize(mid);
         if let Some((child, parent)) = lone {
-            self.send(child, Message::Splice { mid, parent });
+            self.send(child, Message::Splice(Splice { mid, parent }));
             return;
         }
         let (Some(p), true) = (parent, worth && coord.is_sane()) else {
@@ -275,12 +275,12 @@ impl<R: Rng> Node<R> {
         };
         self.send(
             p,
-            Message::Place {
+            Message::Place(Place {
                 mid,
                 node: me,
                 coord,
                 budget_us: None,
-            },
+            }),
         );
         // The descent follows one branch; our nearest neighbours may be
         // tree nodes with room on another.
@@ -289,12 +289,12 @@ impl<R: Rng> Node<R> {
         };
         for n in self.table.nearest(self.cfg.placement_asks) {
             if n.id != p.id {
-                let ask = Message::Place {
+                let ask = Message::Place(Place {
                     mid,
                     node: me,
                     coord,
                     budget_us: Some(limit),
-                };
+                });
                 self.send(n, ask);
             }
         }
@@ -329,15 +329,15 @@ impl<R: Rng> Node<R> {
             return;
         };
         g.moving = Some(to.id);
-        let join = JoinRequest {
+        let join = Join {
+            mid,
             joiner: me,
             want: g.stream.next,
-            around: None,
-            origin: None,
+            detour: None,
             coord,
             moving: true,
         };
-        self.send(to, join.message(mid));
+        self.send(to, Message::Join(join));
     }
 
     /// Offers `node` a place below us in `mid`: `delay_us` from the root
@@ -350,12 +350,12 @@ impl<R: Rng> Node<R> {
         edge_us: u32,
         budget_us: Option<u32>,
     ) {
-        let offer = Message::PlaceOffer {
+        let offer = Message::PlaceOffer(Offer {
             mid,
             delay_us,
             edge_us,
             budget_us,
-        };
+        });
         self.send(node, offer);
     }
 
@@ -380,12 +380,12 @@ impl<R: Rng> Node<R> {
             // Climbing: only our own subtree climbs through us.
             None if !g.is_root() => {
                 if let (true, Some(p)) = (g.children.contains_key(&from.id), g.parent) {
-                    let msg = Message::Place {
+                    let msg = Message::Place(Place {
                         mid,
                         node,
                         coord,
                         budget_us: None,
-                    };
+                    });
                     self.send(p, msg);
                 }
                 return;
@@ -442,12 +442,12 @@ impl<R: Rng> Node<R> {
                 .map(|c| c.info),
         };
         if let Some(to) = to {
-            let msg = Message::Place {
+            let msg = Message::Place(Place {
                 mid,
                 node,
                 coord,
                 budget_us: Some(budget),
-            };
+            });
             self.send(to, msg);
         }
     }
@@ -476,7 +476,8 @@ impl<R: Rng> Node<R> {
             .collect()
     }
 
-    pub(crate) fn on_place_offer(&mut self, from: NodeInfo, mid: Mid, offer: Offer) {
+    pub(crate) fn on_place_offer(&mut self, from: NodeInfo, offer: Offer) {
+        let mid = offer.mid;
         let gain_pct = self.cfg.move_gain_pct as u64;
         let Some(g) = self.groups.get(&mid) else {
             return;
@@ -578,14 +579,6 @@ impl RttMemory {
     }
 }
 
-/// What a [`Message::PlaceOffer`] promises.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Offer {
-    pub(crate) delay_us: u32,
-    pub(crate) edge_us: u32,
-    pub(crate) budget_us: Option<u32>,
-}
-
 /// One candidate parent, as a placement sees it.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
@@ -602,6 +595,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::interface::{Command, Input};
+    use crate::message::JoinAck;
     use crate::test_support::{deliver, drain, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
@@ -617,7 +611,7 @@ mod tests {
     }
 
     fn ack(path: &[u128], delay_us: u32) -> Message {
-        Message::JoinAck {
+        Message::JoinAck(JoinAck {
             mid: MID,
             next: 1,
             epoch: 1,
@@ -625,7 +619,7 @@ mod tests {
             delay_us,
             coord: Coord::default(),
             key: None,
-        }
+        })
     }
 
     /// N, a member attached under ROOT -> P, 80 ms from the root.
@@ -651,12 +645,12 @@ mod tests {
     }
 
     fn offer(delay_us: u32, edge_us: u32) -> Message {
-        Message::PlaceOffer {
+        Message::PlaceOffer(Offer {
             mid: MID,
             delay_us,
             edge_us,
             budget_us: Some(60_000),
-        }
+        })
     }
 
     #[test]
@@ -668,7 +662,7 @@ mod tests {
         let sent = deliver(&mut n, M, offer(50_000, 5_000));
         assert!(matches!(
             sent[..],
-            [(to, Message::Join { moving: true, want: Some(1), .. })] if to == NodeId(M)
+            [(to, Message::Join(Join { moving: true, want: Some(1), .. }))] if to == NodeId(M)
         ));
         // Until M answers, P stays our parent.
         assert_eq!(n.group(MID).unwrap().parent.map(|p| p.id), Some(NodeId(P)));
@@ -724,16 +718,16 @@ mod tests {
         // N adopts M. M then turns N's move away (N is above it now).
         let mut n = attached_n();
         deliver(&mut n, M, offer(40_000, 5_000));
-        let move_of_m = Message::Join {
+        let move_of_m = Message::Join(Join {
             mid: MID,
             joiner: info(M),
             want: Some(1),
             detour: None,
             coord: Coord::default(),
             moving: true,
-        };
+        });
         let sent = deliver(&mut n, M, move_of_m);
-        assert!(matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(M)));
+        assert!(matches!(sent[..], [(to, Message::JoinAck(JoinAck { .. }))] if to == NodeId(M)));
         assert!(n
             .group(MID)
             .unwrap()
@@ -764,14 +758,14 @@ mod tests {
     fn a_forwarder_that_relays_for_one_child_hands_it_to_its_parent() {
         // N's join made M a forwarder under P.
         let mut m = node(M, &[ROOT, P, N]);
-        let join = Message::Join {
+        let join = Message::Join(Join {
             mid: MID,
             joiner: info(N),
             want: None,
             detour: None,
             coord: Coord::default(),
             moving: false,
-        };
+        });
         deliver(&mut m, N, join);
         deliver(&mut m, P, ack(&[ROOT, P], 30_000));
         assert!(m.group(MID).unwrap().attached);
@@ -780,21 +774,23 @@ mod tests {
         m.handle(due, Input::Timer(Timer::Optimize(MID)));
         let sent = drain(&mut m);
         assert!(
-            matches!(&sent[..], [(to, Message::Splice { parent, .. })] if *to == NodeId(N) && parent.id == NodeId(P)),
+            matches!(&sent[..], [(to, Message::Splice(Splice { parent, .. }))] if *to == NodeId(N) && parent.id == NodeId(P)),
             "{sent:?}"
         );
         // N, under ROOT -> P, moves to ROOT when P steps aside; not for
         // anyone else, nor to a node that is not its parent's parent.
         let mut n = attached_n();
-        let splice = |to| Message::Splice {
-            mid: MID,
-            parent: info(to),
+        let splice = |to| {
+            Message::Splice(Splice {
+                mid: MID,
+                parent: info(to),
+            })
         };
         assert!(deliver(&mut n, M, splice(ROOT)).is_empty());
         assert!(deliver(&mut n, P, splice(M)).is_empty());
         let sent = deliver(&mut n, P, splice(ROOT));
         assert!(
-            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(ROOT)),
+            matches!(sent[..], [(to, Message::Join(Join { moving: true, .. }))] if to == NodeId(ROOT)),
             "{sent:?}"
         );
         // P stays its parent until ROOT takes it.
@@ -805,13 +801,15 @@ mod tests {
     fn a_moving_join_never_makes_forwarders_or_cycles() {
         // Off the tree: refused, no state kept, nothing routed on.
         let mut m = node(M, &[ROOT, P, N]);
-        let join = |want| Message::Join {
-            mid: MID,
-            joiner: info(N),
-            want,
-            detour: None,
-            coord: Coord::default(),
-            moving: true,
+        let join = |want| {
+            Message::Join(Join {
+                mid: MID,
+                joiner: info(N),
+                want,
+                detour: None,
+                coord: Coord::default(),
+                moving: true,
+            })
         };
         let sent = deliver(&mut m, N, join(Some(1)));
         assert!(matches!(sent[..], [(to, Message::MoveRefused { .. })] if to == NodeId(N)));
@@ -842,24 +840,24 @@ mod tests {
         drain(&mut root);
         let mid = root.groups()[0].mid;
         // P is the root's child; N asks through it.
-        let join = Message::Join {
+        let join = Message::Join(Join {
             mid,
             joiner: info(P),
             want: None,
             detour: None,
             coord: Coord::default(),
             moving: false,
-        };
+        });
         deliver(&mut root, P, join);
-        let place = Message::Place {
+        let place = Message::Place(Place {
             mid,
             node: info(N),
             coord: Coord::default(),
             budget_us: None,
-        };
+        });
         let sent = deliver(&mut root, P, place.clone());
         assert!(
-            matches!(sent[..], [(to, Message::PlaceOffer { .. })] if to == NodeId(N)),
+            matches!(sent[..], [(to, Message::PlaceOffer(Offer { .. }))] if to == NodeId(N)),
             "{sent:?}"
         );
         // Only a child may make a node climb: a stranger's request at a
@@ -872,12 +870,12 @@ mod tests {
     }
 
     fn ask(budget_us: u32) -> Message {
-        Message::Place {
+        Message::Place(Place {
             mid: MID,
             node: info(N),
             coord: Coord::default(),
             budget_us: Some(budget_us),
-        }
+        })
     }
 
     #[test]
@@ -897,28 +895,28 @@ mod tests {
         assert!(
             matches!(
                 sent[..],
-                [(to, Message::PlaceOffer { budget_us: None, delay_us, .. })]
+                [(to, Message::PlaceOffer(Offer { budget_us: None, delay_us, .. }))]
                     if to == NodeId(N) && delay_us >= 10_000
             ),
             "{sent:?}"
         );
         // Asked on another's behalf by a node that is not our parent: no.
-        let stranger = Message::Place {
+        let stranger = Message::Place(Place {
             mid: MID,
             node: info(M),
             coord: Coord::default(),
             budget_us: Some(1_000_000),
-        };
+        });
         assert!(deliver(&mut p, N, stranger).is_empty());
         // Full: no offer.
-        let join = Message::Join {
+        let join = Message::Join(Join {
             mid: MID,
             joiner: info(M),
             want: None,
             detour: None,
             coord: Coord::default(),
             moving: false,
-        };
+        });
         deliver(&mut p, M, join);
         assert_eq!(p.group(MID).unwrap().children.len(), 1);
         assert!(deliver(&mut p, N, ask(1_000_000)).is_empty());
@@ -942,7 +940,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(3);
         let sent = look(&mut n, later);
         assert!(
-            matches!(sent[..], [(to, Message::Place { budget_us: None, .. })] if to == NodeId(P)),
+            matches!(sent[..], [(to, Message::Place(Place { budget_us: None, .. }))] if to == NodeId(P)),
             "{sent:?}"
         );
         // An offer not worth a move still tells us our budget: the next
@@ -956,10 +954,10 @@ mod tests {
             .filter(|(_, m)| {
                 matches!(
                     m,
-                    Message::Place {
+                    Message::Place(Place {
                         budget_us: Some(88_000),
                         ..
-                    }
+                    })
                 )
             })
             .map(|(to, _)| *to)
@@ -984,15 +982,15 @@ mod tests {
             Input::Timer(Timer::Optimize(MID)),
         );
         drain(&mut n);
-        let echo = Message::PlaceOffer {
+        let echo = Message::PlaceOffer(Offer {
             mid: MID,
             delay_us: 79_000,
             edge_us: 5_000,
             budget_us: None,
-        };
+        });
         let sent = deliver(&mut n, M, echo);
         assert!(
-            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(M)),
+            matches!(sent[..], [(to, Message::Join(Join { moving: true, .. }))] if to == NodeId(M)),
             "{sent:?}"
         );
         assert_eq!(n.groups[&MID].budget_us, Some(60_000));
@@ -1008,7 +1006,7 @@ mod tests {
         // On a link of 15 ms, it is a step down worth taking.
         let sent = deliver(&mut n, M, offer(88_000, 15_000));
         assert!(
-            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(M)),
+            matches!(sent[..], [(to, Message::Join(Join { moving: true, .. }))] if to == NodeId(M)),
             "{sent:?}"
         );
         // Steps down turned off, the same offer is no move.
@@ -1026,17 +1024,19 @@ mod tests {
         // A place 5 ms away below a node as far from the root as we are is
         // not taken, short as its link is: a node there may be moving below
         // us at this moment, and the two moves would close a cycle.
-        let wide = |delay_us, edge_us| Message::PlaceOffer {
-            mid: MID,
-            delay_us,
-            edge_us,
-            budget_us: Some(200_000),
+        let wide = |delay_us, edge_us| {
+            Message::PlaceOffer(Offer {
+                mid: MID,
+                delay_us,
+                edge_us,
+                budget_us: Some(200_000),
+            })
         };
         assert!(deliver(&mut n, M, wide(85_000, 5_000)).is_empty());
         // 1 ms nearer the root than we are, it is.
         let sent = deliver(&mut n, M, wide(84_000, 5_000));
         assert!(
-            matches!(sent[..], [(to, Message::Join { moving: true, .. })] if to == NodeId(M)),
+            matches!(sent[..], [(to, Message::Join(Join { moving: true, .. }))] if to == NodeId(M)),
             "{sent:?}"
         );
     }
@@ -1047,7 +1047,7 @@ mod tests {
         let sent = deliver(&mut n, M, offer(50_000, 5_000));
         assert!(matches!(
             sent[..],
-            [(_, Message::Join { moving: true, .. })]
+            [(_, Message::Join(Join { moving: true, .. }))]
         ));
         // By the time M answers, a node above it has moved, and M is 85 ms
         // from the root, farther than our 80: its path does not hold us,
@@ -1064,7 +1064,7 @@ mod tests {
         let sent = deliver(&mut n, M, offer(50_000, 5_000));
         assert!(matches!(
             sent[..],
-            [(_, Message::Join { moving: true, .. })]
+            [(_, Message::Join(Join { moving: true, .. }))]
         ));
     }
 

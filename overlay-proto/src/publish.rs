@@ -20,6 +20,7 @@ use rand::Rng;
 use crate::id::Mid;
 use crate::interface::{Event, PublishError, Timer};
 use crate::message::{Message, Publish, RejectReason};
+use crate::message::{PublishAck, PublishReject};
 use crate::node::Node;
 
 /// A publish of this node waiting for the root's answer.
@@ -99,12 +100,12 @@ impl<R: Rng> Node<R> {
             self.publish_answered(mid, pub_id, result);
         } else {
             let msg = match result {
-                Ok(seq) => Message::PublishAck { mid, pub_id, seq },
-                Err(reason) => Message::PublishReject {
+                Ok(seq) => Message::PublishAck(PublishAck { mid, pub_id, seq }),
+                Err(reason) => Message::PublishReject(PublishReject {
                     mid,
                     pub_id,
                     reason,
-                },
+                }),
             };
             self.send(p.publisher, msg);
         }

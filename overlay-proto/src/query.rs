@@ -15,6 +15,7 @@ use rand::Rng;
 
 use crate::id::{Mid, NodeId};
 use crate::interface::{Event, Timer, TreeError};
+use crate::message::{Collect, Collected, TreeQuery, TreeReply};
 use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
 use crate::node::Node;
 
@@ -60,11 +61,11 @@ impl<R: Rng> Node<R> {
                 self.queries.insert(request, mid);
                 self.send(
                     next,
-                    Message::TreeQuery {
+                    Message::TreeQuery(TreeQuery {
                         mid,
                         query: request,
                         reply_to,
-                    },
+                    }),
                 );
                 self.set_timer(self.cfg.tree_query_budget * 2, Timer::QueryTimeout(request));
             }
@@ -90,20 +91,20 @@ impl<R: Rng> Node<R> {
         } else if let Some(next) = self.table.next_hop(mid.key(), &[]) {
             self.send(
                 next,
-                Message::TreeQuery {
+                Message::TreeQuery(TreeQuery {
                     mid,
                     query,
                     reply_to,
-                },
+                }),
             );
         } else {
             self.send(
                 reply_to,
-                Message::TreeReply {
+                Message::TreeReply(TreeReply {
                     mid,
                     query,
                     result: Err(RejectReason::UnknownGroup),
-                },
+                }),
             );
         }
     }
@@ -118,11 +119,11 @@ impl<R: Rng> Node<R> {
             // us as not responding rather than wait.
             self.send(
                 from,
-                Message::Collected {
+                Message::Collected(Collected {
                     mid,
                     query,
                     entries: Vec::new(),
-                },
+                }),
             );
             return;
         }
@@ -167,11 +168,11 @@ impl<R: Rng> Node<R> {
         for child in &children {
             self.send(
                 *child,
-                Message::Collect {
+                Message::Collect(Collect {
                     mid,
                     query: id,
                     budget_ms,
-                },
+                }),
             );
         }
         self.collections.insert(id, c);
@@ -258,20 +259,20 @@ impl<R: Rng> Node<R> {
                 }
                 self.send(
                     to,
-                    Message::TreeReply {
+                    Message::TreeReply(TreeReply {
                         mid,
                         query,
                         result: Ok(c.entries),
-                    },
+                    }),
                 )
             }
             Answer::Parent { to, query } => self.send(
                 to,
-                Message::Collected {
+                Message::Collected(Collected {
                     mid,
                     query,
                     entries: c.entries,
-                },
+                }),
             ),
         }
     }

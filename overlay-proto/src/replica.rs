@@ -32,6 +32,7 @@ use crate::id::{distance, Mid, NodeId};
 use crate::lan::GroupKey;
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
+use crate::message::{NotRoot, ReplicaAck, ReplicaSync};
 use crate::node::Node;
 use crate::root::Root;
 use crate::tree::Group;
@@ -113,14 +114,14 @@ impl<R: Rng> Node<R> {
 
     /// A root's [`Message::ReplicaSync`] (anything else is ignored).
     pub(crate) fn on_replica_sync(&mut self, from: NodeInfo, sync: Message) {
-        let Message::ReplicaSync {
+        let Message::ReplicaSync(ReplicaSync {
             mid,
             epoch,
             root,
             first,
             replicas: order,
             key,
-        } = sync
+        }) = sync
         else {
             return;
         };
@@ -135,11 +136,11 @@ impl<R: Rng> Node<R> {
                 let epoch = r.epoch;
                 self.send(
                     from,
-                    Message::NotRoot {
+                    Message::NotRoot(NotRoot {
                         mid,
                         epoch,
                         root: me,
-                    },
+                    }),
                 );
                 return;
             }
@@ -153,11 +154,11 @@ impl<R: Rng> Node<R> {
                     && supersedes(mid, rep.epoch, rep.root.id, epoch, from.id) =>
             {
                 // We follow a root that supersedes the sender.
-                let msg = Message::NotRoot {
+                let msg = Message::NotRoot(NotRoot {
                     mid,
                     epoch: rep.epoch,
                     root: rep.root,
-                };
+                });
                 self.send(from, msg);
                 return;
             }
@@ -195,18 +196,18 @@ impl<R: Rng> Node<R> {
             }
         }
         let seq = self.replicas[&mid].log.next() - 1;
-        self.send(from, Message::ReplicaAck { mid, epoch, seq });
+        self.send(from, Message::ReplicaAck(ReplicaAck { mid, epoch, seq }));
     }
 
     pub(crate) fn on_replicate(&mut self, from: NodeInfo, data: Data) {
         let mid = data.mid;
         let Some(rep) = self.replicas.get_mut(&mid) else {
             // We hold nothing for this root: ask it to sync us.
-            let msg = Message::ReplicaAck {
+            let msg = Message::ReplicaAck(ReplicaAck {
                 mid,
                 epoch: 0,
                 seq: 0,
-            };
+            });
             return self.send(from, msg);
         };
         // The log's messages keep the epoch they were ordered in: what
@@ -216,18 +217,18 @@ impl<R: Rng> Node<R> {
                 && supersedes(mid, rep.epoch, rep.root.id, data.epoch, from.id)
             {
                 // We follow a better root.
-                Message::NotRoot {
+                Message::NotRoot(NotRoot {
                     mid,
                     epoch: rep.epoch,
                     root: rep.root,
-                }
+                })
             } else {
                 // A new root whose sync we missed: ask it for one.
-                Message::ReplicaAck {
+                Message::ReplicaAck(ReplicaAck {
                     mid,
                     epoch: 0,
                     seq: 0,
-                }
+                })
             };
             return self.send(from, msg);
         }
@@ -256,11 +257,11 @@ impl<R: Rng> Node<R> {
     pub(crate) fn flush_acks(&mut self) {
         for mid in std::mem::take(&mut self.acks_due) {
             if let Some(rep) = self.replicas.get(&mid) {
-                let msg = Message::ReplicaAck {
+                let msg = Message::ReplicaAck(ReplicaAck {
                     mid,
                     epoch: rep.epoch,
                     seq: rep.log.next() - 1,
-                };
+                });
                 let root = rep.root;
                 self.send(root, msg);
             }

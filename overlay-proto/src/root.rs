@@ -35,6 +35,7 @@ use crate::frame::seal_data;
 use crate::id::{distance, Mid, NodeId};
 use crate::lan::GroupKey;
 use crate::log::Log;
+use crate::message::ReplicaSync;
 use crate::message::{Data, Message, NodeInfo, Publish, RejectReason, MAX_REPLICAS};
 use crate::node::Node;
 use crate::tree::Group;
@@ -92,14 +93,14 @@ impl Root {
     /// The sync that tells a replica who we are, where our log starts and
     /// the takeover order.
     fn sync(&self, mid: Mid, me: NodeInfo, key: Option<Box<GroupKey>>) -> Message {
-        Message::ReplicaSync {
+        Message::ReplicaSync(ReplicaSync {
             mid,
             epoch: self.epoch,
             root: me,
             first: self.log.first(),
             replicas: self.replicas.iter().map(|x| x.info.id).collect(),
             key,
-        }
+        })
     }
 
     /// What makes a node a replica holding our whole log: the sync, then

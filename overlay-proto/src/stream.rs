@@ -33,6 +33,7 @@ use crate::id::Mid;
 use crate::interface::{Event, Output, Timer, TreeError};
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
+use crate::message::{Fetch, Lost};
 use crate::node::Node;
 
 /// One group's stream at one node.
@@ -291,13 +292,13 @@ impl<R: Rng> Node<R> {
         g.stream.fetching = Some(now + retry);
         g.stream.fetch_to = to;
         let parent = g.parent;
-        let fetch = Message::Fetch {
+        let fetch = Message::Fetch(Fetch {
             mid,
             from: next,
             to,
             reply_to: me,
             request: 0,
-        };
+        });
         tracing::debug!(mid = %mid, from = next, to, "gap, fetching it");
         match parent.or_else(|| self.toward_root(mid, &[])) {
             Some(to) => self.send(to, fetch),
@@ -338,13 +339,13 @@ impl<R: Rng> Node<R> {
         // goes on toward the root.
         let Some(g) = group.filter(|_| request == 0 || root) else {
             if let Some(next) = self.toward_root(mid, &[]) {
-                let msg = Message::Fetch {
+                let msg = Message::Fetch(Fetch {
                     mid,
                     from,
                     to,
                     reply_to,
                     request,
-                };
+                });
                 self.send(next, msg);
             }
             return;
@@ -355,21 +356,21 @@ impl<R: Rng> Node<R> {
             if root {
                 self.send(
                     reply_to,
-                    Message::Lost {
+                    Message::Lost(Lost {
                         mid,
                         request,
                         from,
                         to: first,
-                    },
+                    }),
                 );
             } else {
-                let up = Message::Fetch {
+                let up = Message::Fetch(Fetch {
                     mid,
                     from,
                     to: first,
                     reply_to,
                     request,
-                };
+                });
                 match parent.or_else(|| self.toward_root(mid, &[])) {
                     Some(p) => self.send(p, up),
                     None => tracing::debug!(mid = %mid, "cannot pass a fetch toward the root"),
@@ -515,13 +516,13 @@ impl<R: Rng> Node<R> {
         let to = r.to.min(from.saturating_add(max));
         r.round_end = to;
         if !self.groups.get(&mid).is_some_and(|g| g.is_root()) {
-            let fetch = Message::Fetch {
+            let fetch = Message::Fetch(Fetch {
                 mid,
                 from,
                 to,
                 reply_to: me,
                 request,
-            };
+            });
             match self.toward_root(mid, &[]) {
                 Some(next) => self.send(next, fetch),
                 None => tracing::debug!(mid = %mid, "no way toward the root for a replay yet"),

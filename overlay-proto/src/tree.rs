@@ -52,6 +52,7 @@ use crate::id::{Mid, NodeId};
 use crate::interface::{Event, Timer};
 use crate::lan::GroupKey;
 use crate::message::{Detour, Message, NodeInfo, RejectReason, MAX_PATH};
+use crate::message::{Join, JoinAck, JoinReject};
 use crate::node::Node;
 use crate::root::Root;
 use crate::stream::Stream;
@@ -91,41 +92,6 @@ impl Child {
             acked: None,
             coord: coord.checked(),
             lan_fed: false,
-        }
-    }
-}
-
-/// A join's acknowledgement as it arrives (see [`Message::JoinAck`]).
-#[derive(Debug, Clone)]
-pub(crate) struct JoinAck {
-    pub(crate) next: u64,
-    pub(crate) epoch: u32,
-    pub(crate) path: Vec<NodeId>,
-    pub(crate) delay_us: u32,
-    pub(crate) coord: Coord,
-    pub(crate) key: Option<Box<GroupKey>>,
-}
-
-/// A join as it arrives: who joins, and how.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct JoinRequest {
-    pub(crate) joiner: NodeInfo,
-    pub(crate) want: Option<u64>,
-    pub(crate) around: Option<NodeId>,
-    pub(crate) origin: Option<NodeId>,
-    pub(crate) coord: Coord,
-    pub(crate) moving: bool,
-}
-
-impl JoinRequest {
-    pub(crate) fn message(self, mid: Mid) -> Message {
-        Message::Join {
-            mid,
-            joiner: self.joiner,
-            want: self.want,
-            detour: Detour::boxed(self.around, self.origin),
-            coord: self.coord,
-            moving: self.moving,
         }
     }
 }
@@ -467,16 +433,16 @@ impl<R: Rng> Node<R> {
         let established = g.established;
         match next {
             Some(next) => {
-                let join = JoinRequest {
+                let join = Join {
+                    mid,
                     joiner: me,
                     want,
-                    around,
-                    origin,
+                    detour: Detour::boxed(around, origin),
                     coord: self.coord,
                     moving: false,
                 };
                 tracing::debug!(mid = %mid, to = %next.id.short(), attempts, "join sent");
-                self.send(next, join.message(mid));
+                self.send(next, Message::Join(join));
                 self.arm_join_retry(mid, retry);
             }
             // A group we were on does not vanish because its root did: the
@@ -535,15 +501,16 @@ impl<R: Rng> Node<R> {
             return;
         };
         for c in g.children.values() {
-            self.send(c.info, Message::JoinReject { mid, reason });
+            self.send(c.info, Message::JoinReject(JoinReject { mid, reason }));
         }
         if g.member {
             self.emit(Event::JoinFailed { mid, reason });
         }
     }
 
-    pub(crate) fn on_join(&mut self, from: NodeInfo, mid: Mid, join: JoinRequest) {
+    pub(crate) fn on_join(&mut self, from: NodeInfo, join: Join) {
         let me = self.me().id;
+        let mid = join.mid;
         let joiner = join.joiner;
         if joiner.id == me {
             return;
@@ -569,8 +536,8 @@ impl<R: Rng> Node<R> {
             // is that parent: its subtree would keep catching its joins.
             // A forwarder's join carries on its origin's: the origin being
             // our ancestor is as bad as the joiner being it.
-            let ancestor = above(joiner.id) || join.origin.is_some_and(above);
-            let broken = !ancestor && join.around.is_some_and(above);
+            let ancestor = above(joiner.id) || join.origin().is_some_and(above);
+            let broken = !ancestor && join.around().is_some_and(above);
             if ancestor || broken {
                 if join.moving {
                     // Not a Leave: the joiner may be our parent, and stays.
@@ -584,13 +551,13 @@ impl<R: Rng> Node<R> {
                 // of knows the way.
                 let skip: Vec<NodeId> = [joiner.id, from.id]
                     .into_iter()
-                    .chain(join.origin)
-                    .chain(join.around)
+                    .chain(join.origin())
+                    .chain(join.around())
                     .collect();
                 let next = self.toward_root(mid, &skip);
                 tracing::debug!(mid = %mid, joiner = %joiner.id.short(), broken, next = ?next.map(|n| n.id.short()), "join from an ancestor, or around our way up, passing it on");
                 if let Some(next) = next {
-                    self.send(next, join.message(mid));
+                    self.send(next, Message::Join(join));
                     return;
                 }
                 // With nowhere else to go, a join around our way up ends
@@ -613,7 +580,7 @@ impl<R: Rng> Node<R> {
             if full {
                 if let Some(to) = self.hand_down_to(mid, &join.coord, &[from.id, joiner.id]) {
                     tracing::trace!(mid = %mid, joiner = %joiner.id.short(), to = %to.id.short(), "fan-out bound reached, handing join down");
-                    self.send(to, join.message(mid));
+                    self.send(to, Message::Join(join));
                     return;
                 }
             }
@@ -641,31 +608,31 @@ impl<R: Rng> Node<R> {
             return;
         }
         // Not on the tree: become a forwarder and join on our own behalf.
-        let skip: Vec<NodeId> = join.around.into_iter().collect();
+        let skip: Vec<NodeId> = join.around().into_iter().collect();
         if self.toward_root(mid, &skip).is_none() {
             self.send(
                 joiner,
-                Message::JoinReject {
+                Message::JoinReject(JoinReject {
                     mid,
                     reason: RejectReason::UnknownGroup,
-                },
+                }),
             );
             return;
         }
         if self.groups.len() >= self.cfg.max_groups {
             self.send(
                 joiner,
-                Message::JoinReject {
+                Message::JoinReject(JoinReject {
                     mid,
                     reason: RejectReason::TooManyGroups,
-                },
+                }),
             );
             return;
         }
         let mut g = Group::new(false, &self.cfg, self.now);
         g.want_hint = join.want;
-        g.around = join.around;
-        g.origin = join.origin.or(Some(joiner.id));
+        g.around = join.around();
+        g.origin = join.origin().or(Some(joiner.id));
         g.children
             .insert(joiner.id, Child::new(joiner, join.want, join.coord));
         self.groups.insert(mid, g);
@@ -703,7 +670,7 @@ impl<R: Rng> Node<R> {
         let backlog: Vec<_> = g.held().range(start, next).cloned().collect();
         self.send(
             info,
-            Message::JoinAck {
+            Message::JoinAck(JoinAck {
                 mid,
                 next: start,
                 epoch,
@@ -711,15 +678,16 @@ impl<R: Rng> Node<R> {
                 delay_us,
                 coord: self.coord,
                 key,
-            },
+            }),
         );
         for d in backlog {
             self.send(info, Message::Data(d));
         }
     }
 
-    pub(crate) fn on_join_ack(&mut self, from: NodeInfo, mid: Mid, ack: JoinAck) {
+    pub(crate) fn on_join_ack(&mut self, from: NodeInfo, ack: JoinAck) {
         let JoinAck {
+            mid,
             next,
             epoch,
             path,
@@ -1010,19 +978,19 @@ mod tests {
 
     /// `joiner`'s join, routing around `around` if set.
     fn join_msg(mid: Mid, joiner: u128, around: Option<NodeId>) -> Message {
-        Message::Join {
+        Message::Join(Join {
             mid,
             joiner: info(joiner),
             want: None,
             detour: Detour::boxed(around, None),
             coord: Default::default(),
             moving: false,
-        }
+        })
     }
 
     /// The root's acknowledgement of its child.
     fn ack_from_root(mid: Mid) -> Message {
-        Message::JoinAck {
+        Message::JoinAck(JoinAck {
             mid,
             next: 1,
             epoch: 1,
@@ -1030,7 +998,7 @@ mod tests {
             delay_us: 0,
             coord: Default::default(),
             key: None,
-        }
+        })
     }
 
     // Ids chosen so that routing toward MID goes P -> Q -> R (root).
@@ -1045,7 +1013,7 @@ mod tests {
         let sent = join_from(&mut q, MID, P, P);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, NodeId(ROOT), "the join goes on toward the root");
-        assert!(matches!(sent[0].1, Message::Join { joiner, .. } if joiner.id == NodeId(Q)));
+        assert!(matches!(sent[0].1, Message::Join(Join { joiner, .. }) if joiner.id == NodeId(Q)));
         let g = &q.groups()[0];
         assert!(!g.member && !g.root, "Q is a forwarder, not a member");
         assert_eq!(g.children, vec![info(P)], "P is Q's child");
@@ -1053,7 +1021,7 @@ mod tests {
         let sent = deliver(&mut q, ROOT, ack_from_root(MID));
         assert_eq!(sent.len(), 1);
         assert!(
-            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
+            matches!(sent[0], (id, Message::JoinAck(JoinAck { ref path, .. })) if id == NodeId(P) && path.len() == 2)
         );
     }
 
@@ -1069,7 +1037,7 @@ mod tests {
         let sent = join_from(&mut root, mid, Q, Q);
         assert_eq!(sent.len(), 1, "only the acknowledgement, no forwarding");
         assert!(
-            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(Q) && path.len() == 1)
+            matches!(sent[0], (id, Message::JoinAck(JoinAck { ref path, .. })) if id == NodeId(Q) && path.len() == 1)
         );
 
         // Q is on the tree: a later join through Q stops at Q.
@@ -1080,7 +1048,7 @@ mod tests {
         let sent = join_from(&mut q, mid, P, P);
         assert_eq!(sent.len(), 1);
         assert!(
-            matches!(sent[0], (id, Message::JoinAck { ref path, .. }) if id == NodeId(P) && path.len() == 2)
+            matches!(sent[0], (id, Message::JoinAck(JoinAck { ref path, .. })) if id == NodeId(P) && path.len() == 2)
         );
     }
 
@@ -1100,14 +1068,14 @@ mod tests {
         let join = |around| join_msg(MID, P, around);
         let sent = deliver(&mut q, P, join(Some(NodeId(ROOT))));
         assert!(
-            matches!(&sent[..], [(to, Message::Join { joiner, .. })] if *to == NodeId(X) && joiner.id == NodeId(P)),
+            matches!(&sent[..], [(to, Message::Join(Join { joiner, .. }))] if *to == NodeId(X) && joiner.id == NodeId(P)),
             "passed on toward the root: {sent:?}"
         );
         assert!(q.group(MID).unwrap().children.is_empty());
         // Around a node that is not on our way up, the join ends here.
         let sent = deliver(&mut q, P, join(Some(NodeId(0x42))));
         assert!(
-            matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(P)),
+            matches!(sent[..], [(to, Message::JoinAck(JoinAck { .. }))] if to == NodeId(P)),
             "{sent:?}"
         );
     }
@@ -1127,14 +1095,14 @@ mod tests {
         assert_eq!(sent.len(), 1);
         let (to, msg) = &sent[0];
         assert!(*to == NodeId(1) || *to == NodeId(2), "handed to a child");
-        assert!(matches!(msg, Message::Join { joiner, .. } if joiner.id == NodeId(3)));
+        assert!(matches!(msg, Message::Join(Join { joiner, .. }) if joiner.id == NodeId(3)));
         assert_eq!(root.groups()[0].children.len(), 2, "the bound holds");
         // The next hand-down goes to the other child.
         let sent = join_from(&mut root, mid, 4, 4);
         assert_ne!(sent[0].0, *to);
         // A move is refused instead: the mover weighed a place here.
         let mut join = join_msg(mid, 5, None);
-        if let Message::Join { moving, .. } = &mut join {
+        if let Message::Join(Join { moving, .. }) = &mut join {
             *moving = true;
         }
         let sent = deliver(&mut root, 5, join);
@@ -1152,10 +1120,10 @@ mod tests {
             sent[..],
             [(
                 _,
-                Message::JoinReject {
+                Message::JoinReject(JoinReject {
                     reason: RejectReason::UnknownGroup,
                     ..
-                }
+                })
             )]
         ));
         assert!(root.groups().is_empty(), "no state kept for it");
@@ -1163,7 +1131,7 @@ mod tests {
 
     /// An acknowledgement in MID from the last node of `path`.
     fn ack_along(path: &[u128]) -> Message {
-        Message::JoinAck {
+        Message::JoinAck(JoinAck {
             mid: MID,
             next: 1,
             epoch: 1,
@@ -1171,7 +1139,7 @@ mod tests {
             delay_us: 0,
             coord: Default::default(),
             key: None,
-        }
+        })
     }
 
     /// P attached under ROOT -> Q: its way up runs through Q.
@@ -1202,7 +1170,7 @@ mod tests {
         p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
         let joins: Vec<NodeId> = drain(&mut p)
             .into_iter()
-            .filter(|(_, m)| matches!(m, Message::Join { .. }))
+            .filter(|(_, m)| matches!(m, Message::Join(Join { .. })))
             .map(|(to, _)| to)
             .collect();
         assert_eq!(joins, [NodeId(S)]);
@@ -1246,7 +1214,7 @@ mod tests {
         let first_hop = |sent: &[(NodeId, Message)]| {
             let joins: Vec<NodeId> = sent
                 .iter()
-                .filter(|(_, m)| matches!(m, Message::Join { .. }))
+                .filter(|(_, m)| matches!(m, Message::Join(Join { .. })))
                 .map(|(to, _)| *to)
                 .collect();
             assert_eq!(joins.len(), 1, "one join per attempt: {sent:?}");
@@ -1279,7 +1247,7 @@ mod tests {
         let mut f = node(F, &[ROOT], 16);
         let sent = join_from(&mut f, MID, Q, Q);
         assert!(
-            matches!(&sent[..], [(to, Message::Join { joiner, detour: Some(d), .. })] if *to == NodeId(ROOT) && joiner.id == NodeId(F) && d.origin == Some(NodeId(Q))),
+            matches!(&sent[..], [(to, Message::Join(Join { joiner, detour: Some(d), .. }))] if *to == NodeId(ROOT) && joiner.id == NodeId(F) && d.origin == Some(NodeId(Q))),
             "the forwarder's join names whose join it carries on: {sent:?}"
         );
         let mut p = p_under_q();
@@ -1288,14 +1256,14 @@ mod tests {
         let (_, join) = sent.into_iter().next().unwrap();
         let sent = deliver(&mut p, F, join);
         assert!(
-            matches!(&sent[..], [(to, Message::Join { joiner, .. })] if *to == NodeId(ROOT) && joiner.id == NodeId(F)),
+            matches!(&sent[..], [(to, Message::Join(Join { joiner, .. }))] if *to == NodeId(ROOT) && joiner.id == NodeId(F)),
             "passed on toward the root, around Q: {sent:?}"
         );
         assert!(p.groups[&MID].children.is_empty());
         // A forwarder carrying on anyone else's join is adopted.
         let sent = join_from(&mut p, MID, F, F);
         assert!(
-            matches!(sent[..], [(to, Message::JoinAck { .. })] if to == NodeId(F)),
+            matches!(sent[..], [(to, Message::JoinAck(JoinAck { .. }))] if to == NodeId(F)),
             "{sent:?}"
         );
     }

@@ -10,7 +10,11 @@ use bytes::Bytes;
 use overlay_proto::coord::Coord;
 use overlay_proto::frame;
 use overlay_proto::lan::GroupKey;
-use overlay_proto::message::{Data, Publish};
+use overlay_proto::message::{
+    Collect, Collected, Data, Fetch, Heartbeat, Join, JoinAck, JoinOverlay, JoinReject, LanFed,
+    Lost, Neighbours, NotRoot, Offer, Place, Publish, PublishAck, PublishReject, ReplicaAck,
+    ReplicaSync, Splice, TreeQuery, TreeReply,
+};
 use overlay_proto::{Detour, Message, Mid, NodeId, NodeInfo, RejectReason, TreeEntry};
 
 fn node(id: u128, port: u16) -> NodeInfo {
@@ -48,33 +52,33 @@ fn messages() -> Vec<Message> {
         fed: true,
     };
     vec![
-        Message::JoinOverlay { joiner: a },
-        Message::Neighbours {
+        Message::JoinOverlay(JoinOverlay { joiner: a }),
+        Message::Neighbours(Neighbours {
             nodes: vec![a, b],
             reply: true,
             coord: coord(),
-        },
-        Message::Join {
+        }),
+        Message::Join(Join {
             mid: MID,
             joiner: a,
             want: Some(17),
             detour: Detour::boxed(Some(NodeId(3)), None),
             coord: coord(),
             moving: true,
-        },
-        Message::Join {
+        }),
+        Message::Join(Join {
             mid: MID,
             joiner: b,
             want: None,
             detour: None,
             coord: coord(),
             moving: false,
-        },
-        Message::LanFed {
+        }),
+        Message::LanFed(LanFed {
             mid: MID,
             fed: true,
-        },
-        Message::JoinAck {
+        }),
+        Message::JoinAck(JoinAck {
             mid: MID,
             next: 11,
             epoch: 2,
@@ -82,114 +86,114 @@ fn messages() -> Vec<Message> {
             delay_us: 1234,
             coord: coord(),
             key: Some(Box::new(GroupKey::from_bytes([7; 32]))),
-        },
-        Message::Place {
+        }),
+        Message::Place(Place {
             mid: MID,
             node: a,
             coord: coord(),
             budget_us: Some(5000),
-        },
-        Message::PlaceOffer {
+        }),
+        Message::PlaceOffer(Offer {
             mid: MID,
             delay_us: 300,
             edge_us: 200,
             budget_us: None,
-        },
-        Message::JoinReject {
+        }),
+        Message::JoinReject(JoinReject {
             mid: MID,
             reason: RejectReason::PayloadTooLarge { limit: 1 << 20 },
-        },
+        }),
         Message::Leave { mid: MID },
         Message::MoveRefused { mid: MID },
-        Message::Splice {
+        Message::Splice(Splice {
             mid: MID,
             parent: b,
-        },
+        }),
         Message::Publish(Publish {
             mid: MID,
             publisher: a,
             pub_id: 77,
             payload: Bytes::from_static(b"payload"),
         }),
-        Message::PublishAck {
+        Message::PublishAck(PublishAck {
             mid: MID,
             pub_id: 77,
             seq: 100,
-        },
-        Message::PublishReject {
+        }),
+        Message::PublishReject(PublishReject {
             mid: MID,
             pub_id: 78,
             reason: RejectReason::Overloaded,
-        },
+        }),
         Message::Data(data()),
-        Message::TreeQuery {
+        Message::TreeQuery(TreeQuery {
             mid: MID,
             query: 5,
             reply_to: a,
-        },
-        Message::Collect {
+        }),
+        Message::Collect(Collect {
             mid: MID,
             query: 6,
             budget_ms: 1500,
-        },
-        Message::Collected {
+        }),
+        Message::Collected(Collected {
             mid: MID,
             query: 6,
             entries: vec![entry.clone()],
-        },
+        }),
         Message::Depart,
-        Message::TreeReply {
+        Message::TreeReply(TreeReply {
             mid: MID,
             query: 5,
             result: Ok(vec![entry]),
-        },
-        Message::TreeReply {
+        }),
+        Message::TreeReply(TreeReply {
             mid: MID,
             query: 8,
             result: Err(RejectReason::UnknownGroup),
-        },
-        Message::Heartbeat {
+        }),
+        Message::Heartbeat(Heartbeat {
             up: vec![(MID, 4)],
             down: vec![],
             replica: vec![(MID, 9)],
             coord: coord(),
-        },
-        Message::Fetch {
+        }),
+        Message::Fetch(Fetch {
             mid: MID,
             from: 10,
             to: 20,
             reply_to: b,
             request: 0,
-        },
+        }),
         Message::Fetched {
             request: 3,
             data: data(),
         },
-        Message::Lost {
+        Message::Lost(Lost {
             mid: MID,
             request: 3,
             from: 1,
             to: 5,
-        },
-        Message::ReplicaSync {
+        }),
+        Message::ReplicaSync(ReplicaSync {
             mid: MID,
             epoch: 4,
             root: a,
             first: 33,
             replicas: vec![NodeId(0xbbbb)],
             key: None,
-        },
+        }),
         Message::Replicate(data()),
-        Message::ReplicaAck {
+        Message::ReplicaAck(ReplicaAck {
             mid: MID,
             epoch: 4,
             seq: 35,
-        },
-        Message::NotRoot {
+        }),
+        Message::NotRoot(NotRoot {
             mid: MID,
             epoch: 5,
             root: b,
-        },
+        }),
     ]
 }
 

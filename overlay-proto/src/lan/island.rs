@@ -50,6 +50,7 @@ use rand::Rng;
 use super::datagram::{peek_mid, LanBody, OpenError, Opener, SealError, Sealer};
 use crate::id::{Mid, NodeId};
 use crate::interface::{Event, Output, Timer};
+use crate::message::LanFed;
 use crate::message::{Data, Message};
 use crate::node::Node;
 
@@ -225,7 +226,7 @@ impl<R: Rng> Node<R> {
                     if let Some(parent) = g.parent.filter(|x| x.id == p) {
                         self.out.push_back(Output::Send {
                             to: parent,
-                            msg: Message::LanFed { mid, fed: false },
+                            msg: Message::LanFed(LanFed { mid, fed: false }),
                         });
                     }
                 }
@@ -329,10 +330,10 @@ impl<R: Rng> Node<R> {
         let before = island.fed_by.take();
         island.fed_by = want.map(|p| p.id);
         if let Some(p) = parent.filter(|p| before == Some(p.id)) {
-            self.send(p, Message::LanFed { mid, fed: false });
+            self.send(p, Message::LanFed(LanFed { mid, fed: false }));
         }
         if let Some(p) = want {
-            self.send(p, Message::LanFed { mid, fed: true });
+            self.send(p, Message::LanFed(LanFed { mid, fed: true }));
         }
     }
 

@@ -8,6 +8,7 @@ use overlay_proto::sim::Network;
 use overlay_proto::{Message, Mid, NodeId};
 
 use super::topology::{LinkId, Topology};
+use overlay_proto::message::Join;
 
 /// Delays between nodes, from their places in the topology, and counters
 /// fed by every message sent.
@@ -71,7 +72,7 @@ impl Network for Net {
     fn watches(&self, msg: &Message) -> bool {
         match msg {
             Message::Data(_) => self.stress.is_some(),
-            Message::Join { .. } => true,
+            Message::Join(Join { .. }) => true,
             _ => false,
         }
     }
@@ -86,7 +87,7 @@ impl Network for Net {
                     });
                 }
             }
-            Message::Join { mid, joiner, .. } => {
+            Message::Join(Join { mid, joiner, .. }) => {
                 let sender = self.ids[from];
                 // A node's own join continues the join that made it a
                 // forwarder, if any; a join passed on (handed down to a
