@@ -9,11 +9,10 @@
 //! address, measure a peer's round-trip time, set a timer, tell the user).
 //! Randomness comes from the `R` the node is built with, and its state is
 //! kept in ordered maps, so a seeded run is reproducible. The daemon
-//! (`overlay-node`) drives a node with QUIC connections and real time; a
-//! simulator drives the very same code with
-//! thousands of nodes in virtual time: [`sim`] is that deterministic
-//! network, used by this crate's tests and, with a transit-stub topology,
-//! by `overlay-sim` in `tools/`.
+//! (`overlay-node`) drives a node with QUIC connections and real time; the
+//! simulator (`overlay-sim`, in `tools/sim`) drives the very same code with
+//! thousands of nodes in virtual time, and runs the multi-node tests of
+//! the protocol.
 //!
 //! The parts, in the order a message meets them:
 //!
@@ -69,7 +68,6 @@ pub mod query;
 pub mod replica;
 pub mod root;
 pub mod routing;
-pub mod sim;
 pub mod stream;
 #[cfg(test)]
 mod test_support;

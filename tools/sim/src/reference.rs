@@ -36,8 +36,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::report::Dist;
-use super::topology::{LinkId, Topology};
+use crate::report::Dist;
+use crate::topology::{LinkId, Topology};
 
 /// How a reference tree picks a member's parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub struct Reference {
     /// Copies per physical link carrying any.
     pub stress: Dist,
     /// Copies of one group's message per link carrying it (see
-    /// [`super::report::Stress::alm_per_group`]).
+    /// [`crate::report::Stress::alm_per_group`]).
     pub stress_per_group: Dist,
 }
 
@@ -336,7 +336,7 @@ impl Trees {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::topology::TransitStub;
+    use crate::topology::TransitStub;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

@@ -6,7 +6,7 @@
 //! per link. Connections come up when a node first sends to another, as QUIC
 //! connections do in the daemon, and both ends are told the link's round-trip
 //! time, as the daemon tells them QUIC's estimate. A probe
-//! ([`Output::Probe`](crate::interface::Output::Probe)) is answered with the round-trip time after one round
+//! ([`Output::Probe`](overlay_proto::Output::Probe)) is answered with the round-trip time after one round
 //! trip.
 //! A crashed node goes silent, as a killed process does: what is sent to it
 //! vanishes, its connected peers hear of it only when their connection's
@@ -27,9 +27,9 @@
 //! hear from another, so the nodes, split into parts, run each window at
 //! once and exchange what they sent when it ends (see [`Sim::with_parts`]).
 //!
-//! This drives the protocol in this crate's tests, and the simulator in
-//! `tools/` (`overlay-sim`) drives it with network topologies, churn and
-//! measurements through its own [`Network`].
+//! The protocol's multi-node tests drive it with a fixed delay, and
+//! `overlay-sim` with network topologies, churn and measurements through
+//! its own [`Network`] ([`crate::net`]).
 
 mod part;
 mod queue;
@@ -42,11 +42,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
-use crate::config::Config;
-use crate::id::NodeId;
-use crate::interface::{Command, Event, Input};
-use crate::message::{Message, NodeInfo};
-use crate::node::Node;
+use overlay_proto::config::Config;
+use overlay_proto::id::NodeId;
+use overlay_proto::interface::{Command, Event, Input};
+use overlay_proto::message::{Message, NodeInfo};
+use overlay_proto::node::Node;
 use part::{Part, Pending, Shared};
 
 /// The delays between nodes, and a view of the messages sent.
@@ -565,8 +565,8 @@ impl<N: Network> Sim<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Mid;
     use bytes::Bytes;
+    use overlay_proto::Mid;
 
     /// Builds an overlay of `n` nodes in `parts` parts on `threads`
     /// threads, with one group that every node joins, publishes to it,

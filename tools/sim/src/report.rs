@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::scenario::Scenario;
+use crate::scenario::Scenario;
 
 /// Summary of a distribution.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,7 +99,7 @@ pub struct Trees {
     pub children_samples: Vec<f64>,
     /// One small group's tree, for a drawing.
     #[serde(skip)]
-    pub drawing: Option<super::plot::TreeDrawing>,
+    pub drawing: Option<crate::plot::TreeDrawing>,
 }
 
 /// Link stress of one message per group.
@@ -137,13 +137,13 @@ pub struct Stress {
 pub struct References {
     /// Each member under the node that gives it the shortest delay from
     /// the root.
-    pub shortest_paths: super::reference::Reference,
+    pub shortest_paths: crate::reference::Reference,
     /// Each member under the nearest node.
-    pub nearest_parent: super::reference::Reference,
+    pub nearest_parent: crate::reference::Reference,
     /// Each member under the nearest node within the placement budget.
-    pub nearest_within_budget: super::reference::Reference,
+    pub nearest_within_budget: crate::reference::Reference,
     /// The same, with members attached in the order they joined.
-    pub within_budget_join_order: super::reference::Reference,
+    pub within_budget_join_order: crate::reference::Reference,
     /// Within budget (nearest the root first) at the scenario's
     /// `reference_slacks`.
     pub slacks: Vec<SlackReference>,
@@ -155,7 +155,7 @@ pub struct SlackReference {
     /// The slack, in percent of the direct path's delay.
     pub slack_pct: u16,
     /// The trees' figures.
-    pub trees: super::reference::Reference,
+    pub trees: crate::reference::Reference,
 }
 
 /// Joins.
@@ -463,7 +463,7 @@ impl Report {
             );
         }
         if let (Some(r), Some(st)) = (&self.reference, &self.stress) {
-            let slacks: Vec<(String, &super::reference::Reference)> = r
+            let slacks: Vec<(String, &crate::reference::Reference)> = r
                 .slacks
                 .iter()
                 .map(|s| (format!("budget +{}%", s.slack_pct), &s.trees))

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay_proto::sim::Sim;
 use overlay_proto::{Command, Config, Event, Mid, NodeId};
+use overlay_sim::Sim;
 use rand::{Rng, SeedableRng};
 
 /// Logs the nodes' tracing (each line names the node's index) when

@@ -4,7 +4,7 @@
 //! `SEEDS=a..b` picks other seeds (default `1..4`); the table of each run
 //! is printed (`--nocapture` shows it).
 
-use overlay_tools::sim::{self, Scenario};
+use overlay_sim::{self as sim, Scenario};
 
 fn seeds() -> std::ops::Range<u64> {
     std::env::var("SEEDS")

@@ -2,13 +2,19 @@
 //! ([`overlay_proto::Node`]) on a simulated network of up to 100,000 nodes,
 //! in virtual time, measured against the ALM literature.
 //!
+//! - [`Sim`] (the engine): a deterministic network that runs many nodes in
+//!   virtual time, on several threads for large runs, with every message
+//!   through the real codec; a [`Network`] gives it the delays. The
+//!   protocol's own multi-node tests (`tests/`) run on it with a fixed
+//!   delay. It lives here, not in `overlay-proto`, so that the protocol
+//!   crate ships no thread pool and no simulator.
 //! - [`topology`]: the physical network (transit-stub or Euclidean), delays
 //!   and shortest paths;
-//! - [`net`]: the [`overlay_proto::sim::Network`] the nodes talk over, which
+//! - [`net`]: the [`Network`] the nodes talk over, which
 //!   also counts what crosses each link;
 //! - [`scenario`]: what a run does, from TOML and flags;
-//! - [`run`]: the phases of a run and the measurements;
-//! - [`reference`]: the same groups built centrally, to compare with;
+//! - [`run`](mod@run): the phases of a run and the measurements;
+//! - [`reference`](mod@reference): the same groups built centrally, to compare with;
 //! - [`report`]: the figures, as a table beside the targets or as JSON;
 //! - [`plot`]: the distributions and one group's tree, as SVG (`--plot`).
 //!
@@ -16,6 +22,7 @@
 //! network delivers events in a fixed order, so a seed gives the same
 //! figures every time.
 
+mod engine;
 pub mod net;
 pub mod plot;
 pub mod reference;
@@ -24,6 +31,7 @@ pub mod run;
 pub mod scenario;
 pub mod topology;
 
+pub use engine::{FixedDelay, Network, Sim};
 pub use report::Report;
 pub use run::{run, Observe};
 pub use scenario::Scenario;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use overlay_tools::sim::{self, scenario::Model, Scenario};
+use overlay_sim::{self as sim, scenario::Model, Scenario};
 
 // Messages are made on one simulation thread and dropped on the other;
 // mimalloc frees across threads without the lock glibc's arenas take.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use overlay_proto::id::distance;
-use overlay_proto::sim::Sim;
 use overlay_proto::{Command, Config, Event, Mid, NodeId};
+use overlay_sim::Sim;
 use rand::{Rng, SeedableRng};
 
 fn seeds() -> impl Iterator<Item = u64> {

@@ -19,12 +19,12 @@ use rustc_hash::FxHashMap;
 
 use super::queue::Queue;
 use super::{nanos, Network};
-use crate::config::Config;
-use crate::frame;
-use crate::id::NodeId;
-use crate::interface::{Event, Input, Output};
-use crate::message::{Message, NodeInfo};
-use crate::node::Node;
+use overlay_proto::config::Config;
+use overlay_proto::frame;
+use overlay_proto::id::NodeId;
+use overlay_proto::interface::{Event, Input, Output};
+use overlay_proto::message::{Message, NodeInfo};
+use overlay_proto::node::Node;
 
 /// What waits in the queue for a node.
 #[derive(Debug)]

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use overlay_proto::sim::Sim;
 use overlay_proto::{Command, Config, Event, Mid, NodeId};
+use overlay_sim::Sim;
 use rand::{Rng, SeedableRng};
 
 fn seeds(default: u64) -> impl Iterator<Item = u64> {

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use overlay_proto::sim::Network;
+use crate::engine::Network;
 use overlay_proto::{Message, Mid, NodeId};
 
-use super::topology::{LinkId, Topology};
+use crate::topology::{LinkId, Topology};
 use overlay_proto::message::Join;
 
 /// Delays between nodes, from their places in the topology, and counters

@@ -24,22 +24,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::engine::Sim;
 use bytes::Bytes;
 use overlay_proto::id::distance;
-use overlay_proto::sim::Sim;
 use overlay_proto::{Command, Event, Mid, NodeId};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::net::{Net, StressCount};
-use super::plot::TreeDrawing;
-use super::reference::{self, Builder};
-use super::report::{
+use crate::net::{Net, StressCount};
+use crate::plot::TreeDrawing;
+use crate::reference::{self, Builder};
+use crate::report::{
     Churn, Delivery, Dist, References, Report, Routing, SlackReference, Stress, Trees,
 };
-use super::scenario::{Model, Scenario};
-use super::topology::Topology;
+use crate::scenario::{Model, Scenario};
+use crate::topology::Topology;
 
 /// Virtual time between two looks at the simulation.
 const STEP: Duration = Duration::from_millis(10);
@@ -813,8 +813,8 @@ impl Driver {
         })
     }
 
-    fn join_stats(&mut self) -> super::report::Joins {
-        super::report::Joins {
+    fn join_stats(&mut self) -> crate::report::Joins {
+        crate::report::Joins {
             joins: self.join_latency_ms.len(),
             failed: self.join_failures,
             unacknowledged: self.join_started.len(),

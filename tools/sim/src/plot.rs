@@ -33,7 +33,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::report::{Dist, Report, Stress, Trees};
+use crate::report::{Dist, Report, Stress, Trees};
 
 /// Size of the charts, in pixels.
 const CHART: (u32, u32) = (900, 560);
