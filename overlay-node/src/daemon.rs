@@ -7,8 +7,9 @@
 //! signal. The actor feeds each into the [`overlay_proto::Node`] and carries
 //! out what it asks: frames go to per-connection writer queues without
 //! waiting (a full queue disconnects that peer), dials run as their own
-//! tasks, timers sit in a heap. The actor never awaits anything but its
-//! inbox and its next timer.
+//! tasks, and the actor sleeps until the node's next timer
+//! ([`Node::poll_timeout`]) or one of its own. The actor never awaits
+//! anything but its inbox and its next timer.
 //!
 //! IP multicast, when configured: a reader task hands every datagram of the
 //! multicast socket to the actor, which passes it to the node; the node's
@@ -20,8 +21,7 @@
 //! out). The newest is used for sending, the other is kept for reading until
 //! it closes, so no frame in flight is lost to the switch.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,7 +31,7 @@ use anyhow::Context;
 use overlay_proto::frame::{self, EncodedFrame};
 use overlay_proto::{
     Command, Event, Input, Message, Mid, Node, NodeId, NodeInfo, Output, PublishError,
-    RejectReason, Timer, TreeError,
+    RejectReason, TreeError,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -85,6 +85,8 @@ pub struct SavedGroup {
 
 /// How often a node that could not enter the overlay, but has a LAN island
 /// to serve, tries its bootstrap addresses again.
+/// How often the actor tidies up (see `Actor::housekeeping`).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const LAN_ONLY_REBOOTSTRAP: Duration = Duration::from_secs(5);
 
 /// Everything that reaches the actor.
@@ -124,15 +126,6 @@ impl From<ConnEvent> for Msg {
     }
 }
 
-/// Actor-level timers beside the protocol's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Tick {
-    Proto,
-    Housekeeping,
-    /// Enter the overlay again (see [`LAN_ONLY_REBOOTSTRAP`]).
-    Bootstrap,
-}
-
 struct Link {
     conn: quinn::Connection,
     conn_id: u64,
@@ -153,9 +146,11 @@ struct Actor {
     max_frame: usize,
     peers: HashMap<NodeId, Peer>,
     dialing: HashMap<NodeId, Vec<EncodedFrame>>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    timer_kinds: HashMap<u64, (Tick, Option<Timer>)>,
-    next_timer: u64,
+    /// The actor's own timers; the protocol's are the node's
+    /// ([`Node::poll_timeout`]).
+    housekeeping_at: Instant,
+    /// Enter the overlay again then (see [`LAN_ONLY_REBOOTSTRAP`]).
+    rebootstrap_at: Option<Instant>,
     next_conn: u64,
     next_request: u64,
     clients: HashMap<u64, ClientConn>,
@@ -270,9 +265,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         inbox,
         peers: HashMap::new(),
         dialing: HashMap::new(),
-        timers: BinaryHeap::new(),
-        timer_kinds: HashMap::new(),
-        next_timer: 0,
+        housekeeping_at: Instant::now() + HOUSEKEEPING,
+        rebootstrap_at: None,
         next_conn: 0,
         // Request numbers double as publish ids: start at a random point so
         // a restarted node does not reuse its earlier ids.
@@ -288,7 +282,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         bootstrap_error: None,
         lan,
     };
-    actor.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
     let bootstrap = settings.bootstrap.clone();
     actor.input(Input::Command(Command::Bootstrap { addrs: bootstrap }));
     actor.saved_groups = load_groups(&settings.data_dir);
@@ -424,7 +417,14 @@ fn spawn_signal_watch(inbox: Sender<Msg>) -> anyhow::Result<()> {
 impl Actor {
     async fn run(&mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
         loop {
-            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next = [
+                Some(self.housekeeping_at),
+                self.rebootstrap_at,
+                self.node.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let msg = match next {
                 Some(at) => {
                     smol::future::or(async { Some(rx.recv().await) }, async {
@@ -449,8 +449,11 @@ impl Actor {
                     }
                 }
                 Some(Err(_)) => return Ok(()),
-                None => self.fire_timers(),
+                None => {}
             }
+            // Also after a batch of messages: an inbox that is never empty
+            // must not starve the timers.
+            self.fire_timers();
             // The batch is done: what the node deferred per batch goes out.
             self.input(Input::Flush);
             if let Some(e) = self.bootstrap_error.take() {
@@ -559,36 +562,21 @@ impl Actor {
         }
     }
 
-    fn schedule(&mut self, after: Duration, tick: Tick, timer: Option<Timer>) {
-        self.schedule_at(Instant::now() + after, tick, timer);
-    }
-
-    fn schedule_at(&mut self, at: Instant, tick: Tick, timer: Option<Timer>) {
-        let n = self.next_timer;
-        self.next_timer += 1;
-        self.timers.push(Reverse((at, n)));
-        self.timer_kinds.insert(n, (tick, timer));
-    }
-
+    /// Runs whatever is due: the node's timers, housekeeping, a new
+    /// bootstrap.
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, n))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match self.timer_kinds.remove(&n) {
-                Some((Tick::Proto, Some(t))) => self.input(Input::Timer(t)),
-                Some((Tick::Housekeeping, _)) => {
-                    self.housekeeping();
-                    self.schedule(Duration::from_secs(1), Tick::Housekeeping, None);
-                }
-                Some((Tick::Bootstrap, _)) => {
-                    let addrs = self.settings.bootstrap.clone();
-                    self.input(Input::Command(Command::Bootstrap { addrs }));
-                }
-                _ => {}
-            }
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.input(Input::Timeout);
+        }
+        if self.housekeeping_at <= now {
+            self.housekeeping();
+            self.housekeeping_at = now + HOUSEKEEPING;
+        }
+        if self.rebootstrap_at.is_some_and(|at| at <= now) {
+            self.rebootstrap_at = None;
+            let addrs = self.settings.bootstrap.clone();
+            self.input(Input::Command(Command::Bootstrap { addrs }));
         }
     }
 
@@ -600,7 +588,6 @@ impl Actor {
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Dial(addr) => self.dial(addr, None),
                 Output::Probe(peer) => self.probe(peer),
-                Output::SetTimer { at, timer } => self.schedule_at(at, Tick::Proto, Some(timer)),
                 Output::Event(e) => self.on_event(e),
                 Output::LanJoin(mid) => self.lan_membership(mid, true),
                 Output::LanLeave(mid) => self.lan_membership(mid, false),
@@ -1002,7 +989,7 @@ impl Actor {
                     "no bootstrap node answers; carrying on with the LAN only, retrying every {}s",
                     LAN_ONLY_REBOOTSTRAP.as_secs()
                 );
-                self.schedule(LAN_ONLY_REBOOTSTRAP, Tick::Bootstrap, None);
+                self.rebootstrap_at = Some(Instant::now() + LAN_ONLY_REBOOTSTRAP);
             }
             Event::BootstrapFailed { addrs, attempts } => {
                 let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();

@@ -1,11 +1,10 @@
 //! The node's interface with its driver: what goes in ([`Input`], with
-//! the user's [`Command`]s and the [`Timer`]s it asked for), what comes out
+//! the user's [`Command`]s), what comes out
 //! ([`Output`], with the [`Event`]s for the user), and the errors those
 //! events carry. The daemon and the simulator speak to a
 //! [`Node`](crate::Node) in these types only.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -99,57 +98,6 @@ pub enum Command {
     },
 }
 
-/// A timer the node asked for with [`Output::SetTimer`]. When it fires, the
-/// driver hands it back as [`Input::Timer`]. Timers are never cancelled: a
-/// timer that is no longer needed is ignored when it fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Timer {
-    /// Next bootstrap round.
-    Bootstrap,
-    /// Check that a join was acknowledged, or send it again.
-    JoinRetry(Mid),
-    /// Fail the publishes whose acknowledgement is overdue. One timer serves
-    /// all pending publishes, so a fast publisher does not fill the timer
-    /// heap with one entry per message.
-    PublishSweep,
-    /// A tree collection must answer with what it has.
-    CollectTimeout(u64),
-    /// A tree query's answer is overdue.
-    QueryTimeout(u64),
-    /// Periodic routing table maintenance.
-    Maintenance,
-    /// Heartbeats to tree neighbours, and failure detection.
-    Heartbeat,
-    /// A gap fetch of this group is overdue.
-    Repair(Mid),
-    /// A replay's fetch is overdue.
-    Replay(u64),
-    /// Look for a better place in this group's tree.
-    Optimize(Mid),
-    /// Announcements on the LAN, and its islands' elections.
-    Lan,
-}
-
-impl Timer {
-    /// A short name of the timer's kind, for statistics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Timer::Bootstrap => "timer:bootstrap",
-            Timer::JoinRetry(_) => "timer:join-retry",
-            Timer::PublishSweep => "timer:publish-sweep",
-            Timer::CollectTimeout(_) => "timer:collect-timeout",
-            Timer::QueryTimeout(_) => "timer:query-timeout",
-            Timer::Maintenance => "timer:maintenance",
-            Timer::Heartbeat => "timer:heartbeat",
-            Timer::Repair(_) => "timer:repair",
-            Timer::Replay(_) => "timer:replay",
-            Timer::Optimize(_) => "timer:optimize",
-            Timer::Lan => "timer:lan",
-        }
-    }
-}
-
 /// Something that happened to the node, for the driver to act on.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -183,8 +131,9 @@ pub enum Input {
         /// The node found there, or `None` if the dial failed.
         peer: Option<NodeInfo>,
     },
-    /// A timer fired.
-    Timer(Timer),
+    /// The deadline of [`Node::poll_timeout`](crate::Node::poll_timeout)
+    /// has passed: the node fires every timer due by the input's time.
+    Timeout,
     /// A local command.
     Command(Command),
     /// A datagram arrived on the multicast socket (see
@@ -208,7 +157,7 @@ impl Input {
             Input::PeerDown(_) => "peer-down",
             Input::Rtt { .. } => "rtt",
             Input::Dialed { .. } => "dialed",
-            Input::Timer(t) => t.kind(),
+            Input::Timeout => "timeout",
             Input::Command(_) => "command",
             Input::LanDatagram(_) => "lan-datagram",
             Input::Flush => "flush",
@@ -401,13 +350,6 @@ pub enum Output {
     /// answered by [`Input::Rtt`], or [`Input::PeerDown`] if it cannot be
     /// reached.
     Probe(NodeInfo),
-    /// Hand `timer` back as [`Input::Timer`] at `at`.
-    SetTimer {
-        /// When.
-        at: Instant,
-        /// Which.
-        timer: Timer,
-    },
     /// Tell the user.
     Event(Event),
     /// Receive the datagrams sent to this group's multicast address on

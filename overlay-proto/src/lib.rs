@@ -3,10 +3,13 @@
 //! This crate is the part of the overlay multicast system that decides what
 //! to send, to whom and when. It owns no socket, spawns no task and reads no
 //! clock: a [`Node`] takes [`Input`]s (a message from a peer, a peer
-//! connected or lost, a peer's measured round-trip time, a timer fired, a
-//! local command, and a flush after each batch of those), each stamped with
-//! the current time, and answers with [`Output`]s (send a message, dial an
-//! address, measure a peer's round-trip time, set a timer, tell the user).
+//! connected or lost, a peer's measured round-trip time, its next deadline
+//! passed, a local command, and a flush after each batch of those), each
+//! stamped with the current time, and answers with [`Output`]s (send a
+//! message, dial an address, measure a peer's round-trip time, tell the
+//! user). Its timers stay inside it, in one table keyed by what each is
+//! for; the driver only asks for the earliest deadline
+//! ([`Node::poll_timeout`]).
 //! Randomness comes from the `R` the node is built with, and its state is
 //! kept in ordered maps, so a seeded run is reproducible. The daemon
 //! (`overlay-node`) drives a node with QUIC connections and real time; the
@@ -53,6 +56,7 @@
 
 pub mod config;
 pub mod coord;
+mod ctx;
 pub mod frame;
 pub mod id;
 pub mod interface;
@@ -71,11 +75,12 @@ pub mod routing;
 pub mod stream;
 #[cfg(test)]
 mod test_support;
+mod timer;
 pub mod tree;
 
 pub use config::Config;
 pub use id::{Mid, NodeId};
-pub use interface::{Command, Event, Input, Output, PublishError, Timer, TreeError};
+pub use interface::{Command, Event, Input, Output, PublishError, TreeError};
 pub use message::{Detour, Message, NodeInfo, RejectReason, TreeEntry};
 pub use node::Node;
 pub use replica::ReplicaView;

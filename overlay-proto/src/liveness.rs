@@ -30,10 +30,10 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::id::{Mid, NodeId};
-use crate::interface::Timer;
 use crate::message::Heartbeat;
 use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// What one heartbeat to one neighbour says.
 #[derive(Debug, Default)]
@@ -129,8 +129,7 @@ impl<R: Rng> Node<R> {
     pub(crate) fn keep_heartbeat(&mut self) {
         let busy =
             !self.groups.is_empty() || !self.replicas.is_empty() || !self.acks_due.is_empty();
-        if busy && !self.heartbeat_armed {
-            self.heartbeat_armed = true;
+        if busy && !self.timers.is_armed(Timer::Heartbeat) {
             self.set_timer(self.cfg.heartbeat_interval, Timer::Heartbeat);
         }
     }
@@ -175,7 +174,6 @@ impl<R: Rng> Node<R> {
 
     pub(crate) fn on_heartbeat_timer(&mut self) {
         // Re-armed after this input if there is still something to watch.
-        self.heartbeat_armed = false;
         // In case the driver does not flush.
         self.flush_acks();
         if !self.is_joined() {
@@ -380,10 +378,11 @@ mod tests {
     use crate::config::Config;
     use crate::coord::Coord;
     use crate::id::{Mid, NodeId};
-    use crate::interface::{Command, Input, Timer};
+    use crate::interface::{Command, Input};
     use crate::message::Message;
     use crate::node::Node;
-    use crate::test_support::{deliver, drain, info, node};
+    use crate::test_support::{deliver, drain, fire, info, node};
+    use crate::timer::Timer;
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
     const P: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
@@ -553,7 +552,7 @@ mod tests {
                     msg: alive,
                 },
             );
-            n.handle(at, Input::Timer(Timer::Heartbeat));
+            fire(&mut n, at, Timer::Heartbeat);
             let sent = drain(&mut n);
             assert!(!n.known_dead(NodeId(P)), "P is alive");
             if i <= 4 {

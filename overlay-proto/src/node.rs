@@ -12,18 +12,29 @@ use rustc_hash::FxSeededState;
 
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
-use crate::interface::{Command, Event, Input, Output, Timer, TreeError};
+use crate::interface::{Command, Event, Input, Output, TreeError};
 use crate::message::{
     Collect, Collected, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours,
     NotRoot, Place, PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
     TreeReply,
 };
 use crate::message::{Message, NodeInfo};
-use crate::publish::PendingPublish;
+use crate::publish::Publisher;
 use crate::replica::Replica;
 use crate::routing::RoutingTable;
 use crate::stream::Replay;
+use crate::timer::{Timer, TimerTable};
 use crate::tree::Group;
+
+/// A [`Ctx`](crate::ctx::Ctx) over node `$n`'s time, settings, outbox and
+/// timers, borrowed apart from the state of its parts, so that a part's
+/// handler can take both: `self.publisher.start(&mut ctx!(self), ..)`.
+macro_rules! ctx {
+    ($n:expr) => {
+        $crate::ctx::Ctx::new($n.now, &$n.cfg, $n.table.me(), &mut $n.out, &mut $n.timers)
+    };
+}
+pub(crate) use ctx;
 
 /// Most nodes remembered as dead; the oldest are forgotten first.
 pub(crate) const MAX_DEAD: usize = 1024;
@@ -68,16 +79,10 @@ pub struct Node<R> {
     pub(crate) phase: Phase,
     /// Maintenance rounds since the node entered the overlay.
     pub(crate) maintenance_round: u32,
-    /// Whether the maintenance timer runs (a second bootstrap must not
-    /// start a second one).
-    pub(crate) maintenance_armed: bool,
-    /// Whether a [`Timer::Heartbeat`] is pending.
-    pub(crate) heartbeat_armed: bool,
     pub(crate) groups: BTreeMap<Mid, Group>,
     pub(crate) replicas: BTreeMap<Mid, Replica>,
-    pub(crate) publishes: BTreeMap<u64, PendingPublish>,
-    pub(crate) publish_bytes: usize,
-    pub(crate) publish_sweep_armed: bool,
+    /// This node's publishes waiting for the root's answer.
+    pub(crate) publisher: Publisher,
     pub(crate) replays: BTreeMap<u64, Replay>,
     /// When each watched tree neighbour was last heard from, and where it
     /// is. A hash map: it is looked up for every message that arrives, and
@@ -108,6 +113,8 @@ pub struct Node<R> {
     pub(crate) rtts: crate::placement::RttMemory,
     /// LAN islands, once the driver has a multicast socket.
     pub(crate) lan: Option<Box<crate::lan::Lan>>,
+    /// Every timer armed, by what it is for.
+    pub(crate) timers: TimerTable,
     pub(crate) out: VecDeque<Output>,
     pub(crate) now: Instant,
 }
@@ -122,13 +129,9 @@ impl<R: Rng> Node<R> {
             rng,
             phase: Phase::Idle,
             maintenance_round: 0,
-            maintenance_armed: false,
-            heartbeat_armed: false,
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
-            publishes: BTreeMap::new(),
-            publish_bytes: 0,
-            publish_sweep_armed: false,
+            publisher: Publisher::default(),
             replays: BTreeMap::new(),
             heard: IdMap::with_hasher(hasher.clone()),
             probing: IdMap::with_hasher(hasher),
@@ -142,6 +145,7 @@ impl<R: Rng> Node<R> {
             coord: Default::default(),
             rtts: Default::default(),
             lan: None,
+            timers: TimerTable::default(),
             out: VecDeque::new(),
             now,
         }
@@ -172,6 +176,12 @@ impl<R: Rng> Node<R> {
         matches!(self.phase, Phase::Joined)
     }
 
+    /// When the node next wants [`Input::Timeout`], if it has a timer
+    /// armed. Changes only as inputs are handled: ask after each batch.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
     /// The next thing for the driver to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         let out = self.out.pop_front();
@@ -194,7 +204,13 @@ impl<R: Rng> Node<R> {
             Input::PeerDown(peer) => self.on_peer_down(peer),
             Input::Rtt { peer, rtt } => self.on_rtt(peer, rtt),
             Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
-            Input::Timer(t) => self.on_timer(t),
+            Input::Timeout => {
+                let armed_before = self.timers.next_seq();
+                while let Some(t) = self.timers.pop_due(now, armed_before) {
+                    tracing::trace!(timer = t.kind(), "timer");
+                    self.on_timer(t);
+                }
+            }
             Input::Command(c) => self.on_command(c),
             Input::LanDatagram(d) => self.on_lan_datagram(d),
             Input::Flush => self.flush_acks(),
@@ -331,7 +347,7 @@ impl<R: Rng> Node<R> {
         self.connection_lost(peer);
     }
 
-    fn on_timer(&mut self, timer: Timer) {
+    pub(crate) fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Bootstrap => self.on_bootstrap_timer(),
             Timer::Maintenance => self.on_maintenance(),
@@ -409,19 +425,19 @@ impl<R: Rng> Node<R> {
         self.phase = Phase::Idle;
     }
 
+    // The node's own handlers send, tell and arm through the same
+    // context its parts get.
     pub(crate) fn send(&mut self, to: NodeInfo, msg: Message) {
-        debug_assert_ne!(to.id, self.me().id, "a node never sends to itself");
-        self.out.push_back(Output::Send { to, msg });
+        ctx!(self).send(to, msg);
     }
 
     pub(crate) fn emit(&mut self, event: Event) {
-        self.out.push_back(Output::Event(event));
+        ctx!(self).emit(event);
     }
 
+    /// Arms `timer` to fire `after` from now, in place of any deadline it
+    /// had.
     pub(crate) fn set_timer(&mut self, after: std::time::Duration, timer: Timer) {
-        self.out.push_back(Output::SetTimer {
-            at: self.now + after,
-            timer,
-        });
+        ctx!(self).set_timer(after, timer);
     }
 }

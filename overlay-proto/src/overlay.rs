@@ -40,10 +40,11 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::id::NodeId;
-use crate::interface::{Event, Output, Timer};
+use crate::interface::{Event, Output};
 use crate::message::{JoinOverlay, Neighbours};
 use crate::message::{Message, NodeInfo, MAX_NEIGHBOURS_PER_MESSAGE};
 use crate::node::{Node, Phase};
+use crate::timer::Timer;
 
 impl<R: Rng> Node<R> {
     pub(crate) fn bootstrap(&mut self, addrs: Vec<SocketAddr>) {
@@ -62,8 +63,8 @@ impl<R: Rng> Node<R> {
             self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
         self.maintenance_round = 0;
-        if !self.maintenance_armed {
-            self.maintenance_armed = true;
+        // A second bootstrap must not start a second round of rounds.
+        if !self.timers.is_armed(Timer::Maintenance) {
             self.arm_maintenance();
         }
     }
@@ -341,9 +342,10 @@ mod tests {
 
     use crate::config::Config;
     use crate::id::{Mid, NodeId};
-    use crate::interface::{Command, Input, Timer};
+    use crate::interface::{Command, Input};
     use crate::message::Message;
-    use crate::test_support::{deliver, drain, node};
+    use crate::test_support::{deliver, drain, fire, node};
+    use crate::timer::Timer;
 
     const ME: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
     const A: u128 = 0x2000_0000_0000_0000_0000_0000_0000_0000;
@@ -366,10 +368,7 @@ mod tests {
         drain(&mut n);
         assert!(!n.routing().contains(NodeId(A)));
         let asks = |n: &mut crate::node::Node<_>, k: u64| {
-            n.handle(
-                t + Duration::from_secs(30 * k),
-                Input::Timer(Timer::Maintenance),
-            );
+            fire(n, t + Duration::from_secs(30 * k), Timer::Maintenance);
             drain(n)
                 .iter()
                 .filter(|(to, m)| {

@@ -105,10 +105,10 @@ use rand::Rng;
 
 use crate::coord::{random_direction, Coord};
 use crate::id::{Mid, NodeId};
-use crate::interface::Timer;
 use crate::message::{Join, Offer, Place, Splice};
 use crate::message::{Message, NodeInfo};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// Round-trip times of connected peers outside the routing table that a
 /// node remembers: enough for the tree neighbours it just met and the
@@ -213,12 +213,12 @@ impl<R: Rng> Node<R> {
         if !self.cfg.tree_optimize {
             return;
         }
-        let now = self.now;
+        let _now = self.now;
         let max = self.cfg.optimize_interval.max(FIRST_LOOK);
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.optimize_at.is_some() || g.is_root() {
+        if self.timers.is_armed(Timer::Optimize(mid)) || g.is_root() {
             return;
         }
         // The wait doubles each round (a move starts the rounds over): most
@@ -229,23 +229,16 @@ impl<R: Rng> Node<R> {
         g.optimize_round = g.optimize_round.saturating_add(1);
         let jitter = self.rng.random_range(0..=wait.as_millis() as u64 / 4);
         let wait = wait + Duration::from_millis(jitter);
-        if let Some(g) = self.groups.get_mut(&mid) {
-            g.optimize_at = Some(now + wait);
-        }
         self.set_timer(wait, Timer::Optimize(mid));
     }
 
     pub(crate) fn on_optimize_timer(&mut self, mid: Mid) {
-        let now = self.now;
+        let _now = self.now;
         let me = self.me();
         let coord = self.coord;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.optimize_at.is_none_or(|at| now < at) {
-            return;
-        }
-        g.optimize_at = None;
         if !g.attached || g.is_root() {
             // Attaching arms it again.
             return;
@@ -596,7 +589,7 @@ mod tests {
     use crate::config::Config;
     use crate::interface::{Command, Input};
     use crate::message::JoinAck;
-    use crate::test_support::{deliver, drain, info};
+    use crate::test_support::{deliver, drain, fire, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
 
@@ -682,8 +675,8 @@ mod tests {
         let mut n = attached_n();
         // Two looks without a move: the next is 4 s away, and growing.
         for _ in 0..2 {
-            let at = n.groups[&MID].optimize_at.expect("a look is armed");
-            n.handle(at, Input::Timer(Timer::Optimize(MID)));
+            let at = n.timers.get(Timer::Optimize(MID)).expect("a look is armed");
+            fire(&mut n, at, Timer::Optimize(MID));
             drain(&mut n);
         }
         let round = |n: &Node<StdRng>| n.groups[&MID].optimize_round;
@@ -770,8 +763,8 @@ mod tests {
         deliver(&mut m, P, ack(&[ROOT, P], 30_000));
         assert!(m.group(MID).unwrap().attached);
         // At its first look, M asks N to move up to P.
-        let due = m.groups[&MID].optimize_at.expect("a look is due");
-        m.handle(due, Input::Timer(Timer::Optimize(MID)));
+        let due = m.timers.get(Timer::Optimize(MID)).expect("a look is due");
+        fire(&mut m, due, Timer::Optimize(MID));
         let sent = drain(&mut m);
         assert!(
             matches!(&sent[..], [(to, Message::Splice(Splice { parent, .. }))] if *to == NodeId(N) && parent.id == NodeId(P)),
@@ -933,7 +926,7 @@ mod tests {
         n.handle(Instant::now(), rtt(ROOT, 100));
         drain(&mut n);
         let look = |n: &mut Node<StdRng>, at| {
-            n.handle(at, Input::Timer(Timer::Optimize(MID)));
+            fire(n, at, Timer::Optimize(MID));
             drain(n)
         };
         // No budget yet: only the climb through our parent.
@@ -977,9 +970,10 @@ mod tests {
         assert!(deliver(&mut n, M, offer(89_000, 12_000)).is_empty());
         // The answer to an ask carries no budget: a shorter link on a
         // path no longer than ours is worth the move, and the budget stays.
-        n.handle(
+        fire(
+            &mut n,
             Instant::now() + Duration::from_secs(3),
-            Input::Timer(Timer::Optimize(MID)),
+            Timer::Optimize(MID),
         );
         drain(&mut n);
         let echo = Message::PlaceOffer(Offer {

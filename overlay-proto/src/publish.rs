@@ -12,16 +12,19 @@
 //! such a message may still be delivered (an answer may have been lost),
 //! but never twice.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
 use rand::Rng;
 
+use crate::ctx::Ctx;
 use crate::id::Mid;
-use crate::interface::{Event, PublishError, Timer};
+use crate::interface::{Event, PublishError};
 use crate::message::{Message, Publish, RejectReason};
 use crate::message::{PublishAck, PublishReject};
-use crate::node::Node;
+use crate::node::{ctx, Node};
+use crate::timer::Timer;
 
 /// A publish of this node waiting for the root's answer.
 #[derive(Debug, Clone)]
@@ -34,47 +37,147 @@ pub(crate) struct PendingPublish {
     pub(crate) lan: bool,
 }
 
-impl<R: Rng> Node<R> {
-    pub(crate) fn publish(&mut self, request: u64, mid: Mid, payload: Bytes) {
-        if payload.len() > self.cfg.max_message_size {
-            let limit = self.cfg.max_message_size as u32;
-            self.emit(Event::PublishFailed {
+/// This node's publishes that wait for the root's answer, bounded in
+/// number and bytes by the config.
+#[derive(Debug, Default)]
+pub(crate) struct Publisher {
+    /// By the application's request number, which is also the pub_id.
+    pending: BTreeMap<u64, PendingPublish>,
+    /// Payload bytes of `pending`.
+    bytes: usize,
+}
+
+impl Publisher {
+    /// Takes the application's publish: the message to route toward the
+    /// root, or `None` when it is refused (and the application told).
+    pub(crate) fn start(
+        &mut self,
+        ctx: &mut Ctx,
+        request: u64,
+        mid: Mid,
+        payload: Bytes,
+    ) -> Option<Publish> {
+        let cfg = ctx.cfg;
+        if payload.len() > cfg.max_message_size {
+            let limit = cfg.max_message_size as u32;
+            ctx.emit(Event::PublishFailed {
                 request,
                 mid,
                 error: PublishError::Rejected(RejectReason::PayloadTooLarge { limit }),
             });
-            return;
+            return None;
         }
-        if self.publishes.len() >= self.cfg.max_pending_publishes
-            || self.publish_bytes + payload.len() > self.cfg.max_pending_publish_bytes
+        if self.pending.len() >= cfg.max_pending_publishes
+            || self.bytes + payload.len() > cfg.max_pending_publish_bytes
         {
-            let max = self.cfg.max_pending_publishes;
-            self.emit(Event::PublishFailed {
+            let max = cfg.max_pending_publishes;
+            ctx.emit(Event::PublishFailed {
                 request,
                 mid,
                 error: PublishError::TooManyInFlight(max),
             });
-            return;
+            return None;
         }
-        self.publish_bytes += payload.len();
-        self.publishes.insert(
+        self.bytes += payload.len();
+        self.pending.insert(
             request,
             PendingPublish {
                 mid,
                 payload: payload.clone(),
-                deadline: self.now + self.cfg.publish_timeout,
-                retry_at: self.now + self.cfg.publish_retry,
+                deadline: ctx.now + cfg.publish_timeout,
+                retry_at: ctx.now + cfg.publish_retry,
                 lan: false,
             },
         );
-        self.arm_publish_sweep();
-        let publisher = self.me();
-        self.on_publish(Publish {
+        self.arm_sweep(ctx);
+        Some(Publish {
             mid,
-            publisher,
+            publisher: ctx.me,
             pub_id: request,
             payload,
-        });
+        })
+    }
+
+    /// The answer to our publish `request` of `mid` came: the application
+    /// is told, and the publish is done.
+    pub(crate) fn answered(
+        &mut self,
+        ctx: &mut Ctx,
+        mid: Mid,
+        request: u64,
+        result: Result<u64, RejectReason>,
+    ) {
+        let Some(p) = self.pending.remove(&request) else {
+            return;
+        };
+        self.bytes -= p.payload.len();
+        let event = match result {
+            Ok(seq) => Event::PublishAccepted { request, mid, seq },
+            Err(reason) => Event::PublishFailed {
+                request,
+                mid,
+                error: reason.into(),
+            },
+        };
+        ctx.emit(event);
+    }
+
+    /// Fails the publishes past their deadline, and returns those whose
+    /// answer is overdue, oldest first, to be sent again; re-arms while
+    /// any is pending.
+    pub(crate) fn sweep(&mut self, ctx: &mut Ctx) -> Vec<Publish> {
+        let now = ctx.now;
+        let mut expired = Vec::new();
+        let mut retry = Vec::new();
+        for (id, p) in self.pending.iter_mut() {
+            if p.deadline <= now {
+                expired.push((*id, p.mid));
+            } else if p.retry_at <= now {
+                p.retry_at = now + ctx.cfg.publish_retry;
+                retry.push(Publish {
+                    mid: p.mid,
+                    publisher: ctx.me,
+                    pub_id: *id,
+                    payload: p.payload.clone(),
+                });
+            }
+        }
+        for (request, mid) in expired {
+            if let Some(p) = self.pending.remove(&request) {
+                self.bytes -= p.payload.len();
+            }
+            ctx.emit(Event::PublishFailed {
+                request,
+                mid,
+                error: PublishError::Timeout,
+            });
+        }
+        self.arm_sweep(ctx);
+        retry
+    }
+
+    /// One timer serves every pending publish.
+    fn arm_sweep(&mut self, ctx: &mut Ctx) {
+        if !ctx.is_armed(Timer::PublishSweep) && !self.pending.is_empty() {
+            // A quarter of the retry interval: retries go out at most 25%
+            // late, and so do failures.
+            let every = ctx.cfg.publish_retry.min(ctx.cfg.publish_timeout) / 4;
+            ctx.set_timer(every, Timer::PublishSweep);
+        }
+    }
+
+    /// Our pending publish `request`, if it still waits.
+    pub(crate) fn get_mut(&mut self, request: u64) -> Option<&mut PendingPublish> {
+        self.pending.get_mut(&request)
+    }
+}
+
+impl<R: Rng> Node<R> {
+    pub(crate) fn publish(&mut self, request: u64, mid: Mid, payload: Bytes) {
+        let Some(p) = self.publisher.start(&mut ctx!(self), request, mid, payload) else {
+            return;
+        };
+        self.on_publish(p);
         // Cut off from the tree: the members on our LAN get it at once.
         if self.lan.is_some() && !self.groups.get(&mid).is_some_and(|g| g.attached) {
             self.lan_publish(request);
@@ -125,75 +228,23 @@ impl<R: Rng> Node<R> {
             Err(RejectReason::UnknownGroup) => self.groups.get(&mid).is_some_and(|g| g.established),
             _ => false,
         };
-        if retry_later {
-            return;
+        if !retry_later {
+            self.publisher
+                .answered(&mut ctx!(self), mid, request, result);
         }
-        let Some(p) = self.publishes.remove(&request) else {
-            return;
-        };
-        self.publish_bytes -= p.payload.len();
-        let event = match result {
-            Ok(seq) => Event::PublishAccepted { request, mid, seq },
-            Err(reason) => Event::PublishFailed {
-                request,
-                mid,
-                error: reason.into(),
-            },
-        };
-        self.emit(event);
     }
 
     /// Sends again the publishes whose answer is overdue, and fails those
-    /// past their deadline; re-arms while any is pending.
+    /// past their deadline.
     pub(crate) fn sweep_publishes(&mut self) {
-        self.publish_sweep_armed = false;
-        let now = self.now;
-        let mut expired = Vec::new();
-        let mut retry = Vec::new();
-        for (id, p) in self.publishes.iter_mut() {
-            if p.deadline <= now {
-                expired.push((*id, p.mid));
-            } else if p.retry_at <= now {
-                p.retry_at = now + self.cfg.publish_retry;
-                retry.push((*id, p.mid, p.payload.clone()));
-            }
-        }
-        for (request, mid) in expired {
-            if let Some(p) = self.publishes.remove(&request) {
-                self.publish_bytes -= p.payload.len();
-            }
-            self.emit(Event::PublishFailed {
-                request,
-                mid,
-                error: PublishError::Timeout,
-            });
-        }
-        // Oldest first, so that a root that comes back orders retries in
-        // the order they were first sent.
-        retry.sort_by_key(|r| r.0);
-        let publisher = self.me();
-        for (pub_id, mid, payload) in retry {
-            tracing::debug!(mid = %mid, pub_id, "publish not answered yet, sending it again");
-            self.on_publish(Publish {
-                mid,
-                publisher,
-                pub_id,
-                payload,
-            });
+        let retry = self.publisher.sweep(&mut ctx!(self));
+        for p in retry {
+            let pub_id = p.pub_id;
+            tracing::debug!(mid = %p.mid, pub_id, "publish not answered yet, sending it again");
+            self.on_publish(p);
             if self.lan.is_some() {
                 self.lan_publish(pub_id);
             }
-        }
-        self.arm_publish_sweep();
-    }
-
-    pub(crate) fn arm_publish_sweep(&mut self) {
-        if !self.publish_sweep_armed && !self.publishes.is_empty() {
-            self.publish_sweep_armed = true;
-            // A quarter of the retry interval: retries go out at most 25%
-            // late, and so do failures.
-            let every = self.cfg.publish_retry.min(self.cfg.publish_timeout) / 4;
-            self.set_timer(every, Timer::PublishSweep);
         }
     }
 }

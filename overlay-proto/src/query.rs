@@ -14,10 +14,11 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::id::{Mid, NodeId};
-use crate::interface::{Event, Timer, TreeError};
+use crate::interface::{Event, TreeError};
 use crate::message::{Collect, Collected, TreeQuery, TreeReply};
 use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// Who a finished collection answers.
 #[derive(Debug, Clone)]

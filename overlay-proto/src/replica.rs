@@ -35,6 +35,7 @@ use crate::message::{Data, Message, NodeInfo};
 use crate::message::{NotRoot, ReplicaAck, ReplicaSync};
 use crate::node::Node;
 use crate::root::Root;
+use crate::timer::Timer;
 use crate::tree::Group;
 
 /// This node's copy of a group's root state.
@@ -348,6 +349,7 @@ impl<R: Rng> Node<R> {
             g.lan_key = rep.key;
         }
         g.stream = crate::stream::Stream::new(&self.cfg);
+        self.timers.stop(Timer::Repair(mid));
         g.attached = true;
         g.established = true;
         g.path.clear();

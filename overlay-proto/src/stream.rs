@@ -30,11 +30,12 @@ use rand::Rng;
 use crate::config::Config;
 use crate::frame::seal_data;
 use crate::id::Mid;
-use crate::interface::{Event, Output, Timer, TreeError};
+use crate::interface::{Event, Output, TreeError};
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::message::{Fetch, Lost};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// One group's stream at one node.
 #[derive(Debug, Clone)]
@@ -52,9 +53,8 @@ pub(crate) struct Stream {
     max_pending_bytes: usize,
     /// One past the newest sequence number known to exist.
     pub(crate) head: u64,
-    /// A fetch is under way until then...
-    fetching: Option<Instant>,
-    /// ...for the messages before this one.
+    /// While [`Timer::Repair`] is armed, a fetch is under way for the
+    /// messages before this one.
     fetch_to: u64,
     /// Messages skipped because they were no longer retained.
     pub(crate) lost: u64,
@@ -71,7 +71,6 @@ impl Stream {
             max_pending: cfg.buffer_messages,
             max_pending_bytes: cfg.buffer_bytes,
             head: 0,
-            fetching: None,
             fetch_to: 0,
             lost: 0,
         }
@@ -184,7 +183,7 @@ impl<R: Rng> Node<R> {
             if s.next.is_some_and(|n| n >= s.fetch_to) {
                 // The gap we asked for is filled: the next one can be asked
                 // for at once.
-                s.fetching = None;
+                self.timers.stop(Timer::Repair(mid));
             }
         }
         loop {
@@ -282,14 +281,14 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.is_root() || g.stream.fetching.is_some_and(|t| t > now) {
+        let fetching = self.timers.get(Timer::Repair(mid));
+        if g.is_root() || fetching.is_some_and(|t| t > now) {
             return;
         }
         let Some(next) = g.stream.next else { return };
         let Some(to) = g.stream.gap_end(next) else {
             return;
         };
-        g.stream.fetching = Some(now + retry);
         g.stream.fetch_to = to;
         let parent = g.parent;
         let fetch = Message::Fetch(Fetch {
@@ -308,13 +307,7 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_repair_timer(&mut self, mid: Mid) {
-        let now = self.now;
-        if let Some(g) = self.groups.get_mut(&mid) {
-            if g.stream.fetching.is_some_and(|t| t <= now) {
-                g.stream.fetching = None;
-                self.request_repair(mid);
-            }
-        }
+        self.request_repair(mid);
     }
 
     /// A fetch from a child (for its stream) or from anyone (a replay):
@@ -430,7 +423,8 @@ impl<R: Rng> Node<R> {
             return;
         };
         // Only an answer to a fetch of ours may make us skip messages.
-        if g.is_root() || g.stream.fetching.is_none_or(|t| t <= now) {
+        let fetching = self.timers.get(Timer::Repair(mid));
+        if g.is_root() || fetching.is_none_or(|t| t <= now) {
             return;
         }
         let s = &mut g.stream;
@@ -442,7 +436,7 @@ impl<R: Rng> Node<R> {
         s.lost += to - next;
         s.next = Some(to);
         s.buf.reset(to);
-        s.fetching = None;
+        self.timers.stop(Timer::Repair(mid));
         s.drop_pending_before(to);
         if g.member {
             self.emit(Event::Lost {

@@ -11,6 +11,7 @@ use crate::id::NodeId;
 use crate::interface::{Command, Input, Output};
 use crate::message::{Message, NodeInfo};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// A node id with a loopback address derived from it.
 pub(crate) fn info(id: u128) -> NodeInfo {
@@ -50,6 +51,15 @@ pub(crate) fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(No
         },
     );
     drain(n)
+}
+
+/// Fires `timer` at `at`, whether it is due or not, as if it were (the
+/// one timer of the node to fire then).
+pub(crate) fn fire(n: &mut Node<StdRng>, at: Instant, timer: Timer) {
+    n.now = at;
+    n.timers.stop(timer);
+    n.on_timer(timer);
+    n.keep_heartbeat();
 }
 
 /// The messages the node queued, with their receivers.

@@ -49,13 +49,14 @@ use rand::Rng;
 
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
-use crate::interface::{Event, Timer};
+use crate::interface::Event;
 use crate::lan::GroupKey;
 use crate::message::{Detour, Message, NodeInfo, RejectReason, MAX_PATH};
 use crate::message::{Join, JoinAck, JoinReject};
 use crate::node::Node;
 use crate::root::Root;
 use crate::stream::Stream;
+use crate::timer::Timer;
 
 /// Answers of "unknown group" after which a first join fails.
 pub(crate) const UNKNOWN_GROUP_ATTEMPTS: u8 = 3;
@@ -114,12 +115,6 @@ pub(crate) struct Group {
     /// The node our last join went to, whose acknowledgement we expect.
     pub(crate) join_target: Option<NodeId>,
     pub(crate) join_backoff: Duration,
-    /// When the pending join retry is due. Timers are never cancelled, so
-    /// a retry timer that finds another due (or none) is stale: without
-    /// this, every refused acknowledgement would add a timer, each firing
-    /// a join that sets another, and a node refused again and again would
-    /// send joins ever faster.
-    pub(crate) join_retry_at: Option<Instant>,
     /// Nodes the next join must not go to (the latest [`MAX_AVOID`]): they
     /// closed a cycle, or did not answer. A retry that went back to a first
     /// hop whose route crosses a crashed node would be lost again.
@@ -152,8 +147,6 @@ pub(crate) struct Group {
     pub(crate) budget_us: Option<u32>,
     /// Placement rounds since we attached (their interval doubles).
     pub(crate) optimize_round: u8,
-    /// When the pending [`Timer::Optimize`] is due, if one is.
-    pub(crate) optimize_at: Option<Instant>,
     /// The group's multicast key: drawn by the root, handed down with
     /// every acknowledgement (see [`crate::lan`]).
     pub(crate) lan_key: Option<Box<GroupKey>>,
@@ -186,7 +179,6 @@ impl Group {
             children: BTreeMap::new(),
             join_target: None,
             join_backoff: Duration::ZERO,
-            join_retry_at: None,
             avoid: Vec::new(),
             around: None,
             origin: None,
@@ -198,7 +190,6 @@ impl Group {
             moving: None,
             budget_us: None,
             optimize_round: 0,
-            optimize_at: None,
             lan_key: None,
             from_tree: 0,
             from_lan: 0,
@@ -459,31 +450,21 @@ impl<R: Rng> Node<R> {
     /// Retries the join of `mid` after `wait`, unless a retry is due
     /// sooner.
     fn arm_join_retry(&mut self, mid: Mid, wait: Duration) {
-        let at = self.now + wait;
-        let Some(g) = self.groups.get_mut(&mid) else {
-            return;
-        };
-        if g.join_retry_at.is_some_and(|due| due <= at) {
-            return;
+        if self.groups.contains_key(&mid) {
+            let at = self.now + wait;
+            self.timers.set_unless_sooner(Timer::JoinRetry(mid), at);
         }
-        g.join_retry_at = Some(at);
-        self.set_timer(wait, Timer::JoinRetry(mid));
     }
 
     pub(crate) fn on_join_retry(&mut self, mid: Mid) {
-        let now = self.now;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        if g.join_retry_at.is_none_or(|due| now < due) {
-            return;
-        }
-        g.join_retry_at = None;
         if g.attached || g.is_root() {
             return;
         }
         if !g.member && g.children.is_empty() {
-            self.groups.remove(&mid);
+            self.remove_group(mid);
             return;
         }
         // The node we joined through did not answer: try around it.
@@ -497,7 +478,7 @@ impl<R: Rng> Node<R> {
     /// The join cannot succeed: tell the children waiting on us, and the
     /// application if it asked.
     fn fail_join(&mut self, mid: Mid, reason: RejectReason) {
-        let Some(g) = self.groups.remove(&mid) else {
+        let Some(g) = self.remove_group(mid) else {
             return;
         };
         for c in g.children.values() {
@@ -762,7 +743,7 @@ impl<R: Rng> Node<R> {
         g.path = path;
         g.join_target = None;
         g.join_backoff = Duration::ZERO;
-        g.join_retry_at = None;
+        self.timers.stop(Timer::JoinRetry(mid));
         g.attempts = 0;
         g.avoid.clear();
         g.around = None;
@@ -802,7 +783,7 @@ impl<R: Rng> Node<R> {
             // the new neighbourhood may offer more.
             if let Some(g) = self.groups.get_mut(&mid) {
                 g.optimize_round = 0;
-                g.optimize_at = None;
+                self.timers.stop(Timer::Optimize(mid));
             }
             self.arm_optimize(mid);
         }
@@ -905,7 +886,20 @@ impl<R: Rng> Node<R> {
             self.send(p, Message::Leave { mid });
         }
         tracing::debug!(mid = %mid, "left the tree");
-        self.groups.remove(&mid);
+        self.remove_group(mid);
+    }
+
+    /// Drops our part in `mid`'s tree, with its timers: a group joined
+    /// again starts with none armed.
+    fn remove_group(&mut self, mid: Mid) -> Option<Group> {
+        for t in [
+            Timer::JoinRetry(mid),
+            Timer::Repair(mid),
+            Timer::Optimize(mid),
+        ] {
+            self.timers.stop(t);
+        }
+        self.groups.remove(&mid)
     }
 
     /// A peer is gone: drop it as a child, and re-join where it was our
@@ -954,7 +948,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::interface::{Command, Input};
-    use crate::test_support::{deliver, drain, info};
+    use crate::test_support::{deliver, drain, fire, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
 
@@ -1163,7 +1157,7 @@ mod tests {
         deliver(&mut p, Q, ack_along(&[ROOT, Q]));
         assert!(p.groups[&MID].attached);
         // Q is a tree neighbour we watch: only its silence says it is dead.
-        p.handle(Instant::now(), Input::Timer(Timer::Heartbeat));
+        fire(&mut p, Instant::now(), Timer::Heartbeat);
         drain(&mut p);
         // Its connection closed (it may have crashed; its silence has not
         // said so yet).
@@ -1182,8 +1176,9 @@ mod tests {
         p.handle(Instant::now(), Input::PeerDown(NodeId(Q)));
         // The join, and its retry timer.
         drain(&mut p);
+        let armed = p.timers.get(Timer::JoinRetry(MID));
+        assert!(armed.is_some(), "the join arms a retry");
         // Nodes below us answer our joins: each answer closes a cycle.
-        let mut retries = 0;
         for below in [0x2000u128, 0x3000, 0x4000, 0x5000] {
             p.handle(
                 Instant::now(),
@@ -1192,18 +1187,14 @@ mod tests {
                     msg: ack_along(&[ROOT, Q, P, below]),
                 },
             );
-            while let Some(o) = p.poll_output() {
-                if let crate::interface::Output::SetTimer {
-                    timer: Timer::JoinRetry(_),
-                    ..
-                } = o
-                {
-                    retries += 1;
-                }
-            }
+            drain(&mut p);
+            assert_eq!(
+                p.timers.get(Timer::JoinRetry(MID)),
+                armed,
+                "the retry armed by the join is due first"
+            );
         }
         assert!(!p.groups[&MID].attached);
-        assert_eq!(retries, 0, "the retry armed by the join is due first");
     }
 
     #[test]
@@ -1222,8 +1213,11 @@ mod tests {
         };
         // The retry timer, when it is due.
         let retry = |p: &mut Node<StdRng>| {
-            let due = p.groups[&MID].join_retry_at.expect("a retry is armed");
-            p.handle(due, Input::Timer(Timer::JoinRetry(MID)));
+            let due = p
+                .timers
+                .get(Timer::JoinRetry(MID))
+                .expect("a retry is armed");
+            fire(p, due, Timer::JoinRetry(MID));
         };
         p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         let mut hops = vec![first_hop(&drain(&mut p))];

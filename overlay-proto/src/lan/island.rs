@@ -49,10 +49,11 @@ use rand::Rng;
 
 use super::datagram::{peek_mid, LanBody, OpenError, Opener, SealError, Sealer};
 use crate::id::{Mid, NodeId};
-use crate::interface::{Event, Output, Timer};
+use crate::interface::{Event, Output};
 use crate::message::LanFed;
 use crate::message::{Data, Message};
 use crate::node::Node;
+use crate::timer::Timer;
 
 /// What a node counts of its LAN traffic, for `overlay status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -383,7 +384,7 @@ impl<R: Rng> Node<R> {
         let Some(lan) = self.lan.as_mut() else {
             return;
         };
-        let Some(p) = self.publishes.get_mut(&request) else {
+        let Some(p) = self.publisher.get_mut(request) else {
             return;
         };
         if p.lan || !lan.islands.contains_key(&p.mid) {

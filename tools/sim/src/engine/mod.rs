@@ -280,6 +280,7 @@ impl<N: Network> Sim<N> {
         let part = &mut self.parts[i % count];
         part.nodes.push(node);
         part.links.push(Default::default());
+        part.wakes.push(None);
         self.alive.push(true);
         self.infos.push(info);
         self.by_id.insert(id, i);

@@ -36,6 +36,8 @@ pub(super) enum Pending {
         peer: NodeInfo,
         rtt: Duration,
     },
+    /// The node's earliest timer may be due: [`Input::Timeout`] if it is.
+    Wake,
 }
 
 /// A node's open connections, by peer index (looked up for every message
@@ -105,6 +107,9 @@ pub(super) struct Part {
     pub(super) nodes: Vec<Node<StdRng>>,
     /// Each node's open connections, by peer index.
     pub(super) links: Vec<Peers>,
+    /// When each node's next [`Pending::Wake`] is queued (ns), if one is:
+    /// a node whose earliest deadline moves sooner gets another.
+    pub(super) wakes: Vec<Option<u64>>,
     /// Inputs by when they are due (nanoseconds after the start), then by
     /// the order they were scheduled in. The queue holds an index into
     /// `slab`, where the input waits with its node: inputs are large, and
@@ -146,6 +151,7 @@ impl Part {
             parts,
             nodes: Vec::new(),
             links: Vec::new(),
+            wakes: Vec::new(),
             queue: Queue::new(),
             slab: Vec::new(),
             free: Vec::new(),
@@ -243,6 +249,7 @@ impl Part {
                         node as usize,
                         [Input::PeerUp(peer), Input::Rtt { peer, rtt }],
                     ),
+                    Pending::Wake => self.wake(sh, node as usize, at),
                 }
             }
         }
@@ -278,6 +285,37 @@ impl Part {
         self.nodes[k].handle(self.now, Input::Flush);
         while let Some(out) = self.nodes[k].poll_output() {
             self.output(sh, i, out);
+        }
+        self.arm_wake(sh, i);
+    }
+
+    /// Node `i`'s wake queued for `at` (ns) is up: hands it a timeout if
+    /// a timer of its is due (a wake queued for a deadline that moved
+    /// later, or that an earlier wake served, finds none).
+    fn wake<N: Network>(&mut self, sh: &Shared<N>, i: usize, at: u64) {
+        let k = self.slot(i);
+        if self.wakes[k] == Some(at) {
+            self.wakes[k] = None;
+        }
+        let due = self.nodes[k].poll_timeout().is_some_and(|d| d <= self.now);
+        if due {
+            self.input(sh, i, [Input::Timeout]);
+        } else {
+            self.arm_wake(sh, i);
+        }
+    }
+
+    /// Queues a wake for node `i`'s earliest deadline, unless one is queued
+    /// for then or sooner.
+    fn arm_wake<N>(&mut self, sh: &Shared<N>, i: usize) {
+        let k = self.slot(i);
+        let Some(deadline) = self.nodes[k].poll_timeout() else {
+            return;
+        };
+        let at = nanos(sh.start, deadline.max(self.now));
+        if self.wakes[k].is_none_or(|w| at < w) {
+            self.wakes[k] = Some(at);
+            self.push(at, i as u32, Pending::Wake);
         }
     }
 
@@ -382,10 +420,6 @@ impl Part {
                     _ => (self.now + sh.dial_timeout, Input::PeerDown(to.id)),
                 };
                 self.schedule(sh, at, i, Pending::Input(input));
-            }
-            Output::SetTimer { at, timer } => {
-                let at = at.max(self.now);
-                self.schedule(sh, at, i, Pending::Input(Input::Timer(timer)));
             }
             Output::Event(e) => {
                 let t = nanos(sh.start, self.now);
