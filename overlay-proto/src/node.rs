@@ -12,11 +12,10 @@ use rustc_hash::FxSeededState;
 
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
-use crate::interface::{Command, Event, Input, Output, TreeError};
+use crate::interface::{Command, Event, Input, Output};
 use crate::message::{
-    Collect, Collected, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours,
-    NotRoot, Place, PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
-    TreeReply,
+    Collect, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours, NotRoot, Place,
+    PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
 };
 use crate::message::{Message, NodeInfo};
 use crate::publish::Publisher;
@@ -102,9 +101,8 @@ pub struct Node<R> {
     pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
     /// Replicas whose root is owed an acknowledgement at the next flush.
     pub(crate) acks_due: std::collections::BTreeSet<Mid>,
-    pub(crate) collections: BTreeMap<u64, crate::query::Collection>,
-    pub(crate) next_collection: u64,
-    pub(crate) queries: BTreeMap<u64, Mid>,
+    /// Tree queries and collections under way.
+    pub(crate) queries: crate::query::Queries,
     /// This node's network coordinate (see [`crate::coord`]).
     pub(crate) coord: crate::coord::Coord,
     /// Round-trip times of recently connected peers that the routing table
@@ -139,9 +137,7 @@ impl<R: Rng> Node<R> {
             lost: VecDeque::new(),
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),
-            collections: BTreeMap::new(),
-            next_collection: 1,
-            queries: BTreeMap::new(),
+            queries: Default::default(),
             coord: Default::default(),
             rtts: Default::default(),
             lan: None,
@@ -290,20 +286,8 @@ impl<R: Rng> Node<R> {
                 query,
                 budget_ms,
             }) => self.on_collect(from, mid, query, budget_ms),
-            Message::Collected(Collected {
-                mid,
-                query,
-                entries,
-            }) => self.on_collected(from, mid, query, entries),
-            Message::TreeReply(TreeReply { mid, query, result }) => {
-                if self.queries.remove(&query) == Some(mid) {
-                    self.emit(Event::Tree {
-                        request: query,
-                        mid,
-                        result: result.map_err(TreeError::from),
-                    });
-                }
-            }
+            Message::Collected(c) => self.queries.on_collected(&mut ctx!(self), from, c),
+            Message::TreeReply(reply) => self.queries.on_reply(&mut ctx!(self), reply),
             Message::Heartbeat(Heartbeat {
                 up,
                 down,
@@ -353,21 +337,13 @@ impl<R: Rng> Node<R> {
             Timer::Maintenance => self.on_maintenance(),
             Timer::JoinRetry(mid) => self.on_join_retry(mid),
             Timer::PublishSweep => self.sweep_publishes(),
-            Timer::CollectTimeout(id) => self.on_collect_timeout(id),
+            Timer::CollectTimeout(id) => self.queries.on_collect_timeout(&mut ctx!(self), id),
             Timer::Heartbeat => self.on_heartbeat_timer(),
             Timer::Repair(mid) => self.on_repair_timer(mid),
             Timer::Replay(request) => self.on_replay_timer(request),
             Timer::Optimize(mid) => self.on_optimize_timer(mid),
             Timer::Lan => self.on_lan_timer(),
-            Timer::QueryTimeout(id) => {
-                if let Some(mid) = self.queries.remove(&id) {
-                    self.emit(Event::Tree {
-                        request: id,
-                        mid,
-                        result: Err(TreeError::Timeout),
-                    });
-                }
-            }
+            Timer::QueryTimeout(id) => self.queries.on_query_timeout(&mut ctx!(self), id),
         }
     }
 

@@ -8,16 +8,17 @@
 //! so a stuck subtree delays the answer by at most the budget. The tree
 //! travels as a flat list with parent links, never nested.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::Rng;
 
+use crate::ctx::Ctx;
 use crate::id::{Mid, NodeId};
 use crate::interface::{Event, TreeError};
 use crate::message::{Collect, Collected, TreeQuery, TreeReply};
 use crate::message::{Message, NodeInfo, RejectReason, TreeEntry};
-use crate::node::Node;
+use crate::node::{ctx, Node};
 use crate::timer::Timer;
 
 /// Who a finished collection answers.
@@ -41,6 +42,224 @@ pub(crate) struct Collection {
     entries: Vec<TreeEntry>,
 }
 
+/// The tree queries of this node's user that wait for the root, and the
+/// collections under way here, each bounded by `max_collections`.
+#[derive(Debug)]
+pub(crate) struct Queries {
+    /// Our user's queries sent toward the root: the group of each, by the
+    /// user's request number.
+    asked: BTreeMap<u64, Mid>,
+    /// Collections under way here, by their number.
+    collections: BTreeMap<u64, Collection>,
+    /// The number of the next collection.
+    next_collection: u64,
+}
+
+impl Default for Queries {
+    fn default() -> Self {
+        Queries {
+            asked: BTreeMap::new(),
+            collections: BTreeMap::new(),
+            next_collection: 1,
+        }
+    }
+}
+
+impl Queries {
+    /// Sends our user's query `request` for `mid`'s tree to `next`, the
+    /// next hop toward the root (`None`: there is none).
+    pub(crate) fn ask(&mut self, ctx: &mut Ctx, request: u64, mid: Mid, next: Option<NodeInfo>) {
+        let result = if self.asked.len() >= ctx.cfg.max_collections {
+            Err(TreeError::Rejected(RejectReason::Overloaded))
+        } else if let Some(next) = next {
+            self.asked.insert(request, mid);
+            let reply_to = ctx.me;
+            ctx.send(
+                next,
+                Message::TreeQuery(TreeQuery {
+                    mid,
+                    query: request,
+                    reply_to,
+                }),
+            );
+            ctx.set_timer(ctx.cfg.tree_query_budget * 2, Timer::QueryTimeout(request));
+            return;
+        } else {
+            Err(TreeError::Rejected(RejectReason::UnknownGroup))
+        };
+        ctx.emit(Event::Tree {
+            request,
+            mid,
+            result,
+        });
+    }
+
+    /// The root answered one of our user's queries.
+    pub(crate) fn on_reply(&mut self, ctx: &mut Ctx, reply: TreeReply) {
+        let TreeReply { mid, query, result } = reply;
+        if self.asked.get(&query) == Some(&mid) {
+            self.asked.remove(&query);
+            ctx.emit(Event::Tree {
+                request: query,
+                mid,
+                result: result.map_err(TreeError::from),
+            });
+        }
+    }
+
+    /// Our user's query `request` is overdue.
+    pub(crate) fn on_query_timeout(&mut self, ctx: &mut Ctx, request: u64) {
+        if let Some(mid) = self.asked.remove(&request) {
+            ctx.emit(Event::Tree {
+                request,
+                mid,
+                result: Err(TreeError::Timeout),
+            });
+        }
+    }
+
+    /// Collects `mid`'s subtree below us (`own` is our entry) from
+    /// `children` within `budget`, for `answer`.
+    pub(crate) fn start(
+        &mut self,
+        ctx: &mut Ctx,
+        mid: Mid,
+        answer: Answer,
+        budget: Duration,
+        own: TreeEntry,
+        children: Vec<NodeInfo>,
+    ) {
+        let id = self.next_collection;
+        self.next_collection += 1;
+        let mut c = Collection {
+            mid,
+            answer,
+            waiting: children.iter().map(|c| c.id).collect(),
+            children: children.clone(),
+            entries: vec![own],
+        };
+        if children.is_empty() || self.collections.len() >= ctx.cfg.max_collections {
+            // Nothing to wait for, or too busy to wait: answer with what we
+            // know, children listed as not responding.
+            c.waiting.clear();
+            list_silent_children(ctx, &mut c, &children);
+            finish(ctx, c);
+            return;
+        }
+        let budget_ms = budget.as_millis().min(u32::MAX as u128) as u32;
+        for child in &children {
+            ctx.send(
+                *child,
+                Message::Collect(Collect {
+                    mid,
+                    query: id,
+                    budget_ms,
+                }),
+            );
+        }
+        self.collections.insert(id, c);
+        ctx.set_timer(budget, Timer::CollectTimeout(id));
+    }
+
+    /// A child's subtree, for a collection of ours.
+    pub(crate) fn on_collected(&mut self, ctx: &mut Ctx, from: NodeInfo, collected: Collected) {
+        let Collected {
+            mid,
+            query,
+            entries,
+        } = collected;
+        let max = ctx.cfg.max_tree_entries;
+        let Some(c) = self.collections.get_mut(&query) else {
+            return;
+        };
+        if c.mid != mid || !c.waiting.remove(&from.id) {
+            return;
+        }
+        // A child that answered with nothing is not on our tree after all.
+        if entries.is_empty() || entries[0].node.id != from.id {
+            let child = c.children.iter().find(|n| n.id == from.id).copied();
+            if let Some(child) = child {
+                c.entries.push(TreeEntry {
+                    node: child,
+                    parent: Some(ctx.me.id),
+                    member: false,
+                    responded: false,
+                    island: None,
+                    fed: false,
+                });
+            }
+        } else {
+            let room = max.saturating_sub(c.entries.len());
+            c.entries.extend(entries.into_iter().take(room));
+        }
+        if c.waiting.is_empty() {
+            if let Some(c) = self.collections.remove(&query) {
+                finish(ctx, c);
+            }
+        }
+    }
+
+    /// Collection `id` must answer with what it has.
+    pub(crate) fn on_collect_timeout(&mut self, ctx: &mut Ctx, id: u64) {
+        let Some(mut c) = self.collections.remove(&id) else {
+            return;
+        };
+        let silent: Vec<NodeInfo> = c
+            .children
+            .iter()
+            .filter(|n| c.waiting.contains(&n.id))
+            .copied()
+            .collect();
+        list_silent_children(ctx, &mut c, &silent);
+        finish(ctx, c);
+    }
+}
+
+fn list_silent_children(ctx: &Ctx, c: &mut Collection, silent: &[NodeInfo]) {
+    for child in silent {
+        c.entries.push(TreeEntry {
+            node: *child,
+            parent: Some(ctx.me.id),
+            member: false,
+            responded: false,
+            island: None,
+            fed: false,
+        });
+    }
+}
+
+fn finish(ctx: &mut Ctx, c: Collection) {
+    let mid = c.mid;
+    match c.answer {
+        Answer::Local { request } => ctx.emit(Event::Tree {
+            request,
+            mid,
+            result: Ok(c.entries),
+        }),
+        Answer::Remote { to, query } => {
+            if to.id == ctx.me.id {
+                return;
+            }
+            ctx.send(
+                to,
+                Message::TreeReply(TreeReply {
+                    mid,
+                    query,
+                    result: Ok(c.entries),
+                }),
+            )
+        }
+        Answer::Parent { to, query } => ctx.send(
+            to,
+            Message::Collected(Collected {
+                mid,
+                query,
+                entries: c.entries,
+            }),
+        ),
+    }
+}
+
 impl<R: Rng> Node<R> {
     pub(crate) fn query_tree(&mut self, request: u64, mid: Mid) {
         if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
@@ -48,34 +267,8 @@ impl<R: Rng> Node<R> {
             self.start_collection(mid, Answer::Local { request }, budget);
             return;
         }
-        if self.queries.len() >= self.cfg.max_collections {
-            self.emit(Event::Tree {
-                request,
-                mid,
-                result: Err(TreeError::Rejected(RejectReason::Overloaded)),
-            });
-            return;
-        }
-        match self.table.next_hop(mid.key(), &[]) {
-            Some(next) => {
-                let reply_to = self.me();
-                self.queries.insert(request, mid);
-                self.send(
-                    next,
-                    Message::TreeQuery(TreeQuery {
-                        mid,
-                        query: request,
-                        reply_to,
-                    }),
-                );
-                self.set_timer(self.cfg.tree_query_budget * 2, Timer::QueryTimeout(request));
-            }
-            None => self.emit(Event::Tree {
-                request,
-                mid,
-                result: Err(TreeError::Rejected(RejectReason::UnknownGroup)),
-            }),
-        }
+        let next = self.table.next_hop(mid.key(), &[]);
+        self.queries.ask(&mut ctx!(self), request, mid, next);
     }
 
     pub(crate) fn on_tree_query(&mut self, mid: Mid, query: u64, reply_to: NodeInfo) {
@@ -133,14 +326,15 @@ impl<R: Rng> Node<R> {
         self.start_collection(mid, Answer::Parent { to: from, query }, budget);
     }
 
+    /// Our own entry and children in `mid`, and the collection of what is
+    /// below them.
     fn start_collection(&mut self, mid: Mid, answer: Answer, budget: Duration) {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let me = self.me();
         let island = self.island(mid).filter(|i| !i.peers.is_empty());
         let own = TreeEntry {
-            node: me,
+            node: self.me(),
             parent: g.parent.map(|p| p.id),
             member: g.member,
             responded: true,
@@ -148,133 +342,131 @@ impl<R: Rng> Node<R> {
             fed: island.is_some_and(|i| i.fed),
         };
         let children: Vec<NodeInfo> = g.children.values().map(|c| c.info).collect();
-        let id = self.next_collection;
-        self.next_collection += 1;
-        let mut c = Collection {
-            mid,
-            answer,
-            waiting: children.iter().map(|c| c.id).collect(),
-            children: children.clone(),
-            entries: vec![own],
-        };
-        if children.is_empty() || self.collections.len() >= self.cfg.max_collections {
-            // Nothing to wait for, or too busy to wait: answer with what we
-            // know, children listed as not responding.
-            c.waiting.clear();
-            self.list_silent_children(&mut c, &children);
-            self.finish_collection(c);
-            return;
+        self.queries
+            .start(&mut ctx!(self), mid, answer, budget, own, children);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The query part alone: events in through a [`Ctx`], its outbox read.
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::interface::Output;
+    use crate::test_support::info;
+    use crate::timer::TimerTable;
+
+    const MID: Mid = Mid(0xabc);
+
+    struct Bench {
+        cfg: Config,
+        out: VecDeque<Output>,
+        timers: TimerTable,
+        queries: Queries,
+    }
+
+    impl Bench {
+        fn new() -> Self {
+            Bench {
+                cfg: Config::default(),
+                out: VecDeque::new(),
+                timers: TimerTable::default(),
+                queries: Queries::default(),
+            }
         }
-        let budget_ms = budget.as_millis().min(u32::MAX as u128) as u32;
-        for child in &children {
-            self.send(
-                *child,
-                Message::Collect(Collect {
-                    mid,
-                    query: id,
-                    budget_ms,
-                }),
+
+        fn run(&mut self, f: impl FnOnce(&mut Queries, &mut Ctx)) -> Vec<Output> {
+            let mut ctx = Ctx::new(
+                Instant::now(),
+                &self.cfg,
+                info(1),
+                &mut self.out,
+                &mut self.timers,
             );
-        }
-        self.collections.insert(id, c);
-        self.set_timer(budget, Timer::CollectTimeout(id));
-    }
-
-    fn list_silent_children(&self, c: &mut Collection, silent: &[NodeInfo]) {
-        let me = self.me().id;
-        for child in silent {
-            c.entries.push(TreeEntry {
-                node: *child,
-                parent: Some(me),
-                member: false,
-                responded: false,
-                island: None,
-                fed: false,
-            });
+            f(&mut self.queries, &mut ctx);
+            self.out.drain(..).collect()
         }
     }
 
-    pub(crate) fn on_collected(
-        &mut self,
-        from: NodeInfo,
-        mid: Mid,
-        query: u64,
-        entries: Vec<TreeEntry>,
-    ) {
-        let max = self.cfg.max_tree_entries;
-        let Some(c) = self.collections.get_mut(&query) else {
-            return;
+    fn entry(id: u128, parent: u128) -> TreeEntry {
+        TreeEntry {
+            node: info(id),
+            parent: Some(NodeId(parent)),
+            member: true,
+            responded: true,
+            island: None,
+            fed: false,
+        }
+    }
+
+    #[test]
+    fn a_reply_for_another_group_neither_answers_nor_ends_a_query() {
+        let mut b = Bench::new();
+        let sent = b.run(|q, ctx| q.ask(ctx, 7, MID, Some(info(2))));
+        assert!(matches!(&sent[..], [Output::Send { msg: Message::TreeQuery(_), .. }]));
+        let forged = TreeReply {
+            mid: Mid(0xdef),
+            query: 7,
+            result: Ok(vec![]),
         };
-        if c.mid != mid || !c.waiting.remove(&from.id) {
-            return;
-        }
-        // A child that answered with nothing is not on our tree after all.
-        if entries.is_empty() || entries[0].node.id != from.id {
-            let child = c.children.iter().find(|n| n.id == from.id).copied();
-            if let Some(child) = child {
-                c.entries.push(TreeEntry {
-                    node: child,
-                    parent: Some(self.table.me().id),
-                    member: false,
-                    responded: false,
-                    island: None,
-                    fed: false,
-                });
-            }
-        } else {
-            let room = max.saturating_sub(c.entries.len());
-            c.entries.extend(entries.into_iter().take(room));
-        }
-        if c.waiting.is_empty() {
-            if let Some(c) = self.collections.remove(&query) {
-                self.finish_collection(c);
-            }
-        }
-    }
-
-    pub(crate) fn on_collect_timeout(&mut self, id: u64) {
-        let Some(mut c) = self.collections.remove(&id) else {
-            return;
+        assert!(b.run(|q, ctx| q.on_reply(ctx, forged)).is_empty());
+        let real = TreeReply {
+            mid: MID,
+            query: 7,
+            result: Ok(vec![entry(9, 1)]),
         };
-        let silent: Vec<NodeInfo> = c
-            .children
-            .iter()
-            .filter(|n| c.waiting.contains(&n.id))
-            .copied()
-            .collect();
-        self.list_silent_children(&mut c, &silent);
-        self.finish_collection(c);
+        let told = b.run(|q, ctx| q.on_reply(ctx, real));
+        assert!(matches!(
+            &told[..],
+            [Output::Event(Event::Tree { request: 7, result: Ok(e), .. })] if e.len() == 1
+        ));
     }
 
-    fn finish_collection(&mut self, c: Collection) {
-        let mid = c.mid;
-        match c.answer {
-            Answer::Local { request } => self.emit(Event::Tree {
-                request,
-                mid,
-                result: Ok(c.entries),
-            }),
-            Answer::Remote { to, query } => {
-                if to.id == self.me().id {
-                    return;
-                }
-                self.send(
-                    to,
-                    Message::TreeReply(TreeReply {
-                        mid,
-                        query,
-                        result: Ok(c.entries),
-                    }),
-                )
+    #[test]
+    fn a_collection_answers_its_parent_once_every_child_did_and_only_children_count() {
+        let mut b = Bench::new();
+        let parent = info(5);
+        let own = entry(1, 5);
+        let sent = b.run(|q, ctx| {
+            q.start(
+                ctx,
+                MID,
+                Answer::Parent {
+                    to: parent,
+                    query: 3,
+                },
+                Duration::from_secs(1),
+                own,
+                vec![info(10), info(11)],
+            )
+        });
+        assert_eq!(sent.len(), 2, "one collect per child");
+        let id = 1;
+        let stranger = Collected {
+            mid: MID,
+            query: id,
+            entries: vec![entry(12, 1)],
+        };
+        assert!(b.run(|q, ctx| q.on_collected(ctx, info(12), stranger)).is_empty());
+        for child in [10, 11] {
+            let c = Collected {
+                mid: MID,
+                query: id,
+                entries: vec![entry(child, 1)],
+            };
+            let out = b.run(|q, ctx| q.on_collected(ctx, info(child), c));
+            if child == 10 {
+                assert!(out.is_empty(), "still waiting for 11");
+            } else {
+                assert!(matches!(
+                    &out[..],
+                    [Output::Send { to, msg: Message::Collected(c) }]
+                        if *to == parent && c.query == 3 && c.entries.len() == 3
+                ));
             }
-            Answer::Parent { to, query } => self.send(
-                to,
-                Message::Collected(Collected {
-                    mid,
-                    query,
-                    entries: c.entries,
-                }),
-            ),
         }
     }
 }
