@@ -395,13 +395,13 @@ mod tests {
         drain(&mut n);
         // A, the root, was our parent and went silent behind a partition.
         let g = n.groups.get_mut(&mid).unwrap();
-        g.around = Some(NodeId(A));
-        g.avoid_also(NodeId(A));
+        g.join.around = Some(NodeId(A));
+        g.join.avoid_also(NodeId(A));
         n.remember_dead(NodeId(A));
         n.forget(NodeId(A));
         deliver(&mut n, A, answer());
         let g = &n.groups[&mid];
-        assert_eq!(g.around, None);
-        assert!(!g.avoid.contains(&NodeId(A)));
+        assert_eq!(g.join.around, None);
+        assert!(!g.join.avoid.contains(&NodeId(A)));
     }
 }

@@ -169,6 +169,7 @@ impl<R: Rng> Node<R> {
             .filter_map(|c| {
                 let at = c.coord?;
                 let cost = g
+                    .place
                     .delay_us
                     .saturating_add(self.link_delay_us(c.info.id, &at))
                     .saturating_add(at.delay_us(coord));
@@ -225,8 +226,8 @@ impl<R: Rng> Node<R> {
         // of what a node gains comes in its first looks, and a tree of a
         // hundred thousand nodes that looked every few seconds would spend
         // its traffic on placements.
-        let wait = (FIRST_LOOK * 2u32.saturating_pow(g.optimize_round.min(16) as u32)).min(max);
-        g.optimize_round = g.optimize_round.saturating_add(1);
+        let wait = (FIRST_LOOK * 2u32.saturating_pow(g.place.round.min(16) as u32)).min(max);
+        g.place.round = g.place.round.saturating_add(1);
         let jitter = self.rng.random_range(0..=wait.as_millis() as u64 / 4);
         let wait = wait + Duration::from_millis(jitter);
         self.set_timer(wait, Timer::Optimize(mid));
@@ -243,13 +244,13 @@ impl<R: Rng> Node<R> {
             // Attaching arms it again.
             return;
         }
-        g.moving = None;
+        g.place.moving = None;
         let parent = g.parent;
-        let budget = g.budget_us;
+        let budget = g.place.budget_us;
         // Over the budget, a neighbour's place is still worth a look if it
         // is no farther from the root than ours, or a step farther: the link
         // may be shorter (the limit `on_place_offer` weighs offers by).
-        let limit = budget.map(|b| b.max(stepped(g.delay_us, self.cfg.step_down_pct)));
+        let limit = budget.map(|b| b.max(stepped(g.place.delay_us, self.cfg.step_down_pct)));
         // A forwarder that relays for one child only is a detour: the child
         // moves up to our parent, and we leave once it has.
         let lone = match (g.member, parent, g.acked_children().next()) {
@@ -300,7 +301,7 @@ impl<R: Rng> Node<R> {
             return;
         };
         let from_parent = g.parent.is_some_and(|p| p.id == from.id);
-        if !from_parent || !g.attached || g.moving.is_some() || g.is_root() {
+        if !from_parent || !g.attached || g.place.moving.is_some() || g.is_root() {
             return;
         }
         // Our path ends with our parent; the node before it is its parent.
@@ -321,7 +322,7 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        g.moving = Some(to.id);
+        g.place.moving = Some(to.id);
         let join = Join {
             mid,
             joiner: me,
@@ -405,14 +406,14 @@ impl<R: Rng> Node<R> {
             // (one answer to one ask). It is a routing neighbour: our delay
             // to it is likely measured.
             let edge = self.link_delay_us(node.id, &coord);
-            let own = g.delay_us.saturating_add(edge);
+            let own = g.place.delay_us.saturating_add(edge);
             if room && own <= budget {
                 self.offer_place(node, mid, own, edge, None);
             }
             return;
         }
         let edge = self.coord.delay_us(&coord);
-        let own = g.delay_us.saturating_add(edge);
+        let own = g.place.delay_us.saturating_add(edge);
         let children = self.placements(mid, &coord, node.id);
         // Nearer the node than we are, and within the budget: go on down.
         let nearer = children
@@ -457,6 +458,7 @@ impl<R: Rng> Node<R> {
                 let at = c.coord?;
                 let edge_us = at.delay_us(coord);
                 let delay_us = g
+                    .place
                     .delay_us
                     .saturating_add(self.link_delay_us(c.info.id, &at))
                     .saturating_add(edge_us);
@@ -475,7 +477,7 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        if !g.attached || g.is_root() || g.moving.is_some() {
+        if !g.attached || g.is_root() || g.place.moving.is_some() {
             return;
         }
         let Some(parent) = g.parent else {
@@ -485,10 +487,10 @@ impl<R: Rng> Node<R> {
             return;
         }
         // An answer to a direct ask brings no budget: we asked knowing it.
-        let Some(budget) = offer.budget_us.or(g.budget_us) else {
+        let Some(budget) = offer.budget_us.or(g.place.budget_us) else {
             return;
         };
-        let budget_known = g.budget_us == Some(budget);
+        let budget_known = g.place.budget_us == Some(budget);
         let edge = self
             .rtt_to(parent.id)
             .map_or(offer.edge_us.saturating_mul(2), |r| {
@@ -508,19 +510,19 @@ impl<R: Rng> Node<R> {
         // carry (the budget, or our own delay once we are over it); over
         // budget, a shorter path from the root as well. Or a step down: a
         // link at most half as long, on a path a little beyond that limit.
-        let limit = budget.max(g.delay_us);
+        let limit = budget.max(g.place.delay_us);
         let step_down = offer.delay_us <= stepped(limit, self.cfg.step_down_pct)
             && offer.edge_us as u64 * 100 <= edge as u64 * STEP_DOWN_LINK_PCT;
-        let better = offerer_us < g.delay_us
+        let better = offerer_us < g.place.delay_us
             && ((offer.delay_us <= limit && enough(edge, offer.edge_us))
                 || step_down
-                || (g.delay_us > budget && enough(g.delay_us, offer.delay_us)));
-        let from_us = g.delay_us;
+                || (g.place.delay_us > budget && enough(g.place.delay_us, offer.delay_us)));
+        let from_us = g.place.delay_us;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
         if !budget_known {
-            g.budget_us = Some(budget);
+            g.place.budget_us = Some(budget);
         }
         if !better {
             return;
@@ -679,7 +681,7 @@ mod tests {
             fire(&mut n, at, Timer::Optimize(MID));
             drain(&mut n);
         }
-        let round = |n: &Node<StdRng>| n.groups[&MID].optimize_round;
+        let round = |n: &Node<StdRng>| n.groups[&MID].place.round;
         assert_eq!(round(&n), 3);
         // P re-acknowledges us with its path 5% longer: no hurry.
         deliver(&mut n, P, ack(&[ROOT, P], 54_000));
@@ -956,7 +958,7 @@ mod tests {
             .map(|(to, _)| *to)
             .collect();
         assert_eq!(asked, [NodeId(M), NodeId(ROOT)], "{sent:?}");
-        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+        assert_eq!(n.groups[&MID].place.budget_us, Some(60_000));
     }
 
     #[test]
@@ -964,7 +966,7 @@ mod tests {
         let mut n = attached_n();
         // Our link to P is 30 ms, our path 80 ms, the budget 60 ms.
         assert!(deliver(&mut n, M, offer(78_000, 29_000)).is_empty());
-        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+        assert_eq!(n.groups[&MID].place.budget_us, Some(60_000));
         // A place 12 ms away, 9 ms farther from the root than ours: more
         // than the step down allows (10%), short as its link is.
         assert!(deliver(&mut n, M, offer(89_000, 12_000)).is_empty());
@@ -987,7 +989,7 @@ mod tests {
             matches!(sent[..], [(to, Message::Join(Join { moving: true, .. }))] if to == NodeId(M)),
             "{sent:?}"
         );
-        assert_eq!(n.groups[&MID].budget_us, Some(60_000));
+        assert_eq!(n.groups[&MID].place.budget_us, Some(60_000));
     }
 
     #[test]

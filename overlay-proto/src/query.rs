@@ -406,7 +406,13 @@ mod tests {
     fn a_reply_for_another_group_neither_answers_nor_ends_a_query() {
         let mut b = Bench::new();
         let sent = b.run(|q, ctx| q.ask(ctx, 7, MID, Some(info(2))));
-        assert!(matches!(&sent[..], [Output::Send { msg: Message::TreeQuery(_), .. }]));
+        assert!(matches!(
+            &sent[..],
+            [Output::Send {
+                msg: Message::TreeQuery(_),
+                ..
+            }]
+        ));
         let forged = TreeReply {
             mid: Mid(0xdef),
             query: 7,
@@ -450,7 +456,9 @@ mod tests {
             query: id,
             entries: vec![entry(12, 1)],
         };
-        assert!(b.run(|q, ctx| q.on_collected(ctx, info(12), stranger)).is_empty());
+        assert!(b
+            .run(|q, ctx| q.on_collected(ctx, info(12), stranger))
+            .is_empty());
         for child in [10, 11] {
             let c = Collected {
                 mid: MID,

@@ -346,14 +346,14 @@ impl<R: Rng> Node<R> {
         tracing::info!(mid = %mid, epoch, next = base, held = log.len(), "root lost; taking over as root");
         g.root = Some(Box::new(Root::new(epoch, log, base.saturating_sub(1))));
         if rep.key.is_some() {
-            g.lan_key = rep.key;
+            g.lan.key = rep.key;
         }
         g.stream = crate::stream::Stream::new(&self.cfg);
         self.timers.stop(Timer::Repair(mid));
         g.attached = true;
         g.established = true;
         g.path.clear();
-        g.join_target = None;
+        g.join.target = None;
         self.groups.insert(mid, g);
         self.choose_replicas(mid);
         self.try_commit(mid);

@@ -136,7 +136,7 @@ impl<R: Rng> Node<R> {
         };
         tracing::debug!(mid = %mid, "group created");
         let mut g = Group::new(true, &self.cfg, self.now);
-        g.lan_key = Some(Box::new(GroupKey::random(&mut self.rng)));
+        g.lan.key = Some(Box::new(GroupKey::random(&mut self.rng)));
         let log = Log::new(1, self.cfg.retain_messages, self.cfg.retain_bytes);
         g.root = Some(Box::new(Root::new(1, log, 0)));
         g.attached = true;
@@ -246,7 +246,7 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        let key = g.lan_key.clone();
+        let key = g.lan.key.clone();
         let Some(r) = g.root.as_mut() else {
             return;
         };
@@ -300,7 +300,7 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        let key = g.lan_key.clone();
+        let key = g.lan.key.clone();
         let Some(r) = g.root.as_mut() else {
             return;
         };

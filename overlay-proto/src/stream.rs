@@ -138,7 +138,7 @@ impl<R: Rng> Node<R> {
             // Only our parent feeds us; anything else is stale.
             return;
         }
-        g.from_tree += 1;
+        g.lan.from_tree += 1;
         self.accept(data);
     }
 

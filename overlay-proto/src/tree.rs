@@ -112,9 +112,27 @@ pub(crate) struct Group {
     /// The path from the root to our parent (empty at the root).
     pub(crate) path: Vec<NodeId>,
     pub(crate) children: BTreeMap<NodeId, Child>,
+    /// Was attached once: a re-join keeps trying where a first join fails.
+    pub(crate) established: bool,
+    /// The messages: order, gaps, repair buffer.
+    pub(crate) stream: Stream,
+    /// How we join the tree, until we are attached.
+    pub(crate) join: Joining,
+    /// Our place in the tree as placement weighs it.
+    pub(crate) place: Position,
+    /// The group on our LAN.
+    pub(crate) lan: GroupLan,
+}
+
+/// How a node joins a group's tree, or joins it again, until it is
+/// attached: where its join went, how long it waits, and what it steers
+/// clear of.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Joining {
     /// The node our last join went to, whose acknowledgement we expect.
-    pub(crate) join_target: Option<NodeId>,
-    pub(crate) join_backoff: Duration,
+    pub(crate) target: Option<NodeId>,
+    /// How long the next retry waits (it doubles, up to `join_retry_max`).
+    pub(crate) backoff: Duration,
     /// Nodes the next join must not go to (the latest [`MAX_AVOID`]): they
     /// closed a cycle, or did not answer. A retry that went back to a first
     /// hop whose route crosses a crashed node would be lost again.
@@ -128,35 +146,14 @@ pub(crate) struct Group {
     /// What a forwarder asks for before it has a stream of its own: the
     /// `want` of the join that created it.
     pub(crate) want_hint: Option<u64>,
-    /// Was attached once: a re-join keeps trying where a first join fails.
-    pub(crate) established: bool,
     /// Join attempts since the last attachment. A first join is failed as
     /// "unknown group" only after [`UNKNOWN_GROUP_ATTEMPTS`] answers say
     /// so: under churn, routing to a group's root can take a moment to
     /// converge, or the root's successor to take over.
     pub(crate) attempts: u8,
-    /// The messages: order, gaps, repair buffer.
-    pub(crate) stream: Stream,
-    /// Our delay from the root along the tree, in µs (estimated: our
-    /// parent's, plus our link to it).
-    pub(crate) delay_us: u32,
-    /// The node we asked to move to, after its [`Message::PlaceOffer`].
-    pub(crate) moving: Option<NodeId>,
-    /// The delay budget the root set for us, from the last
-    /// [`Message::PlaceOffer`]: what a direct ask to a neighbour carries.
-    pub(crate) budget_us: Option<u32>,
-    /// Placement rounds since we attached (their interval doubles).
-    pub(crate) optimize_round: u8,
-    /// The group's multicast key: drawn by the root, handed down with
-    /// every acknowledgement (see [`crate::lan`]).
-    pub(crate) lan_key: Option<Box<GroupKey>>,
-    /// Messages taken from the parent as it passed them on, and from the
-    /// LAN island's leader (see [`GroupView::from_tree`]).
-    pub(crate) from_tree: u64,
-    pub(crate) from_lan: u64,
 }
 
-impl Group {
+impl Joining {
     /// Routes the next joins around `id` too, forgetting the oldest such
     /// node when there are [`MAX_AVOID`].
     pub(crate) fn avoid_also(&mut self, id: NodeId) {
@@ -167,7 +164,36 @@ impl Group {
             self.avoid.push(id);
         }
     }
+}
 
+/// A tree node's place as placement weighs it (see [`crate::placement`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Position {
+    /// Our delay from the root along the tree, in µs (estimated: our
+    /// parent's, plus our link to it).
+    pub(crate) delay_us: u32,
+    /// The node we asked to move to, after its [`Message::PlaceOffer`].
+    pub(crate) moving: Option<NodeId>,
+    /// The delay budget the root set for us, from the last
+    /// [`Message::PlaceOffer`]: what a direct ask to a neighbour carries.
+    pub(crate) budget_us: Option<u32>,
+    /// Placement rounds since we attached (their interval doubles).
+    pub(crate) round: u8,
+}
+
+/// A group on the node's LAN (see [`crate::lan`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupLan {
+    /// The group's multicast key: drawn by the root, handed down with
+    /// every acknowledgement.
+    pub(crate) key: Option<Box<GroupKey>>,
+    /// Messages taken from the parent as it passed them on, and from the
+    /// LAN island's leader (see [`GroupView::from_tree`]).
+    pub(crate) from_tree: u64,
+    pub(crate) from_lan: u64,
+}
+
+impl Group {
     pub(crate) fn new(member: bool, cfg: &crate::Config, now: Instant) -> Self {
         Group {
             root: None,
@@ -177,22 +203,11 @@ impl Group {
             attached: false,
             path: Vec::new(),
             children: BTreeMap::new(),
-            join_target: None,
-            join_backoff: Duration::ZERO,
-            avoid: Vec::new(),
-            around: None,
-            origin: None,
-            want_hint: None,
             established: false,
-            attempts: 0,
             stream: Stream::new(cfg),
-            delay_us: 0,
-            moving: None,
-            budget_us: None,
-            optimize_round: 0,
-            lan_key: None,
-            from_tree: 0,
-            from_lan: 0,
+            join: Joining::default(),
+            place: Position::default(),
+            lan: GroupLan::default(),
         }
     }
 
@@ -303,8 +318,8 @@ fn view(mid: Mid, g: &Group) -> GroupView {
             .as_ref()
             .map(|r| r.replicas.iter().map(|p| p.info).collect())
             .unwrap_or_default(),
-        from_tree: g.from_tree,
-        from_lan: g.from_lan,
+        from_tree: g.lan.from_tree,
+        from_lan: g.lan.from_lan,
     }
 }
 
@@ -322,7 +337,7 @@ impl<R: Rng> Node<R> {
     /// The multicast key of a group this node is on, once the root drew it
     /// or a parent handed it down (see [`crate::lan`]).
     pub fn group_key(&self, mid: Mid) -> Option<&GroupKey> {
-        self.groups.get(&mid).and_then(|g| g.lan_key.as_deref())
+        self.groups.get(&mid).and_then(|g| g.lan.key.as_deref())
     }
 
     /// The groups this node is on, as member, forwarder or root.
@@ -361,7 +376,7 @@ impl<R: Rng> Node<R> {
         let mut g = Group::new(true, &self.cfg, self.now);
         g.stream.resume_at(next);
         g.established = true;
-        g.lan_key = key.map(Box::new);
+        g.lan.key = key.map(Box::new);
         self.groups.insert(mid, g);
         self.send_join(mid);
     }
@@ -389,10 +404,10 @@ impl<R: Rng> Node<R> {
     /// join around it could ever reach.
     pub(crate) fn alive_again(&mut self, id: NodeId) {
         for g in self.groups.values_mut() {
-            if g.around == Some(id) {
-                g.around = None;
+            if g.join.around == Some(id) {
+                g.join.around = None;
             }
-            g.avoid.retain(|a| *a != id);
+            g.join.avoid.retain(|a| *a != id);
         }
     }
 
@@ -403,24 +418,24 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let skip: Vec<NodeId> = g.avoid.iter().copied().chain(g.around).collect();
+        let skip: Vec<NodeId> = g.join.avoid.iter().copied().chain(g.join.around).collect();
         let mut next = self.toward_root(mid, &skip);
-        if next.is_none() && !g.avoid.is_empty() {
+        if next.is_none() && !g.join.avoid.is_empty() {
             // Nothing around them: better one of them than no join at all.
-            let around: Vec<NodeId> = g.around.into_iter().collect();
+            let around: Vec<NodeId> = g.join.around.into_iter().collect();
             next = self.toward_root(mid, &around);
         }
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        g.join_target = next.map(|n| n.id);
-        g.attempts = g.attempts.saturating_add(1);
-        let attempts = g.attempts;
-        g.join_backoff = (g.join_backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
-        let retry = g.join_backoff;
-        let want = g.stream.next.or(g.want_hint);
-        let around = g.around;
-        let origin = g.origin;
+        g.join.target = next.map(|n| n.id);
+        g.join.attempts = g.join.attempts.saturating_add(1);
+        let attempts = g.join.attempts;
+        g.join.backoff = (g.join.backoff * 2).clamp(self.cfg.join_retry, self.cfg.join_retry_max);
+        let retry = g.join.backoff;
+        let want = g.stream.next.or(g.join.want_hint);
+        let around = g.join.around;
+        let origin = g.join.origin;
         let established = g.established;
         match next {
             Some(next) => {
@@ -468,8 +483,8 @@ impl<R: Rng> Node<R> {
             return;
         }
         // The node we joined through did not answer: try around it.
-        if let Some(t) = g.join_target {
-            g.avoid_also(t);
+        if let Some(t) = g.join.target {
+            g.join.avoid_also(t);
         }
         tracing::debug!(mid = %mid, "join not acknowledged yet, sending it again");
         self.send_join(mid);
@@ -611,9 +626,9 @@ impl<R: Rng> Node<R> {
             return;
         }
         let mut g = Group::new(false, &self.cfg, self.now);
-        g.want_hint = join.want;
-        g.around = join.around();
-        g.origin = join.origin().or(Some(joiner.id));
+        g.join.want_hint = join.want;
+        g.join.around = join.around();
+        g.join.origin = join.origin().or(Some(joiner.id));
         g.children
             .insert(joiner.id, Child::new(joiner, join.want, join.coord));
         self.groups.insert(mid, g);
@@ -633,8 +648,8 @@ impl<R: Rng> Node<R> {
             return;
         };
         let epoch = g.root.as_ref().map_or(g.stream.epoch, |r| r.epoch);
-        let delay_us = g.delay_us;
-        let key = g.lan_key.clone();
+        let delay_us = g.place.delay_us;
+        let key = g.lan.key.clone();
         let mut path = g.path.clone();
         path.push(me);
         let Some(c) = g.children.get_mut(&child) else {
@@ -685,7 +700,7 @@ impl<R: Rng> Node<R> {
             // refuses it rather than hand it down).
             None => true,
             Some(g) => {
-                let moving = g.moving == Some(from.id);
+                let moving = g.place.moving == Some(from.id);
                 g.is_root()
                     || g.children.contains_key(&from.id)
                     || (g.attached && g.parent.is_some_and(|p| p.id != from.id) && !moving)
@@ -701,8 +716,8 @@ impl<R: Rng> Node<R> {
             tracing::debug!(mid = %mid, parent = %from.id.short(), "refusing a parent on our own path");
             self.send(from, Message::Leave { mid });
             if let Some(g) = self.groups.get_mut(&mid) {
-                g.avoid_also(from.id);
-                g.moving = None;
+                g.join.avoid_also(from.id);
+                g.place.moving = None;
                 if g.parent.is_some_and(|p| p.id == from.id) {
                     g.parent = None;
                     g.attached = false;
@@ -713,12 +728,12 @@ impl<R: Rng> Node<R> {
             return;
         }
         if let Some(g) = self.groups.get_mut(&mid) {
-            if g.moving == Some(from.id) && g.attached && delay_us >= g.delay_us {
+            if g.place.moving == Some(from.id) && g.attached && delay_us >= g.place.delay_us {
                 // The parent we are moving to is no nearer the root than we
                 // are any more: a node above it moved meanwhile, maybe into
                 // our own subtree (see `on_place_offer`). Stay.
                 tracing::debug!(mid = %mid, to = %from.id.short(), "move no longer upward, staying");
-                g.moving = None;
+                g.place.moving = None;
                 self.send(from, Message::Leave { mid });
                 return;
             }
@@ -730,27 +745,27 @@ impl<R: Rng> Node<R> {
         };
         let old = g.parent.replace(from).filter(|p| p.id != from.id);
         let was_attached = g.attached;
-        let before_us = g.delay_us;
-        g.delay_us = delay_us.saturating_add(link);
+        let before_us = g.place.delay_us;
+        g.place.delay_us = delay_us.saturating_add(link);
         // Our path from the root grew by more than a tenth (a node above us
         // moved to a shorter link of its own): a place that was not worth
         // taking may be now, and our next look may be a minute away.
-        let longer = was_attached && g.delay_us > before_us.saturating_add(before_us / 10);
-        g.moving = None;
+        let longer = was_attached && g.place.delay_us > before_us.saturating_add(before_us / 10);
+        g.place.moving = None;
         g.attached = true;
         g.established = true;
         g.parent_confirmed = now;
         g.path = path;
-        g.join_target = None;
-        g.join_backoff = Duration::ZERO;
+        g.join.target = None;
+        g.join.backoff = Duration::ZERO;
         self.timers.stop(Timer::JoinRetry(mid));
-        g.attempts = 0;
-        g.avoid.clear();
-        g.around = None;
-        g.origin = None;
-        g.want_hint = None;
+        g.join.attempts = 0;
+        g.join.avoid.clear();
+        g.join.around = None;
+        g.join.origin = None;
+        g.join.want_hint = None;
         if key.is_some() {
-            g.lan_key = key;
+            g.lan.key = key;
         }
         g.stream.epoch = g.stream.epoch.max(epoch);
         if let Some(old) = old {
@@ -782,7 +797,7 @@ impl<R: Rng> Node<R> {
             // A new place, or a longer way to the root: look again soon,
             // the new neighbourhood may offer more.
             if let Some(g) = self.groups.get_mut(&mid) {
-                g.optimize_round = 0;
+                g.place.round = 0;
                 self.timers.stop(Timer::Optimize(mid));
             }
             self.arm_optimize(mid);
@@ -793,19 +808,19 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let expected = g.join_target == Some(from.id) || g.parent.is_some_and(|p| p.id == from.id);
+        let expected = g.join.target == Some(from.id) || g.parent.is_some_and(|p| p.id == from.id);
         if g.is_root() || !expected {
             return;
         }
         if reason == RejectReason::UnknownGroup
-            && (g.established || g.attempts < UNKNOWN_GROUP_ATTEMPTS)
+            && (g.established || g.join.attempts < UNKNOWN_GROUP_ATTEMPTS)
         {
             // The root's successor may not have taken over yet, or routing
             // toward the root not converged: the join timer tries again.
             tracing::debug!(mid = %mid, "group not found; retrying");
             // It answered: the retry may go the same way.
             if let Some(g) = self.groups.get_mut(&mid) {
-                g.join_target = None;
+                g.join.target = None;
             }
             return;
         }
@@ -832,9 +847,9 @@ impl<R: Rng> Node<R> {
         // parent, or a parent that no longer knows us. (A move that is
         // refused is answered with a [`Message::MoveRefused`] instead,
         // which ends nothing.)
-        if g.moving == Some(from.id) {
+        if g.place.moving == Some(from.id) {
             // The node we asked to move to cannot take us: stay.
-            g.moving = None;
+            g.place.moving = None;
         }
         let was_child = g.children.remove(&from.id).is_some();
         let was_parent = g.parent.is_some_and(|p| p.id == from.id);
@@ -853,8 +868,8 @@ impl<R: Rng> Node<R> {
     /// are, and every link we have stays too.
     pub(crate) fn on_move_refused(&mut self, from: NodeInfo, mid: Mid) {
         if let Some(g) = self.groups.get_mut(&mid) {
-            if g.moving == Some(from.id) {
-                g.moving = None;
+            if g.place.moving == Some(from.id) {
+                g.place.moving = None;
             }
         }
     }
@@ -869,7 +884,7 @@ impl<R: Rng> Node<R> {
         }
         g.parent = None;
         g.attached = false;
-        g.join_backoff = Duration::ZERO;
+        g.join.backoff = Duration::ZERO;
         tracing::debug!(mid = %mid, "parent lost, joining again");
         self.send_join(mid);
     }
@@ -928,13 +943,13 @@ impl<R: Rng> Node<R> {
             }
             if was_parent {
                 if let Some(g) = self.groups.get_mut(&mid) {
-                    g.around = dead.then_some(peer);
+                    g.join.around = dead.then_some(peer);
                     // Our own joins go around it even when only its
                     // connection closed: a join sent to a node that has
                     // crashed waits out a retry (at 100,000 nodes under
                     // churn, the slowest repair began that way), and one
                     // around a node that is alive still reaches the tree.
-                    g.avoid_also(peer);
+                    g.join.avoid_also(peer);
                 }
                 self.detach(mid);
             }

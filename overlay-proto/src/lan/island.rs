@@ -211,7 +211,7 @@ impl<R: Rng> Node<R> {
         let wanted: Vec<Mid> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.member && g.lan_key.is_some())
+            .filter(|(_, g)| g.member && g.lan.key.is_some())
             .map(|(mid, _)| *mid)
             .collect();
         let gone: Vec<Mid> = lan
@@ -238,7 +238,8 @@ impl<R: Rng> Node<R> {
                 continue;
             }
             let key = self.groups[&mid]
-                .lan_key
+                .lan
+                .key
                 .as_deref()
                 .expect("filtered on a key");
             let max = self.cfg.lan_max_datagram;
@@ -454,7 +455,7 @@ impl<R: Rng> Node<R> {
                 payload,
             } => {
                 if let Some(g) = self.groups.get_mut(&mid) {
-                    g.from_lan += 1;
+                    g.lan.from_lan += 1;
                 }
                 self.accept(Data::new(mid, epoch, seq, publisher, pub_id, payload));
             }
