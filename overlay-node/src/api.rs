@@ -239,6 +239,10 @@ pub struct Status {
     /// IP multicast on a LAN, if configured.
     #[serde(default)]
     pub lan: Option<LanStatus>,
+    /// Messages from peers dropped because their sender may not send them
+    /// (a forged or unsolicited answer, or a late one), by message kind.
+    #[serde(default)]
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// What kind of failure an [`ApiError`] reports, for programs to act on.

@@ -1210,6 +1210,12 @@ impl Actor {
             groups,
             replicas,
             lan: self.lan_status(),
+            dropped: self
+                .node
+                .dropped()
+                .iter()
+                .map(|(kind, n)| (kind.to_string(), n))
+                .collect(),
         }
     }
 

@@ -22,6 +22,8 @@
 //! - [`id`]: 128-bit node ids (hash of the node's public key) and multicast
 //!   ids (mids), and the XOR key space they share.
 //! - [`interface`]: what a driver hands a [`Node`] and what it gets back.
+//! - [`admission`]: who may send what; every message from a peer passes
+//!   it before any part acts on it.
 //! - [`message`] and [`frame`]: every message, and how it is framed on a
 //!   stream, with a protocol version and a maximum frame size. Payloads are
 //!   shared, never copied per child.
@@ -54,6 +56,7 @@
 //!   agreeing.
 //! - [`query`]: collecting the whole tree at the root for display.
 
+pub mod admission;
 pub mod config;
 pub mod coord;
 mod ctx;

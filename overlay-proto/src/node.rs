@@ -10,6 +10,7 @@ use std::time::Instant;
 use rand::Rng;
 use rustc_hash::FxSeededState;
 
+use crate::admission::Dropped;
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output};
@@ -111,6 +112,8 @@ pub struct Node<R> {
     pub(crate) rtts: crate::placement::RttMemory,
     /// LAN islands, once the driver has a multicast socket.
     pub(crate) lan: Option<Box<crate::lan::Lan>>,
+    /// Messages dropped at admission (see [`crate::admission`]).
+    pub(crate) dropped: Dropped,
     /// Every timer armed, by what it is for.
     pub(crate) timers: TimerTable,
     pub(crate) out: VecDeque<Output>,
@@ -141,6 +144,7 @@ impl<R: Rng> Node<R> {
             coord: Default::default(),
             rtts: Default::default(),
             lan: None,
+            dropped: Dropped::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             now,
@@ -155,6 +159,11 @@ impl<R: Rng> Node<R> {
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Messages dropped because their sender may not send them, by kind.
+    pub fn dropped(&self) -> &Dropped {
+        &self.dropped
     }
 
     /// This node's network coordinate.
@@ -230,6 +239,11 @@ impl<R: Rng> Node<R> {
         }
         if back {
             self.alive_again(from.id);
+        }
+        // Whatever it says, the sender's connection is alive (above); what
+        // it says is acted on only if it may say it.
+        if !self.admit(&from, &msg) {
+            return;
         }
         match msg {
             Message::JoinOverlay(JoinOverlay { joiner }) => self.on_join_overlay(from, joiner),

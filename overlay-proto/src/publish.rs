@@ -166,6 +166,11 @@ impl Publisher {
         }
     }
 
+    /// Whether our publish `request` of `mid` waits for its answer.
+    pub(crate) fn waits_for(&self, mid: Mid, request: u64) -> bool {
+        self.pending.get(&request).is_some_and(|p| p.mid == mid)
+    }
+
     /// Our pending publish `request`, if it still waits.
     pub(crate) fn get_mut(&mut self, request: u64) -> Option<&mut PendingPublish> {
         self.pending.get_mut(&request)

@@ -94,6 +94,18 @@ impl Queries {
         });
     }
 
+    /// Whether our user's query `query` of `mid` waits for the root.
+    pub(crate) fn waits_for_reply(&self, mid: Mid, query: u64) -> bool {
+        self.asked.get(&query) == Some(&mid)
+    }
+
+    /// Whether collection `query` of `mid` waits for `child`'s subtree.
+    pub(crate) fn waits_for_collected(&self, mid: Mid, query: u64, child: NodeId) -> bool {
+        self.collections
+            .get(&query)
+            .is_some_and(|c| c.mid == mid && c.waiting.contains(&child))
+    }
+
     /// The root answered one of our user's queries.
     pub(crate) fn on_reply(&mut self, ctx: &mut Ctx, reply: TreeReply) {
         let TreeReply { mid, query, result } = reply;

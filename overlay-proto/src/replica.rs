@@ -325,7 +325,7 @@ impl<R: Rng> Node<R> {
         let Some(rep) = self.replicas.remove(&mid) else {
             return;
         };
-        let epoch = rep.epoch + 1;
+        let epoch = rep.epoch.saturating_add(1);
         let mut g = self
             .groups
             .remove(&mid)

@@ -61,6 +61,11 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    /// One past the last message the latest gap fetch asked for.
+    pub(crate) fn fetch_to(&self) -> u64 {
+        self.fetch_to
+    }
+
     pub(crate) fn new(cfg: &Config) -> Self {
         Stream {
             next: None,
@@ -433,7 +438,7 @@ impl<R: Rng> Node<R> {
             return;
         }
         tracing::warn!(mid = %mid, from = next, to, "messages no longer retained by the root; skipping them");
-        s.lost += to - next;
+        s.lost = s.lost.saturating_add(to - next);
         s.next = Some(to);
         s.buf.reset(to);
         self.timers.stop(Timer::Repair(mid));

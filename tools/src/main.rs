@@ -184,6 +184,16 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
                         "not joined yet"
                     }
                 )?;
+                if !s.dropped.is_empty() {
+                    let total: u64 = s.dropped.values().sum();
+                    let kinds: Vec<String> =
+                        s.dropped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    writeln!(
+                        out,
+                        "dropped    {total} messages their senders may not send ({})",
+                        kinds.join(", ")
+                    )?;
+                }
                 writeln!(out, "neighbours {}", s.neighbours.len())?;
                 for n in &s.neighbours {
                     let mut tags = Vec::new();

@@ -264,6 +264,11 @@ pub struct Report {
     /// Inputs the nodes handled over the whole run, by kind (messages,
     /// timers by their kind, connections, round-trip times...).
     pub inputs_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Messages the nodes running at the end dropped at admission (their
+    /// sender may not send them now: with honest nodes, late answers), by
+    /// kind.
+    #[serde(default)]
+    pub dropped_by_kind: std::collections::BTreeMap<String, u64>,
     /// Virtual time simulated, in seconds.
     pub virtual_secs: f64,
     /// Inputs handled by all nodes.
@@ -497,6 +502,22 @@ impl Report {
                 );
             }
         }
+        let dropped: u64 = self.dropped_by_kind.values().sum();
+        let kinds: Vec<String> = self
+            .dropped_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        out.row(
+            "messages dropped at admission (late answers)",
+            if kinds.is_empty() {
+                "0".to_string()
+            } else {
+                format!("{dropped} ({})", kinds.join(", "))
+            },
+            "",
+            None,
+        );
         out.row(
             "messages per node per second at rest",
             format!("{:.2}", self.control_per_node_s),

@@ -155,6 +155,13 @@ pub fn run(scn: &Scenario, observe: Observe) -> anyhow::Result<Report> {
     };
     report.messages_by_kind = owned(d.sim.by_kind());
     report.inputs_by_kind = owned(d.sim.inputs_by_kind());
+    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..d.sim.len() {
+        for (kind, n) in d.sim.node(i).dropped().iter() {
+            *dropped.entry(kind.to_string()).or_default() += n;
+        }
+    }
+    report.dropped_by_kind = dropped;
     report.virtual_secs = d.sim.elapsed().as_secs_f64();
     report.sim_inputs = d.sim.inputs();
     report.wall_secs = d.wall.elapsed().as_secs_f64();

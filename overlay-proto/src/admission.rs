@@ -1,0 +1,365 @@
+//! Who may send what: the one place every message from a peer passes
+//! before any part of the node acts on it.
+//!
+//! Any node that completes a QUIC handshake is a peer, and a peer may lie.
+//! The transport proves who sent a message (its id is the hash of the key
+//! its TLS handshake proved); this module decides whether that sender may
+//! send this message now. A message that fails is dropped and counted by
+//! kind ([`Dropped`], shown by `overlay status`), and no part sees it.
+//!
+//! The rules, by kind. Requests that any node may route or send (joins,
+//! publishes, fetches, tree queries, neighbour exchange, heartbeats,
+//! departures) are admitted here and bounded by the parts that serve them.
+//! Answers are admitted only from whom, and only for what, we asked:
+//!
+//! - [`Message::Splice`]: only from our parent in the group.
+//! - [`Message::LanFed`]: only from an acknowledged child in the group.
+//! - [`Message::PublishAck`] and [`Message::PublishReject`]: only for a
+//!   publish of ours that waits for its answer, for the same group.
+//! - [`Message::TreeReply`]: only for a tree query of ours, for the same
+//!   group.
+//! - [`Message::Collected`]: only from a child a collection of ours waits
+//!   for.
+//! - [`Message::Fetched`] for our own stream: only below the end of the
+//!   range our fetches asked for.
+//! - [`Message::Lost`] for our own stream: only a non-empty range that
+//!   ends within the one our fetches asked for (so no answer can skip the
+//!   stream past what we asked about).
+//! - [`Message::ReplicaAck`]: only from a replica of a group we are root
+//!   of.
+//!
+//! Whatever the kind, values near their maximum are refused: sequence
+//! numbers from [`MAX_SEQ`] on and the last epoch, so that no `+ 1`, and
+//! no sum of a sequence number and a count, wraps anywhere behind this
+//! point.
+//!
+//! An answer that comes after we stopped waiting (a publish that timed
+//! out, a collection that answered without it) is counted too.
+//!
+//! Still taken on the sender's word, until requests carry nonces and the
+//! root signs its stream and its successors: who acknowledges a join
+//! (a join may be passed on past the node it went to, so the acknowledger
+//! cannot be told from the request alone), who answers a fetch (the root
+//! answers what a parent passed up) and the contents of what it fetched
+//! within the asked range, a root's claims (`ReplicaSync`, `NotRoot`,
+//! epochs), and place offers.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use crate::message::{Collected, Lost, Message, NodeInfo, TreeReply};
+use crate::node::Node;
+
+/// Messages dropped because their sender may not send them, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Count by message kind ([`Message::kind`]): a fixed set of keys.
+    by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl Dropped {
+    /// The counts, by message kind, of kinds with any.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.by_kind.iter().map(|(k, n)| (*k, *n))
+    }
+
+    /// How many messages of `kind` were dropped.
+    pub fn get(&self, kind: &str) -> u64 {
+        self.by_kind.get(kind).copied().unwrap_or(0)
+    }
+
+    /// All messages dropped.
+    pub fn total(&self) -> u64 {
+        self.by_kind.values().sum()
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        let n = self.by_kind.entry(kind).or_default();
+        *n = n.saturating_add(1);
+    }
+}
+
+/// The first sequence number refused from the wire. No group reaches it
+/// (a million messages a second take 146,000 years), and anything below
+/// it leaves room to add counts without wrapping.
+pub const MAX_SEQ: u64 = 1 << 62;
+
+/// Whether every sequence number and epoch `msg` carries is below its
+/// limit.
+fn in_range(msg: &Message) -> bool {
+    let seq = |s: u64| s < MAX_SEQ;
+    let epoch = |e: u32| e < u32::MAX;
+    match msg {
+        Message::Join(j) => j.want.is_none_or(seq),
+        Message::JoinAck(a) => seq(a.next) && epoch(a.epoch),
+        Message::PublishAck(a) => seq(a.seq),
+        Message::Data(d) | Message::Replicate(d) | Message::Fetched { data: d, .. } => {
+            seq(d.seq) && epoch(d.epoch)
+        }
+        Message::Heartbeat(h) => [&h.up, &h.down, &h.replica]
+            .into_iter()
+            .flatten()
+            .all(|&(_, s)| seq(s)),
+        Message::Fetch(f) => seq(f.from) && seq(f.to),
+        Message::Lost(l) => seq(l.from) && seq(l.to),
+        Message::ReplicaSync(s) => seq(s.first) && epoch(s.epoch),
+        Message::ReplicaAck(a) => seq(a.seq) && epoch(a.epoch),
+        Message::NotRoot(n) => epoch(n.epoch),
+        _ => true,
+    }
+}
+
+impl<R: Rng> Node<R> {
+    /// Whether `from` may send `msg` now; a message that may not is
+    /// counted and logged.
+    pub(crate) fn admit(&mut self, from: &NodeInfo, msg: &Message) -> bool {
+        let ok = in_range(msg)
+            && match msg {
+                Message::Splice(s) => self
+                    .groups
+                    .get(&s.mid)
+                    .is_some_and(|g| g.parent.is_some_and(|p| p.id == from.id)),
+                Message::LanFed(f) => self
+                    .groups
+                    .get(&f.mid)
+                    .is_some_and(|g| g.children.get(&from.id).is_some_and(|c| c.acked.is_some())),
+                Message::PublishAck(a) => self.publisher.waits_for(a.mid, a.pub_id),
+                Message::PublishReject(r) => self.publisher.waits_for(r.mid, r.pub_id),
+                Message::TreeReply(TreeReply { mid, query, .. }) => {
+                    self.queries.waits_for_reply(*mid, *query)
+                }
+                Message::Collected(Collected { mid, query, .. }) => {
+                    self.queries.waits_for_collected(*mid, *query, from.id)
+                }
+                Message::Fetched { request: 0, data } => data.seq < self.fetched_up_to(data.mid),
+                Message::Lost(Lost {
+                    mid,
+                    request: 0,
+                    from: first,
+                    to,
+                }) => first < to && *to <= self.fetched_up_to(*mid),
+                Message::ReplicaAck(a) => self.groups.get(&a.mid).is_some_and(|g| {
+                    g.root
+                        .as_ref()
+                        .is_some_and(|r| r.replicas.iter().any(|x| x.info.id == from.id))
+                }),
+                _ => true,
+            };
+        if !ok {
+            tracing::debug!(from = %from.id.short(), kind = msg.kind(), "dropped: not a message this sender may send now");
+            self.dropped.count(msg.kind());
+        }
+        ok
+    }
+
+    /// One past the last message of `mid` our gap fetches asked for (0:
+    /// none, or not in the group).
+    fn fetched_up_to(&self, mid: crate::id::Mid) -> u64 {
+        self.groups.get(&mid).map_or(0, |g| g.stream.fetch_to())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Forged answers from a node that joined the overlay, one kind at a
+    //! time: each is dropped and counted, and the honest answer still
+    //! works.
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::id::{Mid, NodeId};
+    use crate::interface::{Command, Event, Input, Output};
+    use crate::message::{Data, JoinAck, LanFed, PublishAck, ReplicaAck, Splice};
+    use crate::test_support::{deliver, drain, info, node};
+
+    const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
+    const Q: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
+    const P: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
+    /// The liar: a node that completed a handshake, nothing more.
+    const M: u128 = 0x5000_0000_0000_0000_0000_0000_0000_0000;
+    const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
+
+    /// P, attached under ROOT -> Q, expecting message 1 next.
+    fn p_under_q() -> Node<StdRng> {
+        let mut p = node(P, &[ROOT, Q, M], Config::default());
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut p);
+        let ack = JoinAck {
+            mid: MID,
+            next: 1,
+            epoch: 1,
+            path: vec![NodeId(ROOT), NodeId(Q)],
+            delay_us: 0,
+            coord: Default::default(),
+            key: None,
+        };
+        deliver(&mut p, Q, Message::JoinAck(ack));
+        assert!(p.groups[&MID].attached);
+        p
+    }
+
+    fn data(seq: u64) -> Data {
+        Data::new(MID, 1, seq, NodeId(P), seq, Bytes::from_static(b"x"))
+    }
+
+    fn events(n: &mut Node<StdRng>) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Event(e) = o {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_lost_range_nobody_asked_about_cannot_silence_a_member() {
+        let mut p = p_under_q();
+        // Message 3 before 1 and 2: P fetches 1..3 from Q.
+        let sent = deliver(&mut p, Q, Message::Data(data(3)));
+        assert!(sent
+            .iter()
+            .any(|(to, m)| *to == NodeId(Q) && m.kind() == "fetch"));
+        let forged = Lost {
+            mid: MID,
+            request: 0,
+            from: 0,
+            to: u64::MAX,
+        };
+        deliver(&mut p, M, Message::Lost(forged));
+        assert_eq!(p.dropped().get("lost"), 1);
+        assert_eq!(p.groups[&MID].stream.next, Some(1), "nothing skipped");
+        // What it asked about can still be reported lost.
+        let answer = Lost {
+            mid: MID,
+            request: 0,
+            from: 1,
+            to: 3,
+        };
+        deliver(&mut p, Q, Message::Lost(answer));
+        assert_eq!(p.dropped().total(), 1);
+        assert_eq!(
+            p.groups[&MID].stream.next,
+            Some(4),
+            "1 and 2 lost, 3 delivered"
+        );
+    }
+
+    #[test]
+    fn fetched_messages_beyond_what_was_asked_for_are_dropped() {
+        let mut p = p_under_q();
+        deliver(&mut p, Q, Message::Data(data(3)));
+        for seq in 3..10 {
+            let forged = Message::Fetched {
+                request: 0,
+                data: data(seq),
+            };
+            deliver(&mut p, M, forged);
+        }
+        assert_eq!(p.dropped().get("fetched"), 7);
+        let honest = Message::Fetched {
+            request: 0,
+            data: data(1),
+        };
+        deliver(&mut p, Q, honest);
+        assert_eq!(p.dropped().total(), 7);
+        assert_eq!(p.groups[&MID].stream.next, Some(2));
+    }
+
+    #[test]
+    fn only_the_answer_to_our_own_publish_completes_it() {
+        let mut p = p_under_q();
+        let publish = Command::Publish {
+            request: 5,
+            mid: MID,
+            payload: Bytes::from_static(b"hello"),
+        };
+        p.handle(Instant::now(), Input::Command(publish));
+        drain(&mut p);
+        let ack = |mid, pub_id| {
+            Message::PublishAck(PublishAck {
+                mid,
+                pub_id,
+                seq: 7,
+            })
+        };
+        deliver(&mut p, M, ack(MID, 6));
+        deliver(&mut p, M, ack(Mid(0xabc), 5));
+        assert_eq!(p.dropped().get("publish-ack"), 2);
+        assert!(events(&mut p).is_empty());
+        p.handle(
+            Instant::now(),
+            Input::Message {
+                from: info(ROOT),
+                msg: ack(MID, 5),
+            },
+        );
+        assert!(matches!(
+            &events(&mut p)[..],
+            [Event::PublishAccepted {
+                request: 5,
+                seq: 7,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn tree_link_messages_count_only_from_the_other_end_of_the_link() {
+        let mut p = p_under_q();
+        let splice = Splice {
+            mid: MID,
+            parent: info(M),
+        };
+        assert!(deliver(&mut p, M, Message::Splice(splice)).is_empty());
+        deliver(
+            &mut p,
+            M,
+            Message::LanFed(LanFed {
+                mid: MID,
+                fed: true,
+            }),
+        );
+        let ack = ReplicaAck {
+            mid: MID,
+            epoch: u32::MAX,
+            seq: u64::MAX,
+        };
+        deliver(&mut p, M, Message::ReplicaAck(ack));
+        for kind in ["splice", "lan-fed", "replica-ack"] {
+            assert_eq!(p.dropped().get(kind), 1, "{kind}");
+        }
+        assert_eq!(p.groups[&MID].parent.map(|n| n.id), Some(NodeId(Q)));
+    }
+
+    #[test]
+    fn values_at_their_limit_are_refused_whatever_the_kind() {
+        let mut p = p_under_q();
+        let sync = crate::message::ReplicaSync {
+            mid: MID,
+            epoch: u32::MAX,
+            root: info(M),
+            first: 1,
+            replicas: vec![NodeId(P)],
+            key: None,
+        };
+        deliver(&mut p, M, Message::ReplicaSync(sync));
+        let not_root = crate::message::NotRoot {
+            mid: MID,
+            epoch: u32::MAX,
+            root: info(M),
+        };
+        deliver(&mut p, M, Message::NotRoot(not_root));
+        deliver(&mut p, Q, Message::Data(data(MAX_SEQ)));
+        assert_eq!(p.dropped().get("replica-sync"), 1);
+        assert_eq!(p.dropped().get("not-root"), 1);
+        assert_eq!(p.dropped().get("data"), 1);
+        assert!(p.replicas().is_empty(), "no replica taken on");
+        assert_eq!(p.groups[&MID].stream.next, Some(1));
+    }
+}
