@@ -1003,6 +1003,12 @@ impl Actor {
                     self.reply(client, id, Response::Created { mid });
                 }
             }
+            Event::CreateFailed { request, reason } => {
+                if let Some((client, id)) = self.creates.remove(&request) {
+                    let message = format!("cannot create a group: {reason}");
+                    self.error(client, id, api_kind(reason), message);
+                }
+            }
             Event::Joined { mid, depth, next } => {
                 for (client, id, _) in self.joins.remove(&mid).unwrap_or_default() {
                     self.reply(client, id, Response::Joined { depth, next });

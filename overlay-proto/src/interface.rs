@@ -218,6 +218,14 @@ pub enum Event {
         /// Its mid.
         mid: Mid,
     },
+    /// No group was created: the node holds the most groups its config
+    /// allows.
+    CreateFailed {
+        /// The request.
+        request: u64,
+        /// Why.
+        reason: RejectReason,
+    },
     /// This node is a member attached to the group's tree.
     Joined {
         /// The group.

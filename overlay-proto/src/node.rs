@@ -365,6 +365,13 @@ impl<R: Rng> Node<R> {
         match cmd {
             Command::Bootstrap { addrs } => self.bootstrap(addrs),
             Command::CreateGroup { request } => {
+                // Created groups count against max_groups like joined ones:
+                // each holds a root's retention.
+                if self.groups.len() >= self.cfg.max_groups {
+                    let reason = crate::message::RejectReason::TooManyGroups;
+                    self.emit(Event::CreateFailed { request, reason });
+                    return;
+                }
                 let mid = self.create_group();
                 self.emit(Event::GroupCreated { request, mid });
             }

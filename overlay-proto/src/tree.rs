@@ -1276,4 +1276,33 @@ mod tests {
             "{sent:?}"
         );
     }
+
+    #[test]
+    fn a_node_creates_no_more_groups_than_max_groups() {
+        let cfg = Config {
+            max_groups: 2,
+            ..Config::default()
+        };
+        let mut n = crate::test_support::node(P, &[], cfg);
+        let mut created = 0;
+        let mut refused = 0;
+        for request in 1..=3 {
+            n.handle(
+                Instant::now(),
+                Input::Command(Command::CreateGroup { request }),
+            );
+            while let Some(o) = n.poll_output() {
+                match o {
+                    crate::interface::Output::Event(Event::GroupCreated { .. }) => created += 1,
+                    crate::interface::Output::Event(Event::CreateFailed {
+                        request: 3,
+                        reason: RejectReason::TooManyGroups,
+                    }) => refused += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!((created, refused), (2, 1));
+        assert_eq!(n.groups().len(), 2);
+    }
 }
