@@ -174,8 +174,8 @@ mod tests {
     use crate::config::Config;
     use crate::id::{Mid, NodeId};
     use crate::interface::{Command, Event, Input, Output};
-    use crate::message::{Data, JoinAck, LanFed, PublishAck, ReplicaAck, Splice};
-    use crate::test_support::{deliver, drain, info, node};
+    use crate::message::{Data, LanFed, PublishAck, ReplicaAck, Splice};
+    use crate::test_support::{attach, deliver, drain, info, node};
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
     const Q: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
@@ -187,18 +187,7 @@ mod tests {
     /// P, attached under ROOT -> Q, expecting message 1 next.
     fn p_under_q() -> Node<StdRng> {
         let mut p = node(P, &[ROOT, Q, M], Config::default());
-        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
-        drain(&mut p);
-        let ack = JoinAck {
-            mid: MID,
-            next: 1,
-            epoch: 1,
-            path: vec![NodeId(ROOT), NodeId(Q)],
-            delay_us: 0,
-            coord: Default::default(),
-            key: None,
-        };
-        deliver(&mut p, Q, Message::JoinAck(ack));
+        attach(&mut p, MID, &[ROOT, Q]);
         assert!(p.groups[&MID].attached);
         p
     }

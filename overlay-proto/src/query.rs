@@ -69,28 +69,26 @@ impl Queries {
     /// Sends our user's query `request` for `mid`'s tree to `next`, the
     /// next hop toward the root (`None`: there is none).
     pub(crate) fn ask(&mut self, ctx: &mut Ctx, request: u64, mid: Mid, next: Option<NodeInfo>) {
-        let result = if self.asked.len() >= ctx.cfg.max_collections {
-            Err(TreeError::Rejected(RejectReason::Overloaded))
-        } else if let Some(next) = next {
-            self.asked.insert(request, mid);
-            let reply_to = ctx.me;
-            ctx.send(
-                next,
-                Message::TreeQuery(TreeQuery {
+        let refused = match next {
+            _ if self.asked.len() >= ctx.cfg.max_collections => RejectReason::Overloaded,
+            None => RejectReason::UnknownGroup,
+            Some(next) => {
+                self.asked.insert(request, mid);
+                let reply_to = ctx.me;
+                let query = TreeQuery {
                     mid,
                     query: request,
                     reply_to,
-                }),
-            );
-            ctx.set_timer(ctx.cfg.tree_query_budget * 2, Timer::QueryTimeout(request));
-            return;
-        } else {
-            Err(TreeError::Rejected(RejectReason::UnknownGroup))
+                };
+                ctx.send(next, Message::TreeQuery(query));
+                ctx.set_timer(ctx.cfg.tree_query_budget * 2, Timer::QueryTimeout(request));
+                return;
+            }
         };
         ctx.emit(Event::Tree {
             request,
             mid,
-            result,
+            result: Err(TreeError::Rejected(refused)),
         });
     }
 

@@ -41,6 +41,24 @@ pub(crate) fn node(me: u128, known: &[u128], cfg: Config) -> Node<StdRng> {
     n
 }
 
+/// Makes `n` a member of `mid` attached below `path` (the root first, the
+/// parent last): it joins, and its parent acknowledges with `next` 1.
+pub(crate) fn attach(n: &mut Node<StdRng>, mid: crate::id::Mid, path: &[u128]) {
+    n.handle(Instant::now(), Input::Command(Command::Join { mid }));
+    drain(n);
+    let ack = crate::message::JoinAck {
+        mid,
+        next: 1,
+        epoch: 1,
+        path: path.iter().map(|&i| NodeId(i)).collect(),
+        delay_us: 0,
+        coord: Default::default(),
+        key: None,
+    };
+    let parent = *path.last().expect("a path ends with the parent");
+    deliver(n, parent, Message::JoinAck(ack));
+}
+
 /// Hands `n` a message from node `from`; what it sent in answer.
 pub(crate) fn deliver(n: &mut Node<StdRng>, from: u128, msg: Message) -> Vec<(NodeId, Message)> {
     n.handle(

@@ -1154,9 +1154,7 @@ mod tests {
     /// P attached under ROOT -> Q: its way up runs through Q.
     fn p_under_q() -> Node<StdRng> {
         let mut p = node(P, &[ROOT, Q], 16);
-        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
-        drain(&mut p);
-        deliver(&mut p, Q, ack_along(&[ROOT, Q]));
+        crate::test_support::attach(&mut p, MID, &[ROOT, Q]);
         assert!(p.groups[&MID].attached);
         p
     }
