@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use overlay_proto::{frame, Command, Config, Input, Mid, Node, NodeId, NodeInfo};
+use overlay_proto::keys::Ed25519Signer;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -66,7 +67,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let start = Instant::now();
     let mut now = start;
-    let mut node = Node::new(info(ME), cfg.clone(), StdRng::seed_from_u64(1), now);
+    let signer = std::sync::Arc::new(Ed25519Signer::from_seed(&[1; 32]));
+    let mut node = Node::new(info(ME), signer, cfg.clone(), StdRng::seed_from_u64(1), now);
     node.handle(now, Input::Command(Command::Bootstrap { addrs: vec![] }));
     for p in PEERS {
         node.handle(now, Input::PeerUp(info(p)));

@@ -253,6 +253,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut seed_rng = rand::rng();
     let node = Node::new(
         me,
+        identity.signer(),
         settings.proto.clone(),
         StdRng::from_rng(&mut seed_rng),
         now,

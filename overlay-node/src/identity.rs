@@ -10,7 +10,12 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use overlay_proto::keys::{Ed25519Signer, PublicKey, SharedSigner, Signer};
 use overlay_proto::NodeId;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// File in the data directory that holds the private key (PKCS#8 DER).
@@ -50,6 +55,7 @@ pub struct Identity {
     /// The self-signed certificate.
     pub cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
+    signer: SharedSigner,
 }
 
 impl std::fmt::Debug for Identity {
@@ -68,8 +74,7 @@ impl Identity {
         let key_der = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = rcgen::KeyPair::generate()
-                    .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+                let key = new_key()?;
                 let der = key.serialize_der();
                 write_private(&path, &der).map_err(|source| IdentityError::Io {
                     path: shown.clone(),
@@ -113,9 +118,7 @@ impl Identity {
 
     /// A fresh identity held only in memory (for tests and tools).
     pub fn ephemeral() -> Result<Self, IdentityError> {
-        let key =
-            rcgen::KeyPair::generate().map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        Self::from_pkcs8(key.serialize_der()).map_err(IdentityError::Certificate)
+        Self::from_pkcs8(new_key()?.serialize_der()).map_err(IdentityError::Certificate)
     }
 
     fn from_pkcs8(der: Vec<u8>) -> Result<Self, String> {
@@ -126,16 +129,83 @@ impl Identity {
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         let cert = cert.der().clone();
         let id = crate::tls::node_id_of(&cert).map_err(|e| e.to_string())?;
+        let signer = signer_of(pkcs8.secret_pkcs8_der())?;
+        if signer.public_key().id() != id {
+            return Err("its public key does not match its certificate".into());
+        }
         Ok(Identity {
             id,
             cert,
             key: pkcs8,
+            signer,
         })
+    }
+
+    /// What signs the node's proofs (see `overlay_proto::proof`) with
+    /// this identity's key.
+    pub fn signer(&self) -> SharedSigner {
+        self.signer.clone()
     }
 
     /// The private key, for the TLS configuration.
     pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+}
+
+/// A new node key. Ed25519: the node signs and checks a proof for every
+/// few messages, and Ed25519 checks fastest of the kinds TLS takes.
+/// Nodes made before keep their ECDSA P-256 keys (and so their ids).
+fn new_key() -> Result<rcgen::KeyPair, IdentityError> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .map_err(|e| IdentityError::Certificate(e.to_string()))
+}
+
+/// The signer for a PKCS#8 key of either kind nodes have.
+fn signer_of(der: &[u8]) -> Result<SharedSigner, String> {
+    if let Some(s) = Ed25519Signer::from_pkcs8(der) {
+        return Ok(Arc::new(s));
+    }
+    P256Signer::from_pkcs8(der)
+        .map(|s| Arc::new(s) as SharedSigner)
+        .ok_or_else(|| "neither an Ed25519 nor an ECDSA P-256 key".to_string())
+}
+
+/// An ECDSA P-256 key pair, as nodes made before proofs existed have.
+/// ECDSA signing draws a random nonce, so it needs the system's entropy,
+/// which is why this signer lives in the daemon and not in the protocol.
+struct P256Signer {
+    pair: EcdsaKeyPair,
+    public: PublicKey,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for P256Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("P256Signer").field(&self.public).finish()
+    }
+}
+
+impl P256Signer {
+    fn from_pkcs8(der: &[u8]) -> Option<Self> {
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng).ok()?;
+        let public = PublicKey::P256(pair.public_key().as_ref().to_vec());
+        Some(P256Signer { pair, public, rng })
+    }
+}
+
+impl Signer for P256Signer {
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair
+            .sign(&self.rng, message)
+            .expect("ECDSA P-256 signing fails only without entropy")
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -165,6 +235,20 @@ mod tests {
         assert_eq!(a.cert, b.cert, "the kept certificate is presented again");
         assert!(dir.path().join(CERT_FILE).exists());
         assert_ne!(a.id, Identity::ephemeral().unwrap().id);
+        assert_eq!(a.signer().public_key().id(), a.id);
+    }
+
+    #[test]
+    fn a_p256_key_from_before_keeps_its_id_and_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        fs::write(dir.path().join(KEY_FILE), old.serialize_der()).unwrap();
+        let a = Identity::load_or_create(dir.path()).unwrap();
+        let signer = a.signer();
+        assert!(matches!(signer.public_key(), PublicKey::P256(_)));
+        assert_eq!(signer.public_key().id(), a.id);
+        assert!(signer.public_key().verify(b"m", &signer.sign(b"m")));
+        assert_eq!(Identity::load_or_create(dir.path()).unwrap().id, a.id);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
+use overlay_proto::keys::node_id_of_spki;
 use overlay_proto::NodeId;
-use ring::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -24,7 +24,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use crate::identity::Identity;
 
 /// ALPN protocol name; carries the wire protocol version.
-pub const ALPN: &[u8] = b"overlay/1";
+pub const ALPN: &[u8] = b"overlay/2";
 
 /// Server name used when the peer's id is not known in advance.
 pub const ANY_PEER: &str = "any.overlay";
@@ -49,11 +49,7 @@ fn expected_id(name: &ServerName<'_>) -> Option<NodeId> {
 /// of its SubjectPublicKeyInfo.
 pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, Error> {
     let parsed = ParsedCertificate::try_from(cert)?;
-    let spki = parsed.subject_public_key_info();
-    let hash = digest::digest(&digest::SHA256, spki.as_ref());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&hash.as_ref()[..16]);
-    Ok(NodeId::from_bytes(id))
+    Ok(node_id_of_spki(parsed.subject_public_key_info().as_ref()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,9 @@
 //!   stream past what we asked about).
 //! - [`Message::ReplicaAck`]: only from a replica of a group we are root
 //!   of.
+//! - [`Message::Proof`]: only for a group whose tree we are on (not as its
+//!   root), or one we replay; its signature is checked then (see
+//!   [`crate::proof`]), as is every group message against it.
 //!
 //! Whatever the kind, values near their maximum are refused: sequence
 //! numbers from [`MAX_SEQ`] on and the last epoch, so that no `+ 1`, and
@@ -36,13 +39,16 @@
 //! An answer that comes after we stopped waiting (a publish that timed
 //! out, a collection that answered without it) is counted too.
 //!
-//! Still taken on the sender's word, until requests carry nonces and the
-//! root signs its stream and its successors: who acknowledges a join
-//! (a join may be passed on past the node it went to, so the acknowledger
-//! cannot be told from the request alone), who answers a fetch (the root
-//! answers what a parent passed up) and the contents of what it fetched
-//! within the asked range, a root's claims (`ReplicaSync`, `NotRoot`,
-//! epochs), and place offers.
+//! Still taken on the sender's word, until requests carry nonces and each
+//! root signs its successors: who acknowledges a join (a join may be
+//! passed on past the node it went to, so the acknowledger cannot be told
+//! from the request alone), who answers a fetch (the root answers what a
+//! parent passed up; what it sends must be proven, see below), a root's
+//! claims (`ReplicaSync`, `NotRoot`, epochs), and place offers.
+//!
+//! Group messages themselves need no trusted sender: each is delivered,
+//! kept and forwarded only once the root's signed proof vouches for it
+//! (see [`crate::proof`]), wherever it came from.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +57,9 @@ use rand::Rng;
 use crate::message::{Collected, Lost, Message, NodeInfo, TreeReply};
 use crate::node::Node;
 
-/// Messages dropped because their sender may not send them, by kind.
+/// Messages dropped because their sender may not send them, by kind, and
+/// group messages and proofs dropped because the root did not sign them
+/// (kinds marked `(forged)`; see [`crate::proof`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropped {
     /// Count by message kind ([`Message::kind`]): a fixed set of keys.
@@ -74,7 +82,7 @@ impl Dropped {
         self.by_kind.values().sum()
     }
 
-    fn count(&mut self, kind: &'static str) {
+    pub(crate) fn count(&mut self, kind: &'static str) {
         let n = self.by_kind.entry(kind).or_default();
         *n = n.saturating_add(1);
     }
@@ -106,6 +114,9 @@ fn in_range(msg: &Message) -> bool {
         Message::ReplicaSync(s) => seq(s.first) && epoch(s.epoch),
         Message::ReplicaAck(a) => seq(a.seq) && epoch(a.epoch),
         Message::NotRoot(n) => epoch(n.epoch),
+        Message::Proof(p) => {
+            seq(p.first) && epoch(p.epoch) && p.digests.len() <= crate::proof::MAX_PROOF_RUN
+        }
         _ => true,
     }
 }
@@ -139,6 +150,9 @@ impl<R: Rng> Node<R> {
                     from: first,
                     to,
                 }) => first < to && *to <= self.fetched_up_to(*mid),
+                Message::Proof(p) => {
+                    self.groups.get(&p.mid).is_some_and(|g| !g.is_root()) || self.replaying(p.mid)
+                }
                 Message::ReplicaAck(a) => self.groups.get(&a.mid).is_some_and(|g| {
                     g.root
                         .as_ref()
@@ -175,25 +189,48 @@ mod tests {
     use crate::id::{Mid, NodeId};
     use crate::interface::{Command, Event, Input, Output};
     use crate::message::{Data, LanFed, PublishAck, ReplicaAck, Splice};
-    use crate::test_support::{attach, deliver, drain, info, node};
+    use std::sync::Arc;
 
-    const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
+    use rand::SeedableRng;
+
+    use crate::keys::SharedSigner;
+    use crate::proof::{digest, Proof};
+    use crate::test_support::{attach, deliver, drain, info, keyed, node};
+
     const Q: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
     const P: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
     /// The liar: a node that completed a handshake, nothing more.
     const M: u128 = 0x5000_0000_0000_0000_0000_0000_0000_0000;
-    const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
 
-    /// P, attached under ROOT -> Q, expecting message 1 next.
+    /// The root: a node whose key's id begins with F, so it is where
+    /// routing toward its group ends.
+    fn root() -> (u128, SharedSigner) {
+        keyed(0xF)
+    }
+
+    /// The group, issued by the root.
+    fn mid() -> Mid {
+        Mid::issue(NodeId(root().0), &mut StdRng::seed_from_u64(1))
+    }
+
+    /// The root's proof of messages `seqs` (as [`data`] makes them).
+    fn proof(seqs: std::ops::Range<u64>) -> Message {
+        let digests = seqs.clone().map(|s| digest(&data(s))).collect();
+        let p = Proof::sign(&*root().1, mid(), 1, seqs.start, digests);
+        Message::Proof(Arc::new(p))
+    }
+
+    /// P, attached under root().0 -> Q, expecting message 1 next.
     fn p_under_q() -> Node<StdRng> {
-        let mut p = node(P, &[ROOT, Q, M], Config::default());
-        attach(&mut p, MID, &[ROOT, Q]);
-        assert!(p.groups[&MID].attached);
+        let root = root().0;
+        let mut p = node(P, &[root, Q, M], Config::default());
+        attach(&mut p, mid(), &[root, Q]);
+        assert!(p.groups[&mid()].attached);
         p
     }
 
     fn data(seq: u64) -> Data {
-        Data::new(MID, 1, seq, NodeId(P), seq, Bytes::from_static(b"x"))
+        Data::new(mid(), 1, seq, NodeId(P), seq, Bytes::from_static(b"x"))
     }
 
     fn events(n: &mut Node<StdRng>) -> Vec<Event> {
@@ -214,18 +251,19 @@ mod tests {
         assert!(sent
             .iter()
             .any(|(to, m)| *to == NodeId(Q) && m.kind() == "fetch"));
+        deliver(&mut p, Q, proof(3..4));
         let forged = Lost {
-            mid: MID,
+            mid: mid(),
             request: 0,
             from: 0,
             to: u64::MAX,
         };
         deliver(&mut p, M, Message::Lost(forged));
         assert_eq!(p.dropped().get("lost"), 1);
-        assert_eq!(p.groups[&MID].stream.next, Some(1), "nothing skipped");
+        assert_eq!(p.groups[&mid()].stream.next, Some(1), "nothing skipped");
         // What it asked about can still be reported lost.
         let answer = Lost {
-            mid: MID,
+            mid: mid(),
             request: 0,
             from: 1,
             to: 3,
@@ -233,7 +271,7 @@ mod tests {
         deliver(&mut p, Q, Message::Lost(answer));
         assert_eq!(p.dropped().total(), 1);
         assert_eq!(
-            p.groups[&MID].stream.next,
+            p.groups[&mid()].stream.next,
             Some(4),
             "1 and 2 lost, 3 delivered"
         );
@@ -243,6 +281,7 @@ mod tests {
     fn fetched_messages_beyond_what_was_asked_for_are_dropped() {
         let mut p = p_under_q();
         deliver(&mut p, Q, Message::Data(data(3)));
+        deliver(&mut p, Q, proof(3..4));
         for seq in 3..10 {
             let forged = Message::Fetched {
                 request: 0,
@@ -255,9 +294,10 @@ mod tests {
             request: 0,
             data: data(1),
         };
+        deliver(&mut p, Q, proof(1..2));
         deliver(&mut p, Q, honest);
         assert_eq!(p.dropped().total(), 7);
-        assert_eq!(p.groups[&MID].stream.next, Some(2));
+        assert_eq!(p.groups[&mid()].stream.next, Some(2));
     }
 
     #[test]
@@ -265,7 +305,7 @@ mod tests {
         let mut p = p_under_q();
         let publish = Command::Publish {
             request: 5,
-            mid: MID,
+            mid: mid(),
             payload: Bytes::from_static(b"hello"),
         };
         p.handle(Instant::now(), Input::Command(publish));
@@ -277,15 +317,15 @@ mod tests {
                 seq: 7,
             })
         };
-        deliver(&mut p, M, ack(MID, 6));
+        deliver(&mut p, M, ack(mid(), 6));
         deliver(&mut p, M, ack(Mid(0xabc), 5));
         assert_eq!(p.dropped().get("publish-ack"), 2);
         assert!(events(&mut p).is_empty());
         p.handle(
             Instant::now(),
             Input::Message {
-                from: info(ROOT),
-                msg: ack(MID, 5),
+                from: info(root().0),
+                msg: ack(mid(), 5),
             },
         );
         assert!(matches!(
@@ -302,7 +342,7 @@ mod tests {
     fn tree_link_messages_count_only_from_the_other_end_of_the_link() {
         let mut p = p_under_q();
         let splice = Splice {
-            mid: MID,
+            mid: mid(),
             parent: info(M),
         };
         assert!(deliver(&mut p, M, Message::Splice(splice)).is_empty());
@@ -310,12 +350,12 @@ mod tests {
             &mut p,
             M,
             Message::LanFed(LanFed {
-                mid: MID,
+                mid: mid(),
                 fed: true,
             }),
         );
         let ack = ReplicaAck {
-            mid: MID,
+            mid: mid(),
             epoch: u32::MAX,
             seq: u64::MAX,
         };
@@ -323,14 +363,14 @@ mod tests {
         for kind in ["splice", "lan-fed", "replica-ack"] {
             assert_eq!(p.dropped().get(kind), 1, "{kind}");
         }
-        assert_eq!(p.groups[&MID].parent.map(|n| n.id), Some(NodeId(Q)));
+        assert_eq!(p.groups[&mid()].parent.map(|n| n.id), Some(NodeId(Q)));
     }
 
     #[test]
     fn values_at_their_limit_are_refused_whatever_the_kind() {
         let mut p = p_under_q();
         let sync = crate::message::ReplicaSync {
-            mid: MID,
+            mid: mid(),
             epoch: u32::MAX,
             root: info(M),
             first: 1,
@@ -339,7 +379,7 @@ mod tests {
         };
         deliver(&mut p, M, Message::ReplicaSync(sync));
         let not_root = crate::message::NotRoot {
-            mid: MID,
+            mid: mid(),
             epoch: u32::MAX,
             root: info(M),
         };
@@ -349,6 +389,50 @@ mod tests {
         assert_eq!(p.dropped().get("not-root"), 1);
         assert_eq!(p.dropped().get("data"), 1);
         assert!(p.replicas().is_empty(), "no replica taken on");
-        assert_eq!(p.groups[&MID].stream.next, Some(1));
+        assert_eq!(p.groups[&mid()].stream.next, Some(1));
+    }
+
+    #[test]
+    fn a_message_waits_for_the_roots_proof_and_a_forged_one_never_passes() {
+        let mut p = p_under_q();
+        let next = |p: &Node<StdRng>| p.groups[&mid()].stream.next;
+        deliver(&mut p, Q, Message::Data(data(1)));
+        assert_eq!(next(&p), Some(1), "no proof yet");
+        // The proof shows message 2 exists: it is fetched at once.
+        let sent = deliver(&mut p, Q, proof(1..3));
+        assert_eq!(next(&p), Some(2));
+        assert!(sent.iter().any(|(_, m)| m.kind() == "fetch"));
+        // The parent sends an altered message 2: it is dropped.
+        let mut altered = data(2);
+        altered.payload = Bytes::from_static(b"y");
+        deliver(&mut p, Q, Message::Data(altered));
+        assert_eq!(p.dropped().get("data (forged)"), 1);
+        assert_eq!(next(&p), Some(2));
+        let honest = Message::Fetched {
+            request: 0,
+            data: data(2),
+        };
+        deliver(&mut p, Q, honest);
+        assert_eq!(next(&p), Some(3));
+    }
+
+    #[test]
+    fn a_proof_by_anyone_but_the_root_is_dropped() {
+        let mut p = p_under_q();
+        p.groups.get_mut(&mid()).unwrap().member = true;
+        deliver(&mut p, Q, Message::Data(data(1)));
+        let (liar, key) = keyed(0x5);
+        let forged = Proof::sign(&*key, mid(), 1, 1, vec![digest(&data(1))]);
+        deliver(&mut p, liar, Message::Proof(Arc::new(forged)));
+        let mut tampered = match proof(1..2) {
+            Message::Proof(p) => (*p).clone(),
+            _ => unreachable!(),
+        };
+        tampered.first = 2;
+        deliver(&mut p, Q, Message::Proof(Arc::new(tampered)));
+        assert_eq!(p.dropped().get("proof (forged)"), 2);
+        assert!(events(&mut p).is_empty());
+        deliver(&mut p, Q, proof(1..2));
+        assert_eq!(p.groups[&mid()].stream.next, Some(2));
     }
 }

@@ -23,7 +23,7 @@ pub const DIGITS: usize = 128 / DIGIT_BITS as usize;
 /// root's id, so the mid is within XOR distance 2^48 of the root; another node
 /// could only be closer by sharing the root's first 80 bits, which takes about
 /// 2^80 key generations to achieve on purpose and never happens by chance.
-const MID_RANDOM_BITS: u32 = 48;
+pub(crate) const MID_RANDOM_BITS: u32 = 48;
 
 /// A point in the 128-bit key space: node ids and mids both map here.
 pub type Key = u128;

@@ -141,9 +141,10 @@ pub enum Input {
     LanDatagram(Vec<u8>),
     /// The driver has handled every input it had at hand. Messages the node
     /// deferred to send once per batch rather than once per input (a
-    /// replica's acknowledgements) go out now. Drivers should hand this in
-    /// after each batch of inputs; a node that never gets it still sends
-    /// them at its next heartbeat.
+    /// replica's acknowledgements, a root's proofs of what it committed)
+    /// go out now. Drivers should hand this in after each batch of inputs:
+    /// members deliver a message only once its proof is in. A node that
+    /// never gets it still sends them at its next heartbeat.
     Flush,
 }
 

@@ -46,6 +46,8 @@
 //!   fan-out bound.
 //! - [`stream`]: each node's ordered, gap-free stream of a group's messages,
 //!   its repair buffer, and gap repair from the parent and the root.
+//! - [`keys`] and [`proof`]: node keys, and the root's signatures over its
+//!   stream, without which no node delivers, keeps or forwards a message.
 //! - [`publish`] and [`root`]: publishing with retries, and the root that
 //!   orders messages, de-duplicates retries, retains messages, and commits
 //!   each only once its replicas hold it.
@@ -63,6 +65,7 @@ mod ctx;
 pub mod frame;
 pub mod id;
 pub mod interface;
+pub mod keys;
 pub mod lan;
 pub mod liveness;
 mod log;
@@ -70,6 +73,7 @@ pub mod message;
 pub mod node;
 pub mod overlay;
 pub mod placement;
+pub mod proof;
 pub mod publish;
 pub mod query;
 pub mod replica;

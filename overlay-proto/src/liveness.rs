@@ -175,6 +175,7 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_heartbeat_timer(&mut self) {
         // Re-armed after this input if there is still something to watch.
         // In case the driver does not flush.
+        self.prove_commits();
         self.flush_acks();
         if !self.is_joined() {
             return;

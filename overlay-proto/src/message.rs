@@ -17,8 +17,12 @@ use crate::id::{Mid, NodeId};
 use crate::lan::GroupKey;
 
 /// Version of the wire protocol, carried in every frame header and in the
-/// QUIC ALPN (`overlay/1`). A frame with another version is rejected.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// QUIC ALPN (`overlay/2`). A frame with another version is rejected.
+///
+/// Version 2 added [`Message::Proof`]: version 1 nodes deliver unsigned
+/// messages, which version 2 nodes refuse, so the two cannot share a
+/// group.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Most node entries one [`Message::Neighbours`] may carry: a full leaf set
 /// and the populated rows of a routing table fit with room to spare.
@@ -566,6 +570,11 @@ pub enum Message {
     /// The receiver is not, or no longer, this group's root: the sender follows
     /// a newer root. See [`NotRoot`].
     NotRoot(NotRoot),
+    /// The root's signature over a run of its messages, which travels
+    /// behind them down the tree and ahead of them in repairs. See
+    /// [`crate::proof`]. Shared, so that handing it to each child copies
+    /// no digests.
+    Proof(std::sync::Arc<crate::proof::Proof>),
 }
 
 impl Message {
@@ -621,6 +630,7 @@ impl Message {
             Message::Replicate(_) => "replicate",
             Message::ReplicaAck(_) => "replica-ack",
             Message::NotRoot(_) => "not-root",
+            Message::Proof(_) => "proof",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::admission::Dropped;
 use crate::config::Config;
 use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output};
+use crate::keys::SharedSigner;
 use crate::message::{
     Collect, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours, NotRoot, Place,
     PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
@@ -102,6 +103,11 @@ pub struct Node<R> {
     pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
     /// Replicas whose root is owed an acknowledgement at the next flush.
     pub(crate) acks_due: std::collections::BTreeSet<Mid>,
+    /// Groups we are root of that committed messages no proof covers yet,
+    /// to prove at the next flush.
+    pub(crate) unproven: std::collections::BTreeSet<Mid>,
+    /// Signs this node's proofs with its key (see [`crate::proof`]).
+    pub(crate) signer: SharedSigner,
     /// Tree queries and collections under way.
     pub(crate) queries: crate::query::Queries,
     /// This node's network coordinate (see [`crate::coord`]).
@@ -121,8 +127,10 @@ pub struct Node<R> {
 }
 
 impl<R: Rng> Node<R> {
-    /// A node with identity `me`, not yet in any overlay.
-    pub fn new(me: NodeInfo, cfg: Config, mut rng: R, now: Instant) -> Self {
+    /// A node with identity `me`, not yet in any overlay, that signs with
+    /// `signer` (whose key's id should be `me.id`: other nodes check its
+    /// proofs against the id they know it by).
+    pub fn new(me: NodeInfo, signer: SharedSigner, cfg: Config, mut rng: R, now: Instant) -> Self {
         let hasher = FxSeededState::with_seed(rng.random::<u64>() as usize);
         Node {
             table: RoutingTable::new(me, cfg.leaf_set_size),
@@ -140,6 +148,8 @@ impl<R: Rng> Node<R> {
             lost: VecDeque::new(),
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),
+            unproven: Default::default(),
+            signer,
             queries: Default::default(),
             coord: Default::default(),
             rtts: Default::default(),
@@ -218,7 +228,10 @@ impl<R: Rng> Node<R> {
             }
             Input::Command(c) => self.on_command(c),
             Input::LanDatagram(d) => self.on_lan_datagram(d),
-            Input::Flush => self.flush_acks(),
+            Input::Flush => {
+                self.prove_commits();
+                self.flush_acks();
+            }
         }
         self.keep_heartbeat();
     }
@@ -331,6 +344,7 @@ impl<R: Rng> Node<R> {
                 self.on_replica_ack(from, mid, epoch, seq)
             }
             Message::NotRoot(NotRoot { mid, epoch, root }) => self.on_not_root(mid, epoch, root),
+            Message::Proof(proof) => self.on_proof(from, proof),
         }
     }
 
@@ -355,6 +369,7 @@ impl<R: Rng> Node<R> {
             Timer::Heartbeat => self.on_heartbeat_timer(),
             Timer::Repair(mid) => self.on_repair_timer(mid),
             Timer::Replay(request) => self.on_replay_timer(request),
+            Timer::ProofWait(mid) => self.on_proof_wait(mid),
             Timer::Optimize(mid) => self.on_optimize_timer(mid),
             Timer::Lan => self.on_lan_timer(),
             Timer::QueryTimeout(id) => self.queries.on_query_timeout(&mut ctx!(self), id),

@@ -344,7 +344,11 @@ impl<R: Rng> Node<R> {
             .unwrap_or(log.next())
             .clamp(log.first(), log.next());
         tracing::info!(mid = %mid, epoch, next = base, held = log.len(), "root lost; taking over as root");
-        g.root = Some(Box::new(Root::new(epoch, log, base.saturating_sub(1))));
+        let first = log.first();
+        let mut root = Root::new(epoch, log, base.saturating_sub(1));
+        root.prove_again(first);
+        g.root = Some(Box::new(root));
+        self.unproven.insert(mid);
         if rep.key.is_some() {
             g.lan.key = rep.key;
         }

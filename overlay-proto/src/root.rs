@@ -31,13 +31,17 @@ use std::time::Instant;
 
 use rand::Rng;
 
+use std::sync::Arc;
+
 use crate::frame::seal_data;
 use crate::id::{distance, Mid, NodeId};
+use crate::interface::Output;
 use crate::lan::GroupKey;
 use crate::log::Log;
 use crate::message::ReplicaSync;
 use crate::message::{Data, Message, NodeInfo, Publish, RejectReason, MAX_REPLICAS};
 use crate::node::Node;
+use crate::proof::{digest, Proven, Prover};
 use crate::tree::Group;
 
 /// A replica as the root sees it.
@@ -66,6 +70,10 @@ pub(crate) struct Root {
     /// Publishers to answer once their message is committed.
     waiting: BTreeMap<u64, (NodeInfo, u64)>,
     pub(crate) replicas: Vec<ReplicaPeer>,
+    /// Digests of committed messages no proof covers yet.
+    prover: Prover,
+    /// The proofs that cover the retention, for serving it.
+    pub(crate) proofs: Proven,
 }
 
 impl Root {
@@ -83,6 +91,17 @@ impl Root {
             index,
             waiting: BTreeMap::new(),
             replicas: Vec::new(),
+            prover: Prover::default(),
+            proofs: Proven::default(),
+        }
+    }
+
+    /// Has the committed messages `from..=committed` of the log proved
+    /// again, in this root's epoch: a root that took over proves what it
+    /// inherited, since its predecessor may have died before it proved it.
+    pub(crate) fn prove_again(&mut self, from: u64) {
+        for d in self.log.range(from, self.committed + 1) {
+            self.prover.committed(d.seq, digest(d));
         }
     }
 
@@ -123,6 +142,7 @@ impl Root {
             // older than the retention is beyond any publisher's timeout.
             self.index.remove(&(d.publisher, d.pub_id));
         }
+        self.proofs.forget_before(self.log.first());
     }
 }
 
@@ -220,6 +240,8 @@ impl<R: Rng> Node<R> {
                 continue;
             };
             r.committed = seq;
+            r.prover.committed(seq, digest(&data));
+            self.unproven.insert(mid);
             let answer = r.waiting.remove(&seq);
             self.hand_on(mid, &data);
             if let Some((publisher, pub_id)) = answer {
@@ -230,6 +252,35 @@ impl<R: Rng> Node<R> {
                     payload: bytes::Bytes::new(),
                 };
                 self.answer_publish(&p, Ok(seq));
+            }
+        }
+    }
+
+    /// Signs what each group we are root of committed since the last
+    /// flush, and sends the proofs down the tree behind the messages (see
+    /// [`crate::proof`]).
+    pub(crate) fn prove_commits(&mut self) {
+        for mid in std::mem::take(&mut self.unproven) {
+            let Some(g) = self.groups.get_mut(&mid) else {
+                continue;
+            };
+            let Some(r) = g.root.as_mut() else {
+                continue;
+            };
+            let proofs = r.prover.prove(&*self.signer, mid, r.epoch);
+            let mut sent = Vec::with_capacity(proofs.len());
+            for p in proofs {
+                let p = Arc::new(p);
+                r.proofs.keep(p.clone(), usize::MAX);
+                sent.push(p);
+            }
+            let Node { groups, out, .. } = self;
+            let g = &groups[&mid];
+            for p in sent {
+                out.extend(g.acked_children().map(|c| Output::Send {
+                    to: c.info,
+                    msg: Message::Proof(p.clone()),
+                }));
             }
         }
     }
@@ -407,6 +458,7 @@ impl<R: Rng> Node<R> {
         }
         g.stream.next = Some(next);
         g.stream.epoch = r.epoch;
+        g.stream.proven = r.proofs;
         g.attached = false;
         g.parent = None;
         g.path.clear();

@@ -23,6 +23,7 @@
 //! with a request number, and are reported apart from the live stream.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -35,7 +36,16 @@ use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::message::{Fetch, Lost};
 use crate::node::Node;
+use crate::proof::{may_prove, Proof, Proven, Verdict};
 use crate::timer::Timer;
+
+/// A message held until the messages before it and its proof are in.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) data: Data,
+    /// Whether a checked proof vouches for it.
+    proven: bool,
+}
 
 /// One group's stream at one node.
 #[derive(Debug, Clone)]
@@ -46,8 +56,8 @@ pub(crate) struct Stream {
     pub(crate) epoch: u32,
     /// Recent messages, to serve re-attaching children and fetches.
     pub(crate) buf: Log,
-    /// Messages that arrived ahead of a gap.
-    pub(crate) pending: BTreeMap<u64, Data>,
+    /// Messages that arrived ahead of a gap, or ahead of their proof.
+    pub(crate) pending: BTreeMap<u64, Held>,
     pending_bytes: usize,
     max_pending: usize,
     max_pending_bytes: usize,
@@ -58,6 +68,8 @@ pub(crate) struct Stream {
     fetch_to: u64,
     /// Messages skipped because they were no longer retained.
     pub(crate) lost: u64,
+    /// What the root's proofs vouch for, and the proofs that cover `buf`.
+    pub(crate) proven: Proven,
 }
 
 impl Stream {
@@ -78,6 +90,7 @@ impl Stream {
             head: 0,
             fetch_to: 0,
             lost: 0,
+            proven: Proven::default(),
         }
     }
 
@@ -87,10 +100,16 @@ impl Stream {
         self.buf.reset(next);
     }
 
-    /// Where the next missing run ends: the first pending message, or the
-    /// known head.
-    fn gap_end(&self, next: u64) -> Option<u64> {
-        let end = self.pending.keys().next().copied().unwrap_or(self.head);
+    /// Where the next missing run ends: the first held message, or the
+    /// known head. With `unproven`, a held message that still waits for
+    /// its proof counts as missing too (it is fetched again, with its
+    /// proof).
+    fn gap_end(&self, next: u64, unproven: bool) -> Option<u64> {
+        let end = self
+            .pending
+            .iter()
+            .find(|(_, h)| h.proven || !unproven)
+            .map_or(self.head, |(seq, _)| *seq);
         (end > next).then_some(end)
     }
 
@@ -99,8 +118,45 @@ impl Stream {
             if *entry.key() >= seq {
                 break;
             }
-            self.pending_bytes -= entry.remove().size();
+            self.pending_bytes -= entry.remove().data.size();
         }
+    }
+
+    /// Holds `data` (whose proof is `proven`), unless a copy a proof vouches
+    /// for is held already, or there is no room.
+    fn hold(&mut self, data: Data, proven: bool) {
+        if let Some(h) = self.pending.get(&data.seq) {
+            if h.proven || !proven {
+                return;
+            }
+            self.pending_bytes -= h.data.size();
+            self.pending.remove(&data.seq);
+        }
+        if self.pending.len() < self.max_pending && self.pending_bytes < self.max_pending_bytes {
+            self.pending_bytes += data.size();
+            self.pending.insert(data.seq, Held { data, proven });
+        }
+        // Else dropped: it is fetched again once the messages before it
+        // are in, which keeps the memory a gap can cost bounded.
+    }
+
+    /// A proof was learned: held messages it covers are proven, or dropped
+    /// when they differ from what the root signed. How many were dropped.
+    fn check_held(&mut self, first: u64, end: u64) -> usize {
+        let mut forged = Vec::new();
+        for (seq, h) in self.pending.range_mut(first..end) {
+            match self.proven.verdict(&h.data) {
+                Verdict::Proven => h.proven = true,
+                Verdict::Forged => forged.push(*seq),
+                Verdict::Unknown => {}
+            }
+        }
+        for seq in &forged {
+            if let Some(h) = self.pending.remove(seq) {
+                self.pending_bytes -= h.data.size();
+            }
+        }
+        forged.len()
     }
 }
 
@@ -114,6 +170,8 @@ pub(crate) struct Replay {
     round_end: u64,
     progressed: bool,
     deadline: Instant,
+    /// What the root's proofs vouch for, among the messages to report.
+    proven: Proven,
 }
 
 impl<R: Rng> Node<R> {
@@ -147,8 +205,9 @@ impl<R: Rng> Node<R> {
         self.accept(data);
     }
 
-    /// Takes a message into the stream of its group, from the parent or
-    /// from a repair.
+    /// Takes a message into the stream of its group, from the parent, a
+    /// repair or the LAN. It is passed on once every message before it
+    /// was, and a proof vouches for it.
     pub(crate) fn accept(&mut self, data: Data) {
         let mid = data.mid;
         let Some(g) = self.groups.get_mut(&mid) else {
@@ -162,26 +221,93 @@ impl<R: Rng> Node<R> {
             // Not attached yet: the ack will say where we start.
             return;
         };
-        s.head = s.head.max(data.seq.saturating_add(1));
-        if data.seq < next || s.pending.contains_key(&data.seq) {
+        if data.seq < next {
             return;
         }
-        if data.seq > next {
-            if s.pending.len() < s.max_pending && s.pending_bytes < s.max_pending_bytes {
-                s.pending_bytes += data.size();
-                s.pending.insert(data.seq, data);
+        let proven = match s.proven.verdict(&data) {
+            Verdict::Proven => true,
+            Verdict::Unknown => false,
+            Verdict::Forged => {
+                tracing::debug!(mid = %mid, seq = data.seq, "a message that is not the one the root signed; dropped");
+                self.dropped.count("data (forged)");
+                return self.request_repair(mid);
             }
-            // Else dropped: it is fetched again once the gap before it is
-            // filled, which keeps the memory a gap can cost bounded.
-            self.request_repair(mid);
-            return;
+        };
+        s.head = s.head.max(data.seq.saturating_add(1));
+        if data.seq == next && proven {
+            self.pass_on(mid, data);
+        } else {
+            s.hold(data, proven);
         }
-        self.pass_on(mid, data);
         self.drain(mid);
     }
 
-    /// Passes on the pending messages that follow `next` directly, then
-    /// asks for the next gap, if any.
+    /// A proof of the root's, from a tree neighbour, a repair or a replay.
+    pub(crate) fn on_proof(&mut self, _from: NodeInfo, proof: Arc<Proof>) {
+        let mid = proof.mid;
+        let proves_stream = self.groups.get(&mid).is_some_and(|g| !g.is_root());
+        let replays: Vec<u64> = self
+            .replays
+            .iter()
+            .filter(|(_, r)| r.mid == mid && !r.proven.seen(&proof))
+            .map(|(id, _)| *id)
+            .collect();
+        let new_here = proves_stream && !self.groups[&mid].stream.proven.seen(&proof);
+        if !new_here && replays.is_empty() {
+            return;
+        }
+        if !may_prove(mid, &proof) || !proof.is_signed() {
+            tracing::debug!(mid = %mid, "a proof not signed by the group's root; dropped");
+            self.dropped.count("proof (forged)");
+            return;
+        }
+        let max_fetch = self.cfg.max_fetch;
+        for id in replays {
+            if let Some(r) = self.replays.get_mut(&id) {
+                r.proven.learn(proof.clone(), r.next, max_fetch, 0);
+            }
+        }
+        if !new_here {
+            return;
+        }
+        let keep = self.cfg.buffer_messages;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let s = &mut g.stream;
+        let Some(next) = s.next else { return };
+        s.proven.learn(proof.clone(), next, s.max_pending, keep);
+        s.head = s.head.max(proof.end());
+        let forged = s.check_held(proof.first, proof.end());
+        for _ in 0..forged {
+            self.dropped.count("data (forged)");
+        }
+        self.drain(mid);
+        // Behind the messages it covers, which drain passed on.
+        let Node { groups, out, .. } = self;
+        out.extend(groups[&mid].acked_children().map(|c| Output::Send {
+            to: c.info,
+            msg: Message::Proof(proof.clone()),
+        }));
+    }
+
+    /// The next message waited long for its proof: fetch it again.
+    pub(crate) fn on_proof_wait(&mut self, mid: Mid) {
+        let Some(g) = self.groups.get(&mid) else {
+            return;
+        };
+        let s = &g.stream;
+        let waiting = s
+            .next
+            .is_some_and(|n| s.pending.get(&n).is_some_and(|h| !h.proven));
+        if waiting {
+            self.timers.stop(Timer::Repair(mid));
+            self.fetch_gap(mid, true);
+        }
+    }
+
+    /// Passes on the held messages that follow `next` directly and are
+    /// proven, then asks for the next gap, if any.
     fn drain(&mut self, mid: Mid) {
         if let Some(g) = self.groups.get_mut(&mid) {
             let s = &mut g.stream;
@@ -201,18 +327,30 @@ impl<R: Rng> Node<R> {
             let Some(entry) = s.pending.first_entry() else {
                 break;
             };
-            if *entry.key() != next {
+            if *entry.key() != next || !entry.get().proven {
                 break;
             }
-            let d = entry.remove();
-            s.pending_bytes -= d.size();
-            self.pass_on(mid, d);
+            let h = entry.remove();
+            s.pending_bytes -= h.data.size();
+            self.pass_on(mid, h.data);
         }
-        // A gap behind the pending messages, or a known head beyond them.
-        if let Some(g) = self.groups.get(&mid) {
-            if g.stream.next.is_some_and(|n| g.stream.gap_end(n).is_some()) {
-                self.request_repair(mid);
-            }
+        let Some(g) = self.groups.get(&mid) else {
+            return;
+        };
+        let s = &g.stream;
+        let Some(next) = s.next else { return };
+        // A gap behind the held messages, or a known head beyond them.
+        let gap = s.gap_end(next, false).is_some();
+        let unproven = s.pending.get(&next).is_some_and(|h| !h.proven);
+        if gap {
+            self.request_repair(mid);
+        }
+        if unproven {
+            let wait = self.cfg.repair_retry;
+            self.timers
+                .set_unless_sooner(Timer::ProofWait(mid), self.now + wait);
+        } else {
+            self.timers.stop(Timer::ProofWait(mid));
         }
     }
 
@@ -236,8 +374,10 @@ impl<R: Rng> Node<R> {
         let s = &mut g.stream;
         s.next = Some(data.seq.saturating_add(1));
         s.epoch = s.epoch.max(data.epoch);
+        s.proven.passed(data.seq.saturating_add(1));
         s.buf.push(data.clone());
         s.buf.trim(0);
+        s.proven.forget_before(s.buf.first());
         self.hand_on(mid, &data);
     }
 
@@ -280,18 +420,27 @@ impl<R: Rng> Node<R> {
 
     /// Asks for the first gap of the stream, unless a fetch is under way.
     pub(crate) fn request_repair(&mut self, mid: Mid) {
+        let fetching = self.timers.get(Timer::Repair(mid));
+        if fetching.is_some_and(|t| t > self.now) {
+            return;
+        }
+        self.fetch_gap(mid, false);
+    }
+
+    /// Fetches the first gap of the stream (with `unproven`, counting
+    /// messages that wait for their proof as missing) from the parent, or
+    /// toward the root.
+    fn fetch_gap(&mut self, mid: Mid, unproven: bool) {
         let me = self.me();
-        let now = self.now;
         let retry = self.cfg.repair_retry;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
-        let fetching = self.timers.get(Timer::Repair(mid));
-        if g.is_root() || fetching.is_some_and(|t| t > now) {
+        if g.is_root() {
             return;
         }
         let Some(next) = g.stream.next else { return };
-        let Some(to) = g.stream.gap_end(next) else {
+        let Some(to) = g.stream.gap_end(next, unproven) else {
             return;
         };
         g.stream.fetch_to = to;
@@ -349,6 +498,10 @@ impl<R: Rng> Node<R> {
             return;
         };
         let (before, serve) = g.serve(from, to);
+        let proofs: Vec<Arc<Proof>> = match (serve.first(), serve.last()) {
+            (Some(a), Some(b)) => g.proofs_covering(a.seq, b.seq + 1),
+            _ => Vec::new(),
+        };
         let parent = g.parent;
         if let Some(first) = before {
             if root {
@@ -375,6 +528,9 @@ impl<R: Rng> Node<R> {
                 }
             }
         }
+        for p in proofs {
+            self.send(reply_to, Message::Proof(p));
+        }
         for data in serve {
             self.send(reply_to, Message::Fetched { request, data });
         }
@@ -390,7 +546,17 @@ impl<R: Rng> Node<R> {
         if data.mid != r.mid || data.seq != r.next {
             return;
         }
+        match r.proven.verdict(&data) {
+            Verdict::Proven => {}
+            // Asked again next round, with its proof.
+            Verdict::Unknown => return,
+            Verdict::Forged => {
+                self.dropped.count("fetched (forged)");
+                return;
+            }
+        }
         r.next += 1;
+        r.proven.passed(r.next);
         r.progressed = true;
         self.emit(Event::Replayed {
             request,
@@ -453,6 +619,11 @@ impl<R: Rng> Node<R> {
         self.drain(mid);
     }
 
+    /// Whether a replay of `mid` is under way.
+    pub(crate) fn replaying(&self, mid: Mid) -> bool {
+        self.replays.values().any(|r| r.mid == mid)
+    }
+
     /// Reports messages `from..to` of a group to the application, from this
     /// node's buffer if it holds them all, else from the root's retention.
     pub(crate) fn replay(&mut self, request: u64, mid: Mid, from: u64, to: u64) {
@@ -498,6 +669,7 @@ impl<R: Rng> Node<R> {
                 round_end: from,
                 progressed: false,
                 deadline,
+                proven: Proven::default(),
             },
         );
         self.replay_round(request);

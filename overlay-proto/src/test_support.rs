@@ -1,6 +1,7 @@
 //! Helpers for the unit tests that drive one node by hand: inputs in,
 //! the messages it sends out.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -9,6 +10,7 @@ use rand::SeedableRng;
 use crate::config::Config;
 use crate::id::NodeId;
 use crate::interface::{Command, Input, Output};
+use crate::keys::{Ed25519Signer, SharedSigner};
 use crate::message::{Message, NodeInfo};
 use crate::node::Node;
 use crate::timer::Timer;
@@ -21,11 +23,45 @@ pub(crate) fn info(id: u128) -> NodeInfo {
     }
 }
 
+/// A signer for test node `id`. Its key's id is not `id` (tests choose
+/// ids for where they route), so its proofs are not a root's; see
+/// [`keyed`] for a node whose are.
+pub(crate) fn signer(id: u128) -> SharedSigner {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&id.to_be_bytes());
+    Arc::new(Ed25519Signer::from_seed(&seed))
+}
+
+/// A key whose id begins with the hex digit `digit` (so that it sits
+/// where a test wants it in the key space), and that id.
+pub(crate) fn keyed(digit: u8) -> (u128, SharedSigner) {
+    (0u8..=255)
+        .map(|i| {
+            let mut seed = [digit; 32];
+            seed[0] = i;
+            Arc::new(Ed25519Signer::from_seed(&seed)) as SharedSigner
+        })
+        .map(|s| (s.public_key().id().0, s))
+        .find(|(id, _)| (id >> 124) as u8 == digit)
+        .expect("one of 256 keys has an id with that first digit")
+}
+
 /// A node with id `me` and settings `cfg` that has entered the overlay
 /// and knows `known`; what it sent doing so is drained.
 pub(crate) fn node(me: u128, known: &[u128], cfg: Config) -> Node<StdRng> {
+    node_signing(me, signer(me), known, cfg)
+}
+
+/// [`node`], signing with `signer`.
+pub(crate) fn node_signing(
+    me: u128,
+    signer: SharedSigner,
+    known: &[u128],
+    cfg: Config,
+) -> Node<StdRng> {
     let mut n = Node::new(
         info(me),
+        signer,
         cfg,
         StdRng::seed_from_u64(me as u64),
         Instant::now(),

@@ -40,6 +40,9 @@ pub(crate) enum Timer {
     Repair(Mid),
     /// A replay's fetch is overdue.
     Replay(u64),
+    /// The next message of this group has waited long for its proof: fetch
+    /// it again, with its proof.
+    ProofWait(Mid),
     /// Look for a better place in this group's tree.
     Optimize(Mid),
     /// Announcements on the LAN, and its islands' elections.
@@ -59,6 +62,7 @@ impl Timer {
             Timer::Heartbeat => "timer:heartbeat",
             Timer::Repair(_) => "timer:repair",
             Timer::Replay(_) => "timer:replay",
+            Timer::ProofWait(_) => "timer:proof-wait",
             Timer::Optimize(_) => "timer:optimize",
             Timer::Lan => "timer:lan",
         }

@@ -251,6 +251,20 @@ impl Group {
         (before, held.range(from, end).cloned().collect())
     }
 
+    /// The proofs this node keeps that cover any of messages `from..to`,
+    /// to send ahead of them.
+    pub(crate) fn proofs_covering(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Vec<std::sync::Arc<crate::proof::Proof>> {
+        let proven = match &self.root {
+            Some(r) => &r.proofs,
+            None => &self.stream.proven,
+        };
+        proven.covering(from, to).cloned().collect()
+    }
+
     /// The children that receive the group's messages.
     pub(crate) fn acked_children(&self) -> impl Iterator<Item = &Child> + '_ {
         self.children.values().filter(|c| c.acked.is_some())
@@ -664,6 +678,7 @@ impl<R: Rng> Node<R> {
             _ => next,
         };
         let backlog: Vec<_> = g.held().range(start, next).cloned().collect();
+        let proofs = g.proofs_covering(start, next);
         self.send(
             info,
             Message::JoinAck(JoinAck {
@@ -678,6 +693,9 @@ impl<R: Rng> Node<R> {
         );
         for d in backlog {
             self.send(info, Message::Data(d));
+        }
+        for p in proofs {
+            self.send(info, Message::Proof(p));
         }
     }
 

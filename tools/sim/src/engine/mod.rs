@@ -36,6 +36,7 @@ mod queue;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -45,6 +46,7 @@ use rustc_hash::FxHashMap;
 use overlay_proto::config::Config;
 use overlay_proto::id::NodeId;
 use overlay_proto::interface::{Command, Event, Input};
+use overlay_proto::keys::{Ed25519Signer, SharedSigner};
 use overlay_proto::message::{Message, NodeInfo};
 use overlay_proto::node::Node;
 use part::{Part, Pending, Shared};
@@ -131,6 +133,8 @@ pub struct Sim<N = FixedDelay> {
     start: Instant,
     now: Instant,
     rng: StdRng,
+    /// The key a crashed node's empty state is given: it never runs.
+    nobody: SharedSigner,
     cfg: Config,
     net: N,
     threads: usize,
@@ -206,6 +210,7 @@ impl<N: Network> Sim<N> {
             start: now,
             now,
             rng: StdRng::seed_from_u64(seed),
+            nobody: Arc::new(Ed25519Signer::from_seed(&[0; 32])),
             cfg,
             net,
             threads,
@@ -262,7 +267,10 @@ impl<N: Network> Sim<N> {
     /// (none: it starts a new overlay). Returns its index.
     pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
         let i = self.infos.len();
-        let id = NodeId(self.rng.random());
+        // Each node has a key of its own, and its id is its key's, as in
+        // the daemon: the root's proofs are checked against it.
+        let signer: SharedSigner = Arc::new(Ed25519Signer::from_seed(&self.rng.random()));
+        let id = signer.public_key().id();
         // Addresses are labels only: nothing is ever sent to them.
         let addr = SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::from(0x0a00_0000 + i as u32),
@@ -272,6 +280,7 @@ impl<N: Network> Sim<N> {
         let seed = self.rng.random();
         let node = Node::new(
             info,
+            signer,
             self.cfg.clone(),
             StdRng::seed_from_u64(seed),
             self.now,
@@ -407,7 +416,14 @@ impl<N: Network> Sim<N> {
         let count = self.parts.len();
         let part = &mut self.parts[i % count];
         let slot = part.slot(i);
-        part.nodes[slot] = Node::new(info, self.cfg.clone(), StdRng::seed_from_u64(0), self.now);
+        let signer = self.nobody.clone();
+        part.nodes[slot] = Node::new(
+            info,
+            signer,
+            self.cfg.clone(),
+            StdRng::seed_from_u64(0),
+            self.now,
+        );
         let id = info.id;
         let peers = std::mem::take(self.links(i)).sorted();
         let at = self.now + self.idle_timeout;
