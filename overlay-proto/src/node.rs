@@ -344,7 +344,7 @@ impl<R: Rng> Node<R> {
                 self.on_replica_ack(from, mid, epoch, seq)
             }
             Message::NotRoot(NotRoot { mid, epoch, root }) => self.on_not_root(mid, epoch, root),
-            Message::Proof(proof) => self.on_proof(from, proof),
+            Message::Proof(proof) => self.on_proof(proof),
         }
     }
 

@@ -22,8 +22,10 @@
 //! another copy.
 //!
 //! Every node keeps the proofs that cover its repair buffer and sends them
-//! ahead of the messages it serves; the root keeps those of its retention,
-//! and its replicas keep them too, for when one of them takes over.
+//! ahead of the messages it serves; the root keeps those of its retention.
+//! Replicas keep none: a replica that takes over proves its whole log again
+//! in its own epoch, since its predecessor may have died before proving the
+//! last of it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

@@ -243,7 +243,7 @@ impl<R: Rng> Node<R> {
     }
 
     /// A proof of the root's, from a tree neighbour, a repair or a replay.
-    pub(crate) fn on_proof(&mut self, _from: NodeInfo, proof: Arc<Proof>) {
+    pub(crate) fn on_proof(&mut self, proof: Arc<Proof>) {
         let mid = proof.mid;
         let proves_stream = self.groups.get(&mid).is_some_and(|g| !g.is_root());
         let replays: Vec<u64> = self
