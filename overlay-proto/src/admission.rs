@@ -30,6 +30,13 @@
 //! - [`Message::Proof`]: only for a group whose tree we are on (not as its
 //!   root), or one we replay; its signature is checked then (see
 //!   [`crate::proof`]), as is every group message against it.
+//! - [`Message::ReplicaSync`]: only from the root its lineage ends with,
+//!   whose last mandate names us as a replica; [`Message::NotRoot`]: only
+//!   with a lineage that ends with the root it names, in the epoch it
+//!   names; [`Message::Lineage`]: only for a group whose tree we are on (not
+//!   as its root), or one we replay. The lineages' signatures are checked
+//!   then (see [`crate::lineage`]): no node can claim a group's root
+//!   unless the issuing root, or a root it named, named it.
 //!
 //! Whatever the kind, values near their maximum are refused: sequence
 //! numbers from [`MAX_SEQ`] on and the last epoch, so that no `+ 1`, and
@@ -39,12 +46,11 @@
 //! An answer that comes after we stopped waiting (a publish that timed
 //! out, a collection that answered without it) is counted too.
 //!
-//! Still taken on the sender's word, until requests carry nonces and each
-//! root signs its successors: who acknowledges a join (a join may be
-//! passed on past the node it went to, so the acknowledger cannot be told
-//! from the request alone), who answers a fetch (the root answers what a
-//! parent passed up; what it sends must be proven, see below), a root's
-//! claims (`ReplicaSync`, `NotRoot`, epochs), and place offers.
+//! Still taken on the sender's word, until requests carry nonces: who
+//! acknowledges a join (a join may be passed on past the node it went to,
+//! so the acknowledger cannot be told from the request alone), who
+//! answers a fetch (the root answers what a parent passed up; what it
+//! sends must be proven, see below), and place offers.
 //!
 //! Group messages themselves need no trusted sender: each is delivered,
 //! kept and forwarded only once the root's signed proof vouches for it
@@ -113,7 +119,11 @@ fn in_range(msg: &Message) -> bool {
         Message::Lost(l) => seq(l.from) && seq(l.to),
         Message::ReplicaSync(s) => seq(s.first) && epoch(s.epoch),
         Message::ReplicaAck(a) => seq(a.seq) && epoch(a.epoch),
-        Message::NotRoot(n) => epoch(n.epoch),
+        Message::NotRoot(n) => {
+            n.lineage.well_formed(n.mid)
+                && n.lineage.epoch() == n.epoch
+                && n.lineage.root() == Some(n.root.id)
+        }
         Message::Proof(p) => {
             seq(p.first) && epoch(p.epoch) && p.digests.len() <= crate::proof::MAX_PROOF_RUN
         }
@@ -153,6 +163,23 @@ impl<R: Rng> Node<R> {
                 Message::Proof(p) => {
                     self.groups.get(&p.mid).is_some_and(|g| !g.is_root()) || self.replaying(p.mid)
                 }
+                // A root's claim to be root: from the root its lineage ends
+                // with, naming us its replica. (The lineage's signatures
+                // are checked by the part that holds lineages.)
+                Message::ReplicaSync(s) => {
+                    s.root.id == from.id
+                        && s.first > 0
+                        && s.lineage.well_formed(s.mid)
+                        && s.lineage.epoch() == s.epoch
+                        && s.lineage.last().is_some_and(|m| {
+                            m.root() == from.id && m.successors.contains(&self.me().id)
+                        })
+                }
+                Message::Lineage(l) => l.mid().is_some_and(|mid| {
+                    l.well_formed(mid)
+                        && (self.groups.get(&mid).is_some_and(|g| !g.is_root())
+                            || self.replaying(mid))
+                }),
                 Message::ReplicaAck(a) => self.groups.get(&a.mid).is_some_and(|g| {
                     g.root
                         .as_ref()
@@ -194,8 +221,9 @@ mod tests {
     use rand::SeedableRng;
 
     use crate::keys::SharedSigner;
+    use crate::lineage::Lineage;
     use crate::proof::{digest, Proof};
-    use crate::test_support::{attach, deliver, drain, info, keyed, node};
+    use crate::test_support::{attach, deliver, drain, info, keyed, node, signer};
 
     const Q: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
     const P: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
@@ -369,12 +397,13 @@ mod tests {
     #[test]
     fn values_at_their_limit_are_refused_whatever_the_kind() {
         let mut p = p_under_q();
+        let lineage = Arc::new(Lineage::first(&*signer(M), mid(), vec![NodeId(P)]));
         let sync = crate::message::ReplicaSync {
             mid: mid(),
             epoch: u32::MAX,
             root: info(M),
             first: 1,
-            replicas: vec![NodeId(P)],
+            lineage: lineage.clone(),
             key: None,
         };
         deliver(&mut p, M, Message::ReplicaSync(sync));
@@ -382,6 +411,7 @@ mod tests {
             mid: mid(),
             epoch: u32::MAX,
             root: info(M),
+            lineage,
         };
         deliver(&mut p, M, Message::NotRoot(not_root));
         deliver(&mut p, Q, Message::Data(data(MAX_SEQ)));

@@ -13,7 +13,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::message::{Heartbeat, JoinAck, Neighbours, ReplicaSync};
+use crate::lineage::{Lineage, MAX_EPOCHS};
+use crate::message::{Heartbeat, JoinAck, Neighbours, NotRoot, ReplicaSync};
 use crate::message::{
     Message, MAX_HEARTBEAT_GROUPS, MAX_NEIGHBOURS_PER_MESSAGE, MAX_PATH, MAX_REPLICAS,
     PROTOCOL_VERSION,
@@ -195,7 +196,9 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
         }
         Message::Neighbours(Neighbours { nodes, .. }) => (nodes.len(), MAX_NEIGHBOURS_PER_MESSAGE),
         Message::JoinAck(JoinAck { path, .. }) => (path.len(), MAX_PATH),
-        Message::ReplicaSync(ReplicaSync { replicas, .. }) => (replicas.len(), MAX_REPLICAS),
+        Message::ReplicaSync(ReplicaSync { lineage, .. })
+        | Message::NotRoot(NotRoot { lineage, .. })
+        | Message::Lineage(lineage) => lineage_entries(lineage),
         Message::Heartbeat(Heartbeat {
             up, down, replica, ..
         }) => (
@@ -208,6 +211,19 @@ pub fn decode(frame: Bytes, max_frame: usize) -> Result<Message, DecodeError> {
         return Err(DecodeError::TooManyEntries { len, max });
     }
     Ok(msg)
+}
+
+/// The longest list in a lineage, and its limit: its mandates, or the
+/// successors one of them names.
+fn lineage_entries(l: &Lineage) -> (usize, usize) {
+    match l
+        .mandates
+        .iter()
+        .find(|m| m.successors.len() > MAX_REPLICAS)
+    {
+        Some(m) => (m.successors.len(), MAX_REPLICAS),
+        None => (l.mandates.len(), MAX_EPOCHS),
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +287,30 @@ mod tests {
         prop::option::of(
             any::<[u8; 32]>().prop_map(|b| Box::new(crate::lan::GroupKey::from_bytes(b))),
         )
+    }
+
+    /// Lineages of one to three epochs, signed by keys made from small
+    /// seeds (their signatures are real, though no decoder checks them).
+    fn arb_lineage() -> impl Strategy<Value = std::sync::Arc<Lineage>> {
+        (
+            any::<u128>(),
+            prop::collection::vec(
+                (any::<u8>(), prop::collection::vec(any::<u128>(), 0..4)),
+                1..4,
+            ),
+        )
+            .prop_map(|(mid, links)| {
+                let mandates = links
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (seed, successors))| {
+                        let key = crate::keys::Ed25519Signer::from_seed(&[seed; 32]);
+                        let successors = successors.into_iter().map(NodeId).collect();
+                        crate::lineage::Mandate::sign(&key, Mid(mid), i as u32 + 1, 1, successors)
+                    })
+                    .collect();
+                std::sync::Arc::new(Lineage { mandates })
+            })
     }
 
     fn arb_coord() -> impl Strategy<Value = crate::coord::Coord> {
@@ -447,23 +487,30 @@ mod tests {
                 any::<u32>(),
                 arb_info(),
                 any::<u64>(),
-                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..4),
+                arb_lineage(),
                 arb_key()
             )
-                .prop_map(|(mid, epoch, root, first, replicas, key)| {
+                .prop_map(|(mid, epoch, root, first, lineage, key)| {
                     Message::ReplicaSync(ReplicaSync {
                         mid,
                         epoch,
                         root,
                         first,
-                        replicas,
+                        lineage,
                         key,
                     })
                 }),
             (mid.clone(), any::<u32>(), any::<u64>())
                 .prop_map(|(mid, epoch, seq)| Message::ReplicaAck(ReplicaAck { mid, epoch, seq })),
-            (mid.clone(), any::<u32>(), arb_info())
-                .prop_map(|(mid, epoch, root)| Message::NotRoot(NotRoot { mid, epoch, root })),
+            (mid.clone(), any::<u32>(), arb_info(), arb_lineage()).prop_map(
+                |(mid, epoch, root, lineage)| Message::NotRoot(NotRoot {
+                    mid,
+                    epoch,
+                    root,
+                    lineage
+                })
+            ),
+            arb_lineage().prop_map(Message::Lineage),
             (mid.clone(), any::<u64>(), arb_info()).prop_map(|(mid, query, reply_to)| {
                 Message::TreeQuery(TreeQuery {
                     mid,

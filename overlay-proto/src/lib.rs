@@ -67,6 +67,7 @@ pub mod id;
 pub mod interface;
 pub mod keys;
 pub mod lan;
+pub mod lineage;
 pub mod liveness;
 mod log;
 pub mod message;

@@ -15,14 +15,17 @@ use serde::{Deserialize, Serialize};
 use crate::coord::Coord;
 use crate::id::{Mid, NodeId};
 use crate::lan::GroupKey;
+use crate::lineage::Lineage;
+use std::sync::Arc;
 
 /// Version of the wire protocol, carried in every frame header and in the
-/// QUIC ALPN (`overlay/2`). A frame with another version is rejected.
+/// QUIC ALPN (`overlay/3`). A frame with another version is rejected.
 ///
 /// Version 2 added [`Message::Proof`]: version 1 nodes deliver unsigned
 /// messages, which version 2 nodes refuse, so the two cannot share a
-/// group.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// group. Version 3 added [`Lineage`]s to root claims
+/// ([`ReplicaSync`], [`NotRoot`]) and [`Message::Lineage`].
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Most node entries one [`Message::Neighbours`] may carry: a full leaf set
 /// and the populated rows of a routing table fit with room to spare.
@@ -438,9 +441,10 @@ pub struct ReplicaSync {
     pub root: NodeInfo,
     /// Sequence number of the first message that follows.
     pub first: u64,
-    /// The root's replica set, closest to the mid first (at most
-    /// [`MAX_REPLICAS`]): the order in which replicas take over.
-    pub replicas: Vec<NodeId>,
+    /// The root's proof that it leads `epoch`; its last mandate names the
+    /// root's replica set, closest to the mid first: the order in which
+    /// replicas take over.
+    pub lineage: Arc<Lineage>,
     /// The group's multicast key, which a replica keeps when it takes
     /// over.
     pub key: Option<Box<GroupKey>>,
@@ -467,6 +471,8 @@ pub struct NotRoot {
     pub epoch: u32,
     /// The root the sender follows.
     pub root: NodeInfo,
+    /// That root's proof that it leads `epoch`.
+    pub lineage: Arc<Lineage>,
 }
 
 /// A message between two overlay nodes.
@@ -575,6 +581,9 @@ pub enum Message {
     /// [`crate::proof`]. Shared, so that handing it to each child copies
     /// no digests.
     Proof(std::sync::Arc<crate::proof::Proof>),
+    /// Who led a group in each epoch, and who leads it now: sent ahead of
+    /// the proofs of a group past its first epoch. See [`Lineage`].
+    Lineage(Arc<Lineage>),
 }
 
 impl Message {
@@ -631,6 +640,7 @@ impl Message {
             Message::ReplicaAck(_) => "replica-ack",
             Message::NotRoot(_) => "not-root",
             Message::Proof(_) => "proof",
+            Message::Lineage(_) => "lineage",
         }
     }
 }

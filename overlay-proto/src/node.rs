@@ -16,7 +16,7 @@ use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output};
 use crate::keys::SharedSigner;
 use crate::message::{
-    Collect, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours, NotRoot, Place,
+    Collect, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours, Place,
     PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
 };
 use crate::message::{Message, NodeInfo};
@@ -106,8 +106,12 @@ pub struct Node<R> {
     /// Groups we are root of that committed messages no proof covers yet,
     /// to prove at the next flush.
     pub(crate) unproven: std::collections::BTreeSet<Mid>,
-    /// Signs this node's proofs with its key (see [`crate::proof`]).
+    /// Signs this node's proofs and mandates with its key (see
+    /// [`crate::proof`], [`crate::lineage`]).
     pub(crate) signer: SharedSigner,
+    /// Who leads each group we are on, replicate or replay, as far as we
+    /// have checked (see [`crate::lineage`]).
+    pub(crate) lineages: crate::lineage::Lineages,
     /// Tree queries and collections under way.
     pub(crate) queries: crate::query::Queries,
     /// This node's network coordinate (see [`crate::coord`]).
@@ -150,6 +154,7 @@ impl<R: Rng> Node<R> {
             acks_due: Default::default(),
             unproven: Default::default(),
             signer,
+            lineages: Default::default(),
             queries: Default::default(),
             coord: Default::default(),
             rtts: Default::default(),
@@ -343,8 +348,9 @@ impl<R: Rng> Node<R> {
             Message::ReplicaAck(ReplicaAck { mid, epoch, seq }) => {
                 self.on_replica_ack(from, mid, epoch, seq)
             }
-            Message::NotRoot(NotRoot { mid, epoch, root }) => self.on_not_root(mid, epoch, root),
+            Message::NotRoot(n) => self.on_not_root(n),
             Message::Proof(proof) => self.on_proof(proof),
+            Message::Lineage(lineage) => self.on_lineage(lineage),
         }
     }
 

@@ -13,8 +13,10 @@
 //! proof right behind it arrives.
 //!
 //! A proof is checked once per node: its signature by the key it carries,
-//! and that key's id against the root the group's epoch is led by (the
-//! issuing root for the first epoch, whose id the mid carries). Its digests
+//! and that key against the root that led the proof's epoch (the issuing
+//! root for the first epoch, whose id the mid carries; for later ones, the
+//! root the group's [`crate::lineage::Lineage`] names). A digest once
+//! signed is replaced only by a later epoch's proof. Its digests
 //! then vouch for each message, wherever the message came from: the parent,
 //! a repair, a replay, the LAN. So a forwarder or a repairer can withhold
 //! messages, but cannot forge, alter, reorder or duplicate one: a message
@@ -148,20 +150,6 @@ pub fn issued_by(mid: Mid, root: NodeId) -> bool {
     (mid.0 ^ root.0) >> MID_RANDOM_BITS == 0
 }
 
-/// Whether `proof`'s signer may prove `mid`'s stream in the proof's
-/// epoch: in the first epoch, only the root that issued the mid.
-///
-/// Not yet checked: who leads a later epoch (a root that took over). That
-/// needs the succession orders each root signs for its replicas; until
-/// then a later epoch's proofs are taken from any key that signed them.
-pub(crate) fn may_prove(mid: Mid, proof: &Proof) -> bool {
-    match proof.epoch {
-        0 => false,
-        1 => issued_by(mid, proof.key.id()),
-        _ => true,
-    }
-}
-
 /// The root's side: digests of committed messages that no proof covers
 /// yet.
 #[derive(Debug, Clone, Default)]
@@ -201,8 +189,8 @@ impl Prover {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Proven {
     /// Signed digests of messages from the stream's next on, at most
-    /// `max` of them.
-    digests: BTreeMap<u64, Digest>,
+    /// `max` of them, with the epoch of the proof that signed each.
+    digests: BTreeMap<u64, (u32, Digest)>,
     /// Proofs kept for serving, oldest first.
     kept: VecDeque<Arc<Proof>>,
     /// The last proof checked, so that the same proof arriving again (a
@@ -229,13 +217,19 @@ impl Proven {
 
     /// Takes a proof whose signature and signer were checked: its digests
     /// from `next` on (at most `max` ahead of it) vouch for messages to
-    /// come, and it is kept (up to `keep` proofs) for serving.
+    /// come, and it is kept (up to `keep` proofs) for serving. A digest
+    /// already signed is replaced only by a later epoch's root (whose
+    /// lineage was checked): a root may not sign over its own word, nor
+    /// one it replaced over its successor's.
     pub(crate) fn learn(&mut self, proof: Arc<Proof>, next: u64, max: usize, keep: usize) {
         let limit = next.saturating_add(max as u64);
         for (i, d) in proof.digests.iter().enumerate() {
             let seq = proof.first + i as u64;
             if seq >= next && seq < limit {
-                self.digests.insert(seq, *d);
+                let e = self.digests.entry(seq).or_insert((proof.epoch, *d));
+                if e.0 < proof.epoch {
+                    *e = (proof.epoch, *d);
+                }
             }
         }
         self.keep(proof.clone(), keep);
@@ -258,7 +252,7 @@ impl Proven {
     pub(crate) fn verdict(&self, d: &Data) -> Verdict {
         match self.digests.get(&d.seq) {
             None => Verdict::Unknown,
-            Some(signed) if *signed == digest(d) => Verdict::Proven,
+            Some((_, signed)) if *signed == digest(d) => Verdict::Proven,
             Some(_) => Verdict::Forged,
         }
     }

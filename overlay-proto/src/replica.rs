@@ -28,8 +28,12 @@ use std::time::Instant;
 
 use rand::Rng;
 
+use std::sync::Arc;
+
 use crate::id::{distance, Mid, NodeId};
+use crate::interface::Output;
 use crate::lan::GroupKey;
+use crate::lineage::{Lineage, Offered};
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::message::{NotRoot, ReplicaAck, ReplicaSync};
@@ -114,55 +118,37 @@ impl<R: Rng> Node<R> {
     }
 
     /// A root's [`Message::ReplicaSync`] (anything else is ignored).
+    /// Admission checked its shape: it is from the root its lineage ends
+    /// with, and that lineage's last mandate names us.
     pub(crate) fn on_replica_sync(&mut self, from: NodeInfo, sync: Message) {
         let Message::ReplicaSync(ReplicaSync {
             mid,
             epoch,
             root,
             first,
-            replicas: order,
+            lineage,
             key,
         }) = sync
         else {
             return;
         };
-        if root.id != from.id || first == 0 {
-            return;
+        let was_root = self.groups.get(&mid).is_some_and(|g| g.is_root());
+        match self.offer_lineage(mid, &lineage) {
+            Err(()) => return self.dropped.count("replica-sync (forged)"),
+            Ok(Offered::Adopted) if was_root => self.step_down(mid, root, epoch),
+            Ok(_) => {}
         }
-        let me = self.me();
-        if let Some(r) = self.groups.get(&mid).and_then(|g| g.root.as_ref()) {
-            if supersedes(mid, epoch, from.id, r.epoch, me.id) {
-                self.step_down(mid, root, epoch);
-            } else {
-                let epoch = r.epoch;
-                self.send(
-                    from,
-                    Message::NotRoot(NotRoot {
-                        mid,
-                        epoch,
-                        root: me,
-                    }),
-                );
-                return;
-            }
+        if self.lineages.get(mid).is_none_or(|held| *held != lineage) {
+            // We follow (or are) a root that leads the sender.
+            return self.tell_not_root(from, mid);
         }
+        let order = lineage
+            .last()
+            .map(|m| m.successors.clone())
+            .unwrap_or_default();
         let now = self.now;
         let (retain, retain_bytes) = (self.cfg.retain_messages, self.cfg.retain_bytes);
         match self.replicas.get_mut(&mid) {
-            Some(rep)
-                if rep.root.id != from.id
-                    && rep.orphaned.is_none()
-                    && supersedes(mid, rep.epoch, rep.root.id, epoch, from.id) =>
-            {
-                // We follow a root that supersedes the sender.
-                let msg = Message::NotRoot(NotRoot {
-                    mid,
-                    epoch: rep.epoch,
-                    root: rep.root,
-                });
-                self.send(from, msg);
-                return;
-            }
             Some(rep)
                 if rep.root.id == from.id
                     && rep.epoch == epoch
@@ -200,6 +186,65 @@ impl<R: Rng> Node<R> {
         self.send(from, Message::ReplicaAck(ReplicaAck { mid, epoch, seq }));
     }
 
+    /// Checks a lineage a peer claims for `mid`, and holds it if it leads
+    /// the one we hold (see [`crate::lineage`]). `Err` if it is forged.
+    pub(crate) fn offer_lineage(
+        &mut self,
+        mid: Mid,
+        lineage: &Arc<Lineage>,
+    ) -> Result<Offered, ()> {
+        let max = self
+            .cfg
+            .max_groups
+            .saturating_mul(2)
+            .saturating_add(self.cfg.max_collections);
+        let offered = self.lineages.offer(mid, lineage, max).map_err(|e| {
+            tracing::debug!(mid = %mid, error = %e, "a forged lineage; dropped");
+        })?;
+        if offered == Offered::Adopted {
+            // Our subtree must know who leads before the proofs of its
+            // epoch reach it, however we learned it.
+            let Node { groups, out, .. } = self;
+            if let Some(g) = groups.get(&mid).filter(|g| !g.is_root()) {
+                out.extend(g.acked_children().map(|c| Output::Send {
+                    to: c.info,
+                    msg: Message::Lineage(lineage.clone()),
+                }));
+            }
+        }
+        Ok(offered)
+    }
+
+    /// Tells `to` that the root we hold the lineage of leads the group,
+    /// not it.
+    fn tell_not_root(&mut self, to: NodeInfo, mid: Mid) {
+        let Some(lineage) = self.lineages.get(mid).cloned() else {
+            return;
+        };
+        let me = self.me();
+        let root = if lineage.root() == Some(me.id) {
+            Some(me)
+        } else {
+            self.replicas
+                .get(&mid)
+                .map(|r| r.root)
+                .filter(|r| lineage.root() == Some(r.id))
+        };
+        let Some(root) = root else {
+            return;
+        };
+        let epoch = lineage.epoch();
+        self.send(
+            to,
+            Message::NotRoot(NotRoot {
+                mid,
+                epoch,
+                root,
+                lineage,
+            }),
+        );
+    }
+
     pub(crate) fn on_replicate(&mut self, from: NodeInfo, data: Data) {
         let mid = data.mid;
         let Some(rep) = self.replicas.get_mut(&mid) else {
@@ -214,23 +259,19 @@ impl<R: Rng> Node<R> {
         // The log's messages keep the epoch they were ordered in: what
         // identifies the current root is who sends them.
         if rep.root.id != from.id || data.epoch > rep.epoch {
-            let msg = if rep.orphaned.is_none()
+            if rep.orphaned.is_none()
                 && supersedes(mid, rep.epoch, rep.root.id, data.epoch, from.id)
             {
                 // We follow a better root.
-                Message::NotRoot(NotRoot {
-                    mid,
-                    epoch: rep.epoch,
-                    root: rep.root,
-                })
-            } else {
-                // A new root whose sync we missed: ask it for one.
-                Message::ReplicaAck(ReplicaAck {
-                    mid,
-                    epoch: 0,
-                    seq: 0,
-                })
-            };
+                return self.tell_not_root(from, mid);
+            }
+            // A new root whose sync we missed: ask it for one (it proves
+            // itself in the sync).
+            let msg = Message::ReplicaAck(ReplicaAck {
+                mid,
+                epoch: 0,
+                seq: 0,
+            });
             return self.send(from, msg);
         }
         let next = rep.log.next();
@@ -269,16 +310,20 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    /// A root tells us about a root that supersedes it.
-    pub(crate) fn on_not_root(&mut self, mid: Mid, epoch: u32, root: NodeInfo) {
-        let me = self.me().id;
-        if root.id == me {
-            return;
-        }
-        if let Some(r) = self.groups.get(&mid).and_then(|g| g.root.as_ref()) {
-            if supersedes(mid, epoch, root.id, r.epoch, me) {
-                self.step_down(mid, root, epoch);
-            }
+    /// A node tells us that `root` leads the group, with its lineage: a
+    /// root that the lineage proves led before steps down.
+    pub(crate) fn on_not_root(&mut self, not_root: NotRoot) {
+        let NotRoot {
+            mid,
+            epoch,
+            root,
+            lineage,
+        } = not_root;
+        let was_root = self.groups.get(&mid).is_some_and(|g| g.is_root());
+        match self.offer_lineage(mid, &lineage) {
+            Err(()) => self.dropped.count("not-root (forged)"),
+            Ok(Offered::Adopted) if was_root => self.step_down(mid, root, epoch),
+            Ok(_) => {}
         }
     }
 
@@ -320,12 +365,27 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    /// Becomes the group's root in the next epoch, from our replica.
+    /// Becomes the group's root in the next epoch, from our replica, if
+    /// the lineage we hold names us.
     fn take_over(&mut self, mid: Mid) {
+        let Some(rep) = self.replicas.get(&mid) else {
+            return;
+        };
+        let lineage = self
+            .lineages
+            .get(mid)
+            .filter(|l| l.epoch() == rep.epoch)
+            .and_then(|l| l.succeeded_by(&*self.signer, Vec::new()));
+        let Some(lineage) = lineage.map(Arc::new) else {
+            tracing::warn!(mid = %mid, "root lost, but its mandate does not name this node; not taking over");
+            self.replicas.remove(&mid);
+            return;
+        };
         let Some(rep) = self.replicas.remove(&mid) else {
             return;
         };
-        let epoch = rep.epoch.saturating_add(1);
+        let epoch = lineage.epoch();
+        self.lineages.set(mid, lineage.clone());
         let mut g = self
             .groups
             .remove(&mid)
@@ -345,7 +405,7 @@ impl<R: Rng> Node<R> {
             .clamp(log.first(), log.next());
         tracing::info!(mid = %mid, epoch, next = base, held = log.len(), "root lost; taking over as root");
         let first = log.first();
-        let mut root = Root::new(epoch, log, base.saturating_sub(1));
+        let mut root = Root::new(lineage, log, base.saturating_sub(1));
         root.prove_again(first);
         g.root = Some(Box::new(root));
         self.unproven.insert(mid);
@@ -371,6 +431,18 @@ impl<R: Rng> Node<R> {
     /// replica ranked before us may be dead too), and are forgotten after a
     /// while if someone else did.
     pub(crate) fn replica_tick(&mut self) {
+        let Node {
+            lineages,
+            groups,
+            replicas,
+            replays,
+            ..
+        } = self;
+        lineages.retain(|mid| {
+            groups.contains_key(&mid)
+                || replicas.contains_key(&mid)
+                || replays.values().any(|r| r.mid == mid)
+        });
         let now = self.now;
         let forget = self.cfg.failure_timeout * 10;
         let orphans: Vec<Mid> = self
@@ -390,5 +462,164 @@ impl<R: Rng> Node<R> {
                 self.replicas.remove(&mid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Root authority: only the issuing root, and the replicas each root
+    //! names in its signed mandate, may lead a group.
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::interface::{Command, Event, Input};
+    use crate::lineage::Mandate;
+    use crate::message::Data;
+    use crate::proof::{digest, Proof};
+    use crate::test_support::{attach, deliver, info, keyed, node_signing};
+
+    /// A node whose id is its key's, so its mandates and proofs count.
+    fn keyed_node(digit: u8, known: &[u128]) -> (Node<StdRng>, crate::keys::SharedSigner) {
+        let (id, key) = keyed(digit);
+        (node_signing(id, key.clone(), known, Config::default()), key)
+    }
+
+    /// Makes `r` create a group; its mid, and what `r` sent its replicas.
+    fn create(r: &mut Node<StdRng>) -> (Mid, Vec<(NodeId, Message)>) {
+        r.handle(
+            Instant::now(),
+            Input::Command(Command::CreateGroup { request: 1 }),
+        );
+        let mut mid = None;
+        let mut sent = Vec::new();
+        while let Some(o) = r.poll_output() {
+            match o {
+                crate::interface::Output::Event(Event::GroupCreated { mid: m, .. }) => {
+                    mid = Some(m)
+                }
+                crate::interface::Output::Send { to, msg } => sent.push((to.id, msg)),
+                _ => {}
+            }
+        }
+        (mid.expect("the group was created"), sent)
+    }
+
+    fn sync_to(sent: &[(NodeId, Message)], to: u128) -> Message {
+        sent.iter()
+            .find(|(t, m)| t.0 == to && m.kind() == "replica-sync")
+            .map(|(_, m)| m.clone())
+            .expect("a sync to the replica")
+    }
+
+    fn is_root(n: &Node<StdRng>, mid: Mid) -> bool {
+        n.groups.get(&mid).is_some_and(|g| g.is_root())
+    }
+
+    #[test]
+    fn a_node_the_root_did_not_name_cannot_take_its_group() {
+        let (p, _) = keyed(0xE);
+        let (q, _) = keyed(0x1);
+        let (liar, liar_key) = keyed(0x5);
+        let (mut r, _) = keyed_node(0xF, &[p, q]);
+        let (mid, sent) = create(&mut r);
+        let Message::ReplicaSync(genuine) = sync_to(&sent, p) else {
+            unreachable!()
+        };
+        // The liar takes the root's genuine first mandate (a replica saw
+        // it) and appends a second epoch of its own.
+        let mut stolen = (*genuine.lineage).clone();
+        stolen
+            .mandates
+            .push(Mandate::sign(&*liar_key, mid, 2, 1, vec![r.me().id]));
+        let stolen = Arc::new(stolen);
+        // Or it starts the group's lineage itself.
+        let own = Arc::new(
+            Lineage::first(&*liar_key, mid, vec![NodeId(liar)])
+                .succeeded_by(&*liar_key, vec![r.me().id])
+                .expect("it named itself"),
+        );
+        for lineage in [stolen.clone(), own] {
+            let not_root = NotRoot {
+                mid,
+                epoch: 2,
+                root: info(liar),
+                lineage: lineage.clone(),
+            };
+            deliver(&mut r, liar, Message::NotRoot(not_root));
+            let sync = ReplicaSync {
+                mid,
+                epoch: 2,
+                root: info(liar),
+                first: 1,
+                lineage,
+                key: None,
+            };
+            deliver(&mut r, liar, Message::ReplicaSync(sync));
+        }
+        assert_eq!(r.dropped().get("not-root (forged)"), 2);
+        assert_eq!(r.dropped().get("replica-sync (forged)"), 2);
+        assert!(is_root(&r, mid), "the root keeps its group");
+        assert!(r.replicas().is_empty());
+
+        // A member, told the same, takes none of the liar's proofs.
+        let (mut m, _) = keyed_node(0x3, &[r.me().id.0, p]);
+        attach(&mut m, mid, &[r.me().id.0]);
+        deliver(&mut m, liar, Message::Lineage(stolen));
+        assert_eq!(m.dropped().get("lineage (forged)"), 1);
+        let d = Data::new(mid, 2, 1, NodeId(liar), 1, bytes::Bytes::from_static(b"x"));
+        let proof = Proof::sign(&*liar_key, mid, 2, 1, vec![digest(&d)]);
+        deliver(&mut m, r.me().id.0, Message::Proof(Arc::new(proof)));
+        assert_eq!(m.dropped().get("proof (unknown epoch)"), 1);
+    }
+
+    #[test]
+    fn a_named_replica_takes_over_and_everyone_follows_its_lineage() {
+        let (p, p_key) = keyed(0xE);
+        let (q, _) = keyed(0x1);
+        let (liar, liar_key) = keyed(0x5);
+        let (mut r, r_key) = keyed_node(0xF, &[p, q]);
+        let root = r.me().id.0;
+        let (mid, sent) = create(&mut r);
+        let (mut pn, _) = keyed_node(0xE, &[root, q]);
+        deliver(&mut pn, root, sync_to(&sent, p));
+        assert_eq!(pn.replicas().len(), 1, "p holds the root's state");
+
+        // The root dies; p, first in the root's order, takes over.
+        pn.peer_lost(NodeId(root));
+        assert!(is_root(&pn, mid), "p leads now");
+        let lineage = pn.lineages.get(mid).cloned().expect("p's lineage");
+        assert_eq!((lineage.epoch(), lineage.root()), (2, Some(NodeId(p))));
+        lineage.check(mid, None).expect("anyone can check it");
+
+        // A member learns p's lineage, then takes p's proofs of epoch 2,
+        // and no one else's (not even the old root's, for epoch 2).
+        let (mut m, _) = keyed_node(0x3, &[root, p]);
+        attach(&mut m, mid, &[p]);
+        deliver(&mut m, p, Message::Lineage(lineage.clone()));
+        let d = Data::new(mid, 1, 1, NodeId(q), 1, bytes::Bytes::from_static(b"x"));
+        for key in [&liar_key, &r_key] {
+            let forged = Proof::sign(&**key, mid, 2, 1, vec![digest(&d)]);
+            deliver(&mut m, liar, Message::Proof(Arc::new(forged)));
+        }
+        assert_eq!(m.dropped().get("proof (forged)"), 2);
+        let genuine = Proof::sign(&*p_key, mid, 2, 1, vec![digest(&d)]);
+        deliver(&mut m, p, Message::Proof(Arc::new(genuine)));
+        deliver(&mut m, p, Message::Data(d));
+        assert_eq!(m.groups[&mid].stream.next, Some(2), "delivered");
+
+        // The old root, back from a partition, hears of p and steps down.
+        let not_root = NotRoot {
+            mid,
+            epoch: 2,
+            root: info(p),
+            lineage,
+        };
+        deliver(&mut r, p, Message::NotRoot(not_root));
+        assert!(!is_root(&r, mid), "the old root stepped down");
+        assert_eq!(r.dropped().total(), 0);
     }
 }

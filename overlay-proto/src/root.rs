@@ -37,6 +37,7 @@ use crate::frame::seal_data;
 use crate::id::{distance, Mid, NodeId};
 use crate::interface::Output;
 use crate::lan::GroupKey;
+use crate::lineage::Lineage;
 use crate::log::Log;
 use crate::message::ReplicaSync;
 use crate::message::{Data, Message, NodeInfo, Publish, RejectReason, MAX_REPLICAS};
@@ -74,12 +75,16 @@ pub(crate) struct Root {
     prover: Prover,
     /// The proofs that cover the retention, for serving it.
     pub(crate) proofs: Proven,
+    /// Our proof that we lead this epoch, whose last mandate names our
+    /// replicas (see [`crate::lineage`]).
+    pub(crate) lineage: Arc<Lineage>,
 }
 
 impl Root {
     /// A root in `epoch` continuing from `log`, of which everything up to
     /// `committed` is committed.
-    pub(crate) fn new(epoch: u32, log: Log, committed: u64) -> Self {
+    pub(crate) fn new(lineage: Arc<Lineage>, log: Log, committed: u64) -> Self {
+        let epoch = lineage.epoch();
         let index = log
             .iter()
             .map(|d| ((d.publisher, d.pub_id), d.seq))
@@ -93,6 +98,7 @@ impl Root {
             replicas: Vec::new(),
             prover: Prover::default(),
             proofs: Proven::default(),
+            lineage,
         }
     }
 
@@ -117,7 +123,7 @@ impl Root {
             epoch: self.epoch,
             root: me,
             first: self.log.first(),
-            replicas: self.replicas.iter().map(|x| x.info.id).collect(),
+            lineage: self.lineage.clone(),
             key,
         })
     }
@@ -158,7 +164,9 @@ impl<R: Rng> Node<R> {
         let mut g = Group::new(true, &self.cfg, self.now);
         g.lan.key = Some(Box::new(GroupKey::random(&mut self.rng)));
         let log = Log::new(1, self.cfg.retain_messages, self.cfg.retain_bytes);
-        g.root = Some(Box::new(Root::new(1, log, 0)));
+        let lineage = Arc::new(Lineage::first(&*self.signer, mid, Vec::new()));
+        self.lineages.set(mid, lineage.clone());
+        g.root = Some(Box::new(Root::new(lineage, log, 0)));
         g.attached = true;
         g.established = true;
         self.groups.insert(mid, g);
@@ -309,6 +317,10 @@ impl<R: Rng> Node<R> {
         if same {
             return;
         }
+        // The new set is our successors: a new mandate names them.
+        let successors = candidates.iter().map(|c| c.id).collect();
+        r.lineage = Arc::new(r.lineage.renewed(&*self.signer, successors));
+        self.lineages.set(mid, r.lineage.clone());
         let before = r.log.first().saturating_sub(1);
         let mut fresh = Vec::new();
         let old = std::mem::take(&mut r.replicas);

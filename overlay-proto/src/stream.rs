@@ -32,11 +32,12 @@ use crate::config::Config;
 use crate::frame::seal_data;
 use crate::id::Mid;
 use crate::interface::{Event, Output, TreeError};
+use crate::lineage::Lineage;
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::message::{Fetch, Lost};
 use crate::node::Node;
-use crate::proof::{may_prove, Proof, Proven, Verdict};
+use crate::proof::{Proof, Proven, Verdict};
 use crate::timer::Timer;
 
 /// A message held until the messages before it and its proof are in.
@@ -163,7 +164,7 @@ impl Stream {
 /// A replay under way: messages `next..to` still to report.
 #[derive(Debug, Clone)]
 pub(crate) struct Replay {
-    mid: Mid,
+    pub(crate) mid: Mid,
     next: u64,
     to: u64,
     /// One past the last message the current fetch round asked for.
@@ -256,7 +257,14 @@ impl<R: Rng> Node<R> {
         if !new_here && replays.is_empty() {
             return;
         }
-        if !may_prove(mid, &proof) || !proof.is_signed() {
+        if proof.epoch > 1 && proof.epoch > self.lineages.epoch(mid) {
+            // Its lineage should have come ahead of it: a root that took
+            // over sends its lineage before its first proof.
+            tracing::debug!(mid = %mid, epoch = proof.epoch, "a proof of an epoch whose root we do not know; dropped");
+            self.dropped.count("proof (unknown epoch)");
+            return;
+        }
+        if !self.lineages.may_prove(&proof) || !proof.is_signed() {
             tracing::debug!(mid = %mid, "a proof not signed by the group's root; dropped");
             self.dropped.count("proof (forged)");
             return;
@@ -528,11 +536,36 @@ impl<R: Rng> Node<R> {
                 }
             }
         }
+        self.send_lineage_for(reply_to, mid, &proofs);
         for p in proofs {
             self.send(reply_to, Message::Proof(p));
         }
         for data in serve {
             self.send(reply_to, Message::Fetched { request, data });
+        }
+    }
+
+    /// Sends `to` the lineage of `mid` ahead of `proofs`, if any of them
+    /// is past the first epoch: `to` needs it to know the key that signed
+    /// them.
+    pub(crate) fn send_lineage_for(&mut self, to: NodeInfo, mid: Mid, proofs: &[Arc<Proof>]) {
+        if proofs.iter().all(|p| p.epoch <= 1) {
+            return;
+        }
+        if let Some(l) = self.lineages.get(mid).cloned() {
+            self.send(to, Message::Lineage(l));
+        }
+    }
+
+    /// A lineage from a tree neighbour, a repair or a replay: one that
+    /// leads the one we hold is passed on to our children (by
+    /// [`Node::offer_lineage`]), ahead of the proofs of the new epoch.
+    pub(crate) fn on_lineage(&mut self, lineage: Arc<Lineage>) {
+        let Some(mid) = lineage.mid() else {
+            return;
+        };
+        if self.offer_lineage(mid, &lineage).is_err() {
+            self.dropped.count("lineage (forged)");
         }
     }
 

@@ -694,6 +694,11 @@ impl<R: Rng> Node<R> {
         for d in backlog {
             self.send(info, Message::Data(d));
         }
+        // Past the first epoch, the child must know who leads before the
+        // proofs of this epoch reach it, backlog or live.
+        if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
+            self.send(info, Message::Lineage(l));
+        }
         for p in proofs {
             self.send(info, Message::Proof(p));
         }

@@ -332,6 +332,22 @@ fn crashes_and_loss_lose_no_accepted_message() {
             root_crashed && crashed >= 7,
             "seed {seed}: crashes happened"
         );
+        // Honest nodes never take each other's messages for forgeries,
+        // across the takeover too (the new root's lineage reaches every
+        // member ahead of its proofs).
+        let mut dropped = std::collections::BTreeMap::new();
+        for i in (0..sim.len()).filter(|&i| sim.is_alive(i)) {
+            for (kind, n) in sim.node(i).dropped().iter() {
+                *dropped.entry(kind).or_insert(0) += n;
+            }
+        }
+        eprintln!("seed {seed}: dropped at admission {dropped:?}");
+        assert!(
+            dropped
+                .keys()
+                .all(|k| !k.contains("forged") && !k.contains("unknown epoch")),
+            "seed {seed}: honest messages taken for forged: {dropped:?}"
+        );
         let root = check_tree(&sim, mid, seed);
         assert_ne!(
             root,
