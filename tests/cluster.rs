@@ -498,6 +498,7 @@ fn a_stuck_child_is_dropped_without_stalling_its_siblings() {
             detour: None,
             coord: Default::default(),
             moving: false,
+            nonce: 1,
         });
         let frame = overlay_proto::frame::encode(&join, 1 << 20).unwrap();
         let mut s = conn.open_uni().await.unwrap();

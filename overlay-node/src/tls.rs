@@ -24,7 +24,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use crate::identity::Identity;
 
 /// ALPN protocol name; carries the wire protocol version.
-pub const ALPN: &[u8] = b"overlay/3";
+pub const ALPN: &[u8] = b"overlay/4";
 
 /// Server name used when the peer's id is not known in advance.
 pub const ANY_PEER: &str = "any.overlay";

@@ -14,8 +14,21 @@
 //!
 //! - [`Message::Splice`]: only from our parent in the group.
 //! - [`Message::LanFed`]: only from an acknowledged child in the group.
-//! - [`Message::PublishAck`] and [`Message::PublishReject`]: only for a
-//!   publish of ours that waits for its answer, for the same group.
+//! - [`Message::PublishAck`], [`Message::PublishReject`] and
+//!   [`Message::Direct`] about a publish: only for a publish of ours that waits for
+//!   its answer (its pub_id is random, so only a node it passed knows it),
+//!   for the same group, and only from the node that leads the group by
+//!   the lineage we hold (by the mid, if we hold none); except that a
+//!   node on the way may say it found no group.
+//! - [`Message::Direct`] about a fetch or a tree query: only from the
+//!   node that leads the group, for a repair of ours under way, a replay
+//!   or a tree query of ours of that group.
+//! - [`Message::JoinAck`]: only with the nonce of our join, which only
+//!   the nodes the join reached know (it may be passed on, or handed down
+//!   to a child of a full node, so the acknowledger need not be the node
+//!   we sent it to); a new nonce each time we join anew.
+//! - [`Message::PlaceOffer`]: only with the nonce of our latest placement
+//!   look.
 //! - [`Message::TreeReply`]: only for a tree query of ours, for the same
 //!   group.
 //! - [`Message::Collected`]: only from a child a collection of ours waits
@@ -46,11 +59,10 @@
 //! An answer that comes after we stopped waiting (a publish that timed
 //! out, a collection that answered without it) is counted too.
 //!
-//! Still taken on the sender's word, until requests carry nonces: who
-//! acknowledges a join (a join may be passed on past the node it went to,
-//! so the acknowledger cannot be told from the request alone), who
-//! answers a fetch (the root answers what a parent passed up; what it
-//! sends must be proven, see below), and place offers.
+//! Still taken on the sender's word: who answers a fetch (the root
+//! answers what a parent passed up; what it sends must be proven, see
+//! below), and what a node that our join or look reached says of its
+//! path and delays.
 //!
 //! Group messages themselves need no trusted sender: each is delivered,
 //! kept and forwarded only once the root's signed proof vouches for it
@@ -60,7 +72,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use crate::message::{Collected, Lost, Message, NodeInfo, TreeReply};
+use crate::message::{Asked, Collected, Direct, Lost, Message, NodeInfo, RejectReason, TreeReply};
 use crate::node::Node;
 
 /// Messages dropped because their sender may not send them, by kind, and
@@ -137,6 +149,16 @@ impl<R: Rng> Node<R> {
     pub(crate) fn admit(&mut self, from: &NodeInfo, msg: &Message) -> bool {
         let ok = in_range(msg)
             && match msg {
+                // A parent only where our join went (or was passed on,
+                // or handed down), and an offer only for our latest look.
+                Message::JoinAck(a) => self
+                    .groups
+                    .get(&a.mid)
+                    .is_some_and(|g| g.join.nonce == a.nonce),
+                Message::PlaceOffer(o) => self
+                    .groups
+                    .get(&o.mid)
+                    .is_some_and(|g| g.place.ask == Some(o.nonce)),
                 Message::Splice(s) => self
                     .groups
                     .get(&s.mid)
@@ -145,8 +167,28 @@ impl<R: Rng> Node<R> {
                     .groups
                     .get(&f.mid)
                     .is_some_and(|g| g.children.get(&from.id).is_some_and(|c| c.acked.is_some())),
-                Message::PublishAck(a) => self.publisher.waits_for(a.mid, a.pub_id),
-                Message::PublishReject(r) => self.publisher.waits_for(r.mid, r.pub_id),
+                // Answers to our publishes: from the group's root, except
+                // that a node on the way may find no group (it knows the
+                // pub_id, which is random, only if the publish passed it).
+                Message::PublishAck(a) => {
+                    self.publisher.waits_for(a.mid, a.pub_id) && self.leads(a.mid, from.id)
+                }
+                // A root's redirect of a request of ours still under way.
+                Message::Direct(Direct { mid, asked }) => {
+                    self.leads(*mid, from.id)
+                        && match *asked {
+                            Asked::Publish { pub_id } => self.publisher.waits_for(*mid, pub_id),
+                            Asked::Fetch { request: 0 } => self.fetched_up_to(*mid) > 0,
+                            Asked::Fetch { request } => {
+                                self.replays.get(&request).is_some_and(|r| r.mid == *mid)
+                            }
+                            Asked::Tree { query } => self.queries.waits_for_reply(*mid, query),
+                        }
+                }
+                Message::PublishReject(r) => {
+                    self.publisher.waits_for(r.mid, r.pub_id)
+                        && (r.reason == RejectReason::UnknownGroup || self.leads(r.mid, from.id))
+                }
                 Message::TreeReply(TreeReply { mid, query, .. }) => {
                     self.queries.waits_for_reply(*mid, *query)
                 }
@@ -178,7 +220,9 @@ impl<R: Rng> Node<R> {
                 Message::Lineage(l) => l.mid().is_some_and(|mid| {
                     l.well_formed(mid)
                         && (self.groups.get(&mid).is_some_and(|g| !g.is_root())
-                            || self.replaying(mid))
+                            || self.replaying(mid)
+                            || self.publisher.publishes_to(mid)
+                            || self.roots.contains(mid))
                 }),
                 Message::ReplicaAck(a) => self.groups.get(&a.mid).is_some_and(|g| {
                     g.root
@@ -215,7 +259,8 @@ mod tests {
     use crate::config::Config;
     use crate::id::{Mid, NodeId};
     use crate::interface::{Command, Event, Input, Output};
-    use crate::message::{Data, LanFed, PublishAck, ReplicaAck, Splice};
+    use crate::message::{Data, JoinAck, LanFed, Offer, PublishAck, ReplicaAck, Splice};
+    use crate::timer::Timer;
     use std::sync::Arc;
 
     use rand::SeedableRng;
@@ -329,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_answer_to_our_own_publish_completes_it() {
+    fn only_the_roots_answer_to_our_own_publish_completes_it() {
         let mut p = p_under_q();
         let publish = Command::Publish {
             request: 5,
@@ -337,7 +382,14 @@ mod tests {
             payload: Bytes::from_static(b"hello"),
         };
         p.handle(Instant::now(), Input::Command(publish));
-        drain(&mut p);
+        let pub_id = drain(&mut p)
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::Publish(x) => Some(x.pub_id),
+                _ => None,
+            })
+            .expect("the publish goes out");
+        assert_ne!(pub_id, 5, "pub_ids are not the application's numbers");
         let ack = |mid, pub_id| {
             Message::PublishAck(PublishAck {
                 mid,
@@ -345,15 +397,19 @@ mod tests {
                 seq: 7,
             })
         };
-        deliver(&mut p, M, ack(mid(), 6));
-        deliver(&mut p, M, ack(Mid(0xabc), 5));
-        assert_eq!(p.dropped().get("publish-ack"), 2);
+        let root = root().0;
+        // Another number, another group, or a node that is not the root
+        // (though it saw the publish pass): dropped.
+        deliver(&mut p, root, ack(mid(), pub_id.wrapping_add(1)));
+        deliver(&mut p, root, ack(Mid(0xabc), pub_id));
+        deliver(&mut p, M, ack(mid(), pub_id));
+        assert_eq!(p.dropped().get("publish-ack"), 3);
         assert!(events(&mut p).is_empty());
         p.handle(
             Instant::now(),
             Input::Message {
-                from: info(root().0),
-                msg: ack(mid(), 5),
+                from: info(root),
+                msg: ack(mid(), pub_id),
             },
         );
         assert!(matches!(
@@ -364,6 +420,140 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn only_a_node_our_join_reached_adopts_us_and_only_our_looks_get_offers() {
+        let root = root().0;
+        let mut p = node(P, &[root, Q, M], Config::default());
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: mid() }));
+        let nonce = drain(&mut p)
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::Join(j) => Some(j.nonce),
+                _ => None,
+            })
+            .expect("the join goes out");
+        let ack = |by: u128, nonce: u64| {
+            Message::JoinAck(JoinAck {
+                mid: mid(),
+                next: 1,
+                epoch: 1,
+                path: vec![NodeId(root), NodeId(by)],
+                delay_us: 0,
+                coord: Default::default(),
+                key: None,
+                nonce,
+            })
+        };
+        // M claims to be our parent: without the join's nonce it is not.
+        deliver(&mut p, M, ack(M, nonce.wrapping_add(1)));
+        assert!(!p.groups[&mid()].attached);
+        assert_eq!(p.dropped().get("join-ack"), 1);
+        // Q, which the join reached (or was handed to), is.
+        deliver(&mut p, Q, ack(Q, nonce));
+        assert_eq!(p.groups[&mid()].parent.map(|x| x.id), Some(NodeId(Q)));
+
+        let offer = |nonce: u64| {
+            Message::PlaceOffer(Offer {
+                mid: mid(),
+                delay_us: 0,
+                edge_us: 0,
+                budget_us: Some(1_000_000),
+                nonce,
+            })
+        };
+        // An offer nobody asked for, however good, moves no one.
+        assert!(deliver(&mut p, M, offer(0)).is_empty());
+        crate::test_support::fire(&mut p, Instant::now(), Timer::Optimize(mid()));
+        let look = drain(&mut p)
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::Place(x) => Some(x.nonce),
+                _ => None,
+            })
+            .expect("a look goes out");
+        assert!(deliver(&mut p, M, offer(look.wrapping_add(1))).is_empty());
+        assert_eq!(p.dropped().get("place-offer"), 2);
+        // The answer to our look is weighed (and this one taken).
+        let sent = deliver(&mut p, M, offer(look));
+        assert!(matches!(
+            &sent[..],
+            [(to, Message::Join(j))] if *to == NodeId(M) && j.moving && j.nonce == nonce
+        ));
+    }
+
+    #[test]
+    fn a_fetch_is_served_only_to_its_asker_and_only_the_root_redirects_it() {
+        // The root, with three messages (no replicas to wait for).
+        let (root_id, key) = root();
+        let mut r = crate::test_support::node_signing(root_id, key, &[], Config::default());
+        r.handle(
+            Instant::now(),
+            Input::Command(Command::CreateGroup { request: 1 }),
+        );
+        let created = events(&mut r)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::GroupCreated { mid, .. } => Some(mid),
+                _ => None,
+            })
+            .expect("the group was created");
+        for i in 0..3 {
+            let payload = Bytes::from_static(b"m");
+            r.handle(
+                Instant::now(),
+                Input::Command(Command::Publish {
+                    request: i,
+                    mid: created,
+                    payload,
+                }),
+            );
+        }
+        drain(&mut r);
+        assert_eq!(r.groups[&created].held().len(), 3);
+        let fetch = |reply_to: u128| {
+            Message::Fetch(crate::message::Fetch {
+                mid: created,
+                from: 1,
+                to: 4,
+                reply_to: info(reply_to),
+                request: 0,
+            })
+        };
+        // M asks in P's name: P gets one small redirect, not the messages.
+        let sent = deliver(&mut r, M, fetch(P));
+        assert!(
+            matches!(&sent[..], [(to, Message::Direct(d))] if *to == NodeId(P) && d.mid == created),
+            "{sent:?}"
+        );
+        // P asks itself: served.
+        let sent = deliver(&mut r, P, fetch(P));
+        let served = sent
+            .iter()
+            .filter(|(to, m)| *to == NodeId(P) && m.kind() == "fetched")
+            .count();
+        assert_eq!(served, 3);
+
+        // P, a member with a gap, fetches from its parent; a redirect from
+        // M is dropped, the root's sends the fetch straight to the root.
+        let mut p = p_under_q();
+        let mut sent = deliver(&mut p, Q, Message::Data(data(3)));
+        sent.extend(deliver(&mut p, Q, proof(3..4)));
+        assert!(sent
+            .iter()
+            .any(|(to, m)| *to == NodeId(Q) && m.kind() == "fetch"));
+        let direct = Message::Direct(Direct {
+            mid: mid(),
+            asked: Asked::Fetch { request: 0 },
+        });
+        assert!(deliver(&mut p, M, direct.clone()).is_empty());
+        assert_eq!(p.dropped().get("direct"), 1);
+        let sent = deliver(&mut p, root_id, direct);
+        assert!(
+            matches!(&sent[..], [(to, Message::Fetch(f))] if *to == NodeId(root_id) && f.reply_to.id == NodeId(P)),
+            "{sent:?}"
+        );
     }
 
     #[test]

@@ -358,43 +358,57 @@ mod tests {
                 any::<Option<u128>>(),
                 any::<Option<u128>>(),
                 arb_coord(),
-                any::<bool>()
+                any::<bool>(),
+                any::<u64>()
             )
-                .prop_map(|(mid, joiner, want, around, origin, coord, moving)| {
-                    Message::Join(Join {
+                .prop_map(
+                    |(mid, joiner, want, around, origin, coord, moving, nonce)| {
+                        Message::Join(Join {
+                            mid,
+                            joiner,
+                            want,
+                            detour: crate::message::Detour::boxed(
+                                around.map(NodeId),
+                                origin.map(NodeId),
+                            ),
+                            coord,
+                            moving,
+                            nonce,
+                        })
+                    }
+                ),
+            (
+                mid.clone(),
+                arb_info(),
+                arb_coord(),
+                any::<Option<u32>>(),
+                any::<u64>()
+            )
+                .prop_map(|(mid, node, coord, budget_us, nonce)| Message::Place(
+                    Place {
                         mid,
-                        joiner,
-                        want,
-                        detour: crate::message::Detour::boxed(
-                            around.map(NodeId),
-                            origin.map(NodeId),
-                        ),
+                        node,
                         coord,
-                        moving,
-                    })
-                }),
-            (mid.clone(), arb_info(), arb_coord(), any::<Option<u32>>()).prop_map(
-                |(mid, node, coord, budget_us)| Message::Place(Place {
-                    mid,
-                    node,
-                    coord,
-                    budget_us
-                })
-            ),
+                        budget_us,
+                        nonce
+                    }
+                )),
             (
                 mid.clone(),
                 any::<u32>(),
                 any::<u32>(),
-                any::<Option<u32>>()
+                any::<Option<u32>>(),
+                any::<u64>()
             )
-                .prop_map(|(mid, delay_us, edge_us, budget_us)| Message::PlaceOffer(
-                    Offer {
+                .prop_map(|(mid, delay_us, edge_us, budget_us, nonce)| {
+                    Message::PlaceOffer(Offer {
                         mid,
                         delay_us,
                         edge_us,
-                        budget_us
-                    }
-                )),
+                        budget_us,
+                        nonce,
+                    })
+                }),
             (
                 mid.clone(),
                 any::<u64>(),
@@ -402,9 +416,10 @@ mod tests {
                 prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8),
                 any::<u32>(),
                 arb_coord(),
-                arb_key()
+                arb_key(),
+                any::<u64>()
             )
-                .prop_map(|(mid, next, epoch, path, delay_us, coord, key)| {
+                .prop_map(|(mid, next, epoch, path, delay_us, coord, key, nonce)| {
                     Message::JoinAck(JoinAck {
                         mid,
                         next,
@@ -413,6 +428,7 @@ mod tests {
                         delay_us,
                         coord,
                         key,
+                        nonce,
                     })
                 }),
             (mid.clone(), arb_reason())
@@ -443,6 +459,15 @@ mod tests {
                     pub_id,
                     reason,
                 })
+            }),
+            (mid.clone(), any::<u64>(), 0u8..3).prop_map(|(mid, n, kind)| {
+                use crate::message::{Asked, Direct};
+                let asked = match kind {
+                    0 => Asked::Publish { pub_id: n },
+                    1 => Asked::Fetch { request: n },
+                    _ => Asked::Tree { query: n },
+                };
+                Message::Direct(Direct { mid, asked })
             }),
             arb_data(payload.clone()).prop_map(Message::Data),
             arb_data(payload.clone()).prop_map(Message::Replicate),

@@ -79,6 +79,7 @@ pub mod publish;
 pub mod query;
 pub mod replica;
 pub mod root;
+mod roots;
 pub mod routing;
 pub mod stream;
 #[cfg(test)]

@@ -382,7 +382,7 @@ mod tests {
     use crate::interface::{Command, Input};
     use crate::message::Message;
     use crate::node::Node;
-    use crate::test_support::{deliver, drain, fire, info, node};
+    use crate::test_support::{deliver, deliver_answer, drain, fire, info, node};
     use crate::timer::Timer;
 
     const ROOT: u128 = 0xF000_0000_0000_0000_0000_0000_0000_0000;
@@ -403,8 +403,9 @@ mod tests {
             delay_us: 10_000,
             coord: Coord::default(),
             key: None,
+            nonce: 0,
         });
-        deliver(&mut n, P, ack);
+        deliver_answer(&mut n, P, ack);
         assert!(n.group(MID).unwrap().attached);
         n
     }
@@ -506,6 +507,7 @@ mod tests {
             detour: None,
             coord: Coord::default(),
             moving: false,
+            nonce: 0,
         });
         deliver(&mut n, C, join);
         let at = t0 + Duration::from_secs(3);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// messages, which version 2 nodes refuse, so the two cannot share a
 /// group. Version 3 added [`Lineage`]s to root claims
 /// ([`ReplicaSync`], [`NotRoot`]) and [`Message::Lineage`].
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Most node entries one [`Message::Neighbours`] may carry: a full leaf set
 /// and the populated rows of a routing table fit with room to spare.
@@ -211,6 +211,11 @@ pub struct Join {
     /// Such a join never creates forwarders or travels further up: a
     /// node that cannot take it answers [`Message::MoveRefused`].
     pub moving: bool,
+    /// The joiner's number for this join, which the acknowledgement
+    /// echoes: a joiner takes a [`Message::JoinAck`] only from a node its
+    /// join reached (it may be passed on, or handed down), never from a
+    /// node that merely claims to be its parent.
+    pub nonce: u64,
 }
 
 /// From a child to its parent: hold back (`fed`) or send again the
@@ -249,6 +254,8 @@ pub struct JoinAck {
     /// hand it down with their acknowledgements, over the overlay's
     /// TLS, so that members can read and seal datagrams on their LAN.
     pub key: Option<Box<GroupKey>>,
+    /// The nonce of the join this acknowledges.
+    pub nonce: u64,
 }
 
 /// Asks the tree for a better place for `node`: it climbs parent links
@@ -266,6 +273,9 @@ pub struct Place {
     /// `None` while climbing toward the root; then the most delay from
     /// the root, in µs, the placement allows `node`.
     pub budget_us: Option<u32>,
+    /// `node`'s number for this look, which offers echo: it takes an offer
+    /// only in answer to a look of its own.
+    pub nonce: u64,
 }
 
 /// The sender has room for the receiver; the receiver moves there with
@@ -283,6 +293,8 @@ pub struct Offer {
     /// on the answer to a direct ask, which carries no news of it (the
     /// asker knows its budget, and may have asked with a higher limit).
     pub budget_us: Option<u32>,
+    /// The nonce of the [`Place`] this answers.
+    pub nonce: u64,
 }
 
 /// The join cannot succeed.
@@ -316,6 +328,41 @@ pub struct PublishAck {
     pub pub_id: u64,
     /// The sequence number the root gave it.
     pub seq: u64,
+}
+
+/// From a group's root to a node whose request reached it through other
+/// nodes: the root orders publishes, serves fetches of its retention and
+/// answers tree queries only when they come straight from the node they
+/// are for (the connection's handshake proves who that is), so the node
+/// sends its requests of the group straight to the root from now on (see
+/// [`crate::roots`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Direct {
+    /// The group.
+    pub mid: Mid,
+    /// The request that came through others.
+    pub asked: Asked,
+}
+
+/// A request a [`Direct`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Asked {
+    /// A publish, by the publisher's number for it.
+    Publish {
+        /// The publish's `pub_id`.
+        pub_id: u64,
+    },
+    /// A fetch, by the asker's number for it (0: the repair of its
+    /// stream).
+    Fetch {
+        /// The fetch's `request`.
+        request: u64,
+    },
+    /// A tree query, by the asker's number for it.
+    Tree {
+        /// The query's `query`.
+        query: u64,
+    },
 }
 
 /// The root, or a node on the way, refused a publish.
@@ -584,6 +631,9 @@ pub enum Message {
     /// Who led a group in each epoch, and who leads it now: sent ahead of
     /// the proofs of a group past its first epoch. See [`Lineage`].
     Lineage(Arc<Lineage>),
+    /// The root asks a node to send it its requests directly. See
+    /// [`Direct`].
+    Direct(Direct),
 }
 
 impl Message {
@@ -625,6 +675,7 @@ impl Message {
             Message::Publish(_) => "publish",
             Message::PublishAck(_) => "publish-ack",
             Message::PublishReject(_) => "publish-reject",
+            Message::Direct(_) => "direct",
             Message::Data(_) => "data",
             Message::TreeQuery(_) => "tree-query",
             Message::Collect(_) => "collect",

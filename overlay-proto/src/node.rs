@@ -16,7 +16,7 @@ use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output};
 use crate::keys::SharedSigner;
 use crate::message::{
-    Collect, Fetch, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours, Place,
+    Asked, Collect, Direct, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours,
     PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
 };
 use crate::message::{Message, NodeInfo};
@@ -84,6 +84,8 @@ pub struct Node<R> {
     pub(crate) replicas: BTreeMap<Mid, Replica>,
     /// This node's publishes waiting for the root's answer.
     pub(crate) publisher: Publisher,
+    /// Where the roots of groups we publish to or fetch from are.
+    pub(crate) roots: crate::roots::Roots,
     pub(crate) replays: BTreeMap<u64, Replay>,
     /// When each watched tree neighbour was last heard from, and where it
     /// is. A hash map: it is looked up for every message that arrives, and
@@ -145,6 +147,7 @@ impl<R: Rng> Node<R> {
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
             publisher: Publisher::default(),
+            roots: Default::default(),
             replays: BTreeMap::new(),
             heard: IdMap::with_hasher(hasher.clone()),
             probing: IdMap::with_hasher(hasher),
@@ -279,12 +282,7 @@ impl<R: Rng> Node<R> {
                 }
                 self.on_join(from, join)
             }
-            Message::Place(Place {
-                mid,
-                node,
-                coord,
-                budget_us,
-            }) => self.on_place(from, mid, node, coord, budget_us),
+            Message::Place(place) => self.on_place(from, place),
             Message::PlaceOffer(offer) => self.on_place_offer(from, offer),
             Message::JoinAck(ack) => {
                 self.learn_coord(from.id, &ack.coord);
@@ -297,7 +295,12 @@ impl<R: Rng> Node<R> {
             Message::Leave { mid } => self.on_leave(from, mid),
             Message::MoveRefused { mid } => self.on_move_refused(from, mid),
             Message::Splice(Splice { mid, parent }) => self.on_splice(from, mid, parent),
-            Message::Publish(p) => self.on_publish(p),
+            Message::Publish(p) => self.on_publish(from, p),
+            Message::Direct(Direct { mid, asked }) => match asked {
+                Asked::Publish { .. } => self.on_publish_direct(from, mid),
+                Asked::Fetch { request } => self.on_fetch_direct(from, mid, request),
+                Asked::Tree { query } => self.on_tree_direct(from, mid, query),
+            },
             Message::PublishAck(PublishAck { mid, pub_id, seq }) => {
                 self.publish_answered(mid, pub_id, Ok(seq))
             }
@@ -312,7 +315,7 @@ impl<R: Rng> Node<R> {
                 mid,
                 query,
                 reply_to,
-            }) => self.on_tree_query(mid, query, reply_to),
+            }) => self.on_tree_query(from, mid, query, reply_to),
             Message::Collect(Collect {
                 mid,
                 query,
@@ -329,13 +332,7 @@ impl<R: Rng> Node<R> {
                 self.learn_coord(from.id, &coord);
                 self.on_heartbeat(from, up, down, replica, coord)
             }
-            Message::Fetch(Fetch {
-                mid,
-                from: first,
-                to,
-                reply_to,
-                request,
-            }) => self.on_fetch(mid, first, to, reply_to, request),
+            Message::Fetch(fetch) => self.on_fetch(from, fetch),
             Message::Fetched { request, data } => self.on_fetched(request, data),
             Message::Lost(Lost {
                 mid,
@@ -378,7 +375,13 @@ impl<R: Rng> Node<R> {
             Timer::ProofWait(mid) => self.on_proof_wait(mid),
             Timer::Optimize(mid) => self.on_optimize_timer(mid),
             Timer::Lan => self.on_lan_timer(),
-            Timer::QueryTimeout(id) => self.queries.on_query_timeout(&mut ctx!(self), id),
+            Timer::QueryTimeout(id) => {
+                // The next query goes hop by hop: the root we knew may be
+                // gone.
+                if let Some(mid) = self.queries.on_query_timeout(&mut ctx!(self), id) {
+                    self.roots.forget(mid);
+                }
+            }
         }
     }
 

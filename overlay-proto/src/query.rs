@@ -118,14 +118,16 @@ impl Queries {
     }
 
     /// Our user's query `request` is overdue.
-    pub(crate) fn on_query_timeout(&mut self, ctx: &mut Ctx, request: u64) {
-        if let Some(mid) = self.asked.remove(&request) {
-            ctx.emit(Event::Tree {
-                request,
-                mid,
-                result: Err(TreeError::Timeout),
-            });
-        }
+    /// Our user's query went unanswered: the group of the query, which
+    /// was told, if it was still waiting.
+    pub(crate) fn on_query_timeout(&mut self, ctx: &mut Ctx, request: u64) -> Option<Mid> {
+        let mid = self.asked.remove(&request)?;
+        ctx.emit(Event::Tree {
+            request,
+            mid,
+            result: Err(TreeError::Timeout),
+        });
+        Some(mid)
     }
 
     /// Collects `mid`'s subtree below us (`own` is our entry) from
@@ -277,12 +279,51 @@ impl<R: Rng> Node<R> {
             self.start_collection(mid, Answer::Local { request }, budget);
             return;
         }
-        let next = self.table.next_hop(mid.key(), &[]);
+        let next = self
+            .roots
+            .get(mid)
+            .or_else(|| self.table.next_hop(mid.key(), &[]));
         self.queries.ask(&mut ctx!(self), request, mid, next);
     }
 
-    pub(crate) fn on_tree_query(&mut self, mid: Mid, query: u64, reply_to: NodeInfo) {
+    /// The root asked for our tree query straight: it goes to it now.
+    pub(crate) fn on_tree_direct(&mut self, root: NodeInfo, mid: Mid, query: u64) {
+        self.roots.learn(mid, root);
+        let me = self.me();
+        self.send(
+            root,
+            Message::TreeQuery(TreeQuery {
+                mid,
+                query,
+                reply_to: me,
+            }),
+        );
+    }
+
+    /// A tree query: the root collects the tree and answers it, but only
+    /// to the node the query came from (a collection costs every tree node
+    /// work, and its answer is large); one that came through others gets a
+    /// [`Message::Direct`], and its asker asks again, straight.
+    pub(crate) fn on_tree_query(
+        &mut self,
+        sender: NodeInfo,
+        mid: Mid,
+        query: u64,
+        reply_to: NodeInfo,
+    ) {
         if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
+            if sender.id != reply_to.id {
+                if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
+                    self.send(reply_to, Message::Lineage(l));
+                }
+                let asked = crate::message::Asked::Tree { query };
+                self.send(
+                    reply_to,
+                    Message::Direct(crate::message::Direct { mid, asked }),
+                );
+                return;
+            }
+            let reply_to = sender;
             let budget = self.cfg.tree_query_budget;
             self.start_collection(
                 mid,

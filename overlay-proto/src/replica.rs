@@ -436,12 +436,16 @@ impl<R: Rng> Node<R> {
             groups,
             replicas,
             replays,
+            publisher,
+            roots,
             ..
         } = self;
         lineages.retain(|mid| {
             groups.contains_key(&mid)
                 || replicas.contains_key(&mid)
                 || replays.values().any(|r| r.mid == mid)
+                || publisher.publishes_to(mid)
+                || roots.contains(mid)
         });
         let now = self.now;
         let forget = self.cfg.failure_timeout * 10;

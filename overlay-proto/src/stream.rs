@@ -67,6 +67,9 @@ pub(crate) struct Stream {
     /// While [`Timer::Repair`] is armed, a fetch is under way for the
     /// messages before this one.
     fetch_to: u64,
+    /// The root asked for our fetches straight (what we missed was beyond
+    /// our parent's buffer): the next goes to it, not to the parent.
+    pub(crate) ask_root: bool,
     /// Messages skipped because they were no longer retained.
     pub(crate) lost: u64,
     /// What the root's proofs vouch for, and the proofs that cover `buf`.
@@ -90,6 +93,7 @@ impl Stream {
             max_pending_bytes: cfg.buffer_bytes,
             head: 0,
             fetch_to: 0,
+            ask_root: false,
             lost: 0,
             proven: Proven::default(),
         }
@@ -461,7 +465,10 @@ impl<R: Rng> Node<R> {
             request: 0,
         });
         tracing::debug!(mid = %mid, from = next, to, "gap, fetching it");
-        match parent.or_else(|| self.toward_root(mid, &[])) {
+        // Once the root asked for our fetches straight (what we miss was
+        // beyond our parent's buffer), they go to it.
+        let direct = g.stream.ask_root.then(|| self.roots.get(mid)).flatten();
+        match direct.or(parent).or_else(|| self.toward_root(mid, &[])) {
             Some(to) => self.send(to, fetch),
             None => tracing::debug!(mid = %mid, "no way toward the root to repair a gap"),
         }
@@ -469,19 +476,31 @@ impl<R: Rng> Node<R> {
     }
 
     pub(crate) fn on_repair_timer(&mut self, mid: Mid) {
+        // No answer in time: the root we asked straight may be gone, so
+        // this round goes through the parent again.
+        if let Some(g) = self.groups.get_mut(&mid) {
+            if std::mem::take(&mut g.stream.ask_root) {
+                self.roots.forget(mid);
+            }
+        }
         self.request_repair(mid);
     }
 
     /// A fetch from a child (for its stream) or from anyone (a replay):
-    /// serve what we hold and pass the rest on toward the root.
-    pub(crate) fn on_fetch(
-        &mut self,
-        mid: Mid,
-        from: u64,
-        to: u64,
-        reply_to: NodeInfo,
-        request: u64,
-    ) {
+    /// serve what we hold and pass the rest on toward the root. Only a
+    /// fetch from the node it is for is served: one that came through
+    /// others is passed up, and the root answers it with a
+    /// [`Message::Direct`] to the asker, so that no node can make
+    /// another send a buffer's worth of messages to a node that never
+    /// asked.
+    pub(crate) fn on_fetch(&mut self, sender: NodeInfo, fetch: Fetch) {
+        let Fetch {
+            mid,
+            from,
+            to,
+            reply_to,
+            request,
+        } = fetch;
         if to <= from || reply_to.id == self.me().id {
             return;
         }
@@ -489,11 +508,17 @@ impl<R: Rng> Node<R> {
         let to = to.min(from.saturating_add(max));
         let group = self.groups.get(&mid);
         let root = group.is_some_and(|g| g.is_root());
+        let direct = sender.id == reply_to.id;
         // Off the tree, and for replays anywhere but at the root (only its
         // retention is the group's, and it answers in one order), the fetch
-        // goes on toward the root.
-        let Some(g) = group.filter(|_| request == 0 || root) else {
-            if let Some(next) = self.toward_root(mid, &[]) {
+        // goes on toward the root. So does one that came through others,
+        // up to the root, which tells the asker to ask it straight.
+        let Some(g) = group.filter(|_| root || (request == 0 && direct)) else {
+            let next = match group {
+                Some(g) if request == 0 && !root => g.parent,
+                _ => None,
+            };
+            if let Some(next) = next.or_else(|| self.toward_root(mid, &[])) {
                 let msg = Message::Fetch(Fetch {
                     mid,
                     from,
@@ -505,6 +530,21 @@ impl<R: Rng> Node<R> {
             }
             return;
         };
+        if !direct {
+            tracing::debug!(mid = %mid, asker = %reply_to.id.short(), "a fetch came through others: asking its asker to fetch directly");
+            if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
+                self.send(reply_to, Message::Lineage(l));
+            }
+            self.send(
+                reply_to,
+                Message::Direct(crate::message::Direct {
+                    mid,
+                    asked: crate::message::Asked::Fetch { request },
+                }),
+            );
+            return;
+        }
+        let reply_to = sender;
         let (before, serve) = g.serve(from, to);
         let proofs: Vec<Arc<Proof>> = match (serve.first(), serve.last()) {
             (Some(a), Some(b)) => g.proofs_covering(a.seq, b.seq + 1),
@@ -543,6 +583,19 @@ impl<R: Rng> Node<R> {
         for data in serve {
             self.send(reply_to, Message::Fetched { request, data });
         }
+    }
+
+    /// The root asked for our fetches of `mid` straight: the one under way
+    /// goes to it now, and the next ones too.
+    pub(crate) fn on_fetch_direct(&mut self, root: NodeInfo, mid: Mid, request: u64) {
+        self.roots.learn(mid, root);
+        if request != 0 {
+            return self.replay_round(request);
+        }
+        if let Some(g) = self.groups.get_mut(&mid) {
+            g.stream.ask_root = true;
+        }
+        self.fetch_gap(mid, false);
     }
 
     /// Sends `to` the lineage of `mid` ahead of `proofs`, if any of them
@@ -727,7 +780,7 @@ impl<R: Rng> Node<R> {
                 reply_to: me,
                 request,
             });
-            match self.toward_root(mid, &[]) {
+            match self.roots.get(mid).or_else(|| self.toward_root(mid, &[])) {
                 Some(next) => self.send(next, fetch),
                 None => tracing::debug!(mid = %mid, "no way toward the root for a replay yet"),
             }

@@ -90,9 +90,28 @@ pub(crate) fn attach(n: &mut Node<StdRng>, mid: crate::id::Mid, path: &[u128]) {
         delay_us: 0,
         coord: Default::default(),
         key: None,
+        nonce: 0,
     };
     let parent = *path.last().expect("a path ends with the parent");
-    deliver(n, parent, Message::JoinAck(ack));
+    deliver_answer(n, parent, Message::JoinAck(ack));
+}
+
+/// Hands `n` an answer to its own join or placement look from node `from`,
+/// with the nonce `n` expects (what a node the request reached would
+/// echo); what it sent in answer.
+pub(crate) fn deliver_answer(
+    n: &mut Node<StdRng>,
+    from: u128,
+    mut msg: Message,
+) -> Vec<(NodeId, Message)> {
+    match &mut msg {
+        Message::JoinAck(a) => a.nonce = n.groups.get(&a.mid).map_or(0, |g| g.join.nonce),
+        Message::PlaceOffer(o) => {
+            o.nonce = n.groups.get(&o.mid).and_then(|g| g.place.ask).unwrap_or(0)
+        }
+        _ => {}
+    }
+    deliver(n, from, msg)
 }
 
 /// Hands `n` a message from node `from`; what it sent in answer.

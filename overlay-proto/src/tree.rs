@@ -82,17 +82,26 @@ pub(crate) struct Child {
     /// It takes the group's messages from its LAN (see [`crate::lan`]):
     /// we hold them back.
     pub(crate) lan_fed: bool,
+    /// The nonce of its join, which our acknowledgements echo.
+    pub(crate) nonce: u64,
 }
 
 impl Child {
-    fn new(info: NodeInfo, want: Option<u64>, coord: Coord) -> Self {
+    /// A child from its join, which came from `from`. What the join asks
+    /// for is sent with the acknowledgement only if the joiner sent it
+    /// itself: any node can name any joiner, and a backlog sent to a node
+    /// that never asked would be a buffer's worth of messages for one small
+    /// message. A joiner whose join was handed down to us fetches what it
+    /// misses instead, from us, once we are its parent.
+    fn new(join: &Join, from: NodeId) -> Self {
         Child {
-            info,
+            info: join.joiner,
             handed: 0,
-            want,
+            want: join.want.filter(|_| from == join.joiner.id),
             acked: None,
-            coord: coord.checked(),
+            coord: join.coord.checked(),
             lan_fed: false,
+            nonce: join.nonce,
         }
     }
 }
@@ -151,6 +160,10 @@ pub(crate) struct Joining {
     /// so: under churn, routing to a group's root can take a moment to
     /// converge, or the root's successor to take over.
     pub(crate) attempts: u8,
+    /// The number our joins carry since we were last attached (a new one
+    /// for each time we join anew): an acknowledgement must echo it, so
+    /// only a node our join reached can become our parent.
+    pub(crate) nonce: u64,
 }
 
 impl Joining {
@@ -179,6 +192,8 @@ pub(crate) struct Position {
     pub(crate) budget_us: Option<u32>,
     /// Placement rounds since we attached (their interval doubles).
     pub(crate) round: u8,
+    /// The nonce of our latest look: offers must echo it.
+    pub(crate) ask: Option<u64>,
 }
 
 /// A group on the node's LAN (see [`crate::lan`]).
@@ -439,9 +454,15 @@ impl<R: Rng> Node<R> {
             let around: Vec<NodeId> = g.join.around.into_iter().collect();
             next = self.toward_root(mid, &around);
         }
+        let fresh = self.rng.random::<u64>();
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
+        if g.join.attempts == 0 {
+            // Joining anew: no node that took an earlier join of ours can
+            // answer this one.
+            g.join.nonce = fresh;
+        }
         g.join.target = next.map(|n| n.id);
         g.join.attempts = g.join.attempts.saturating_add(1);
         let attempts = g.join.attempts;
@@ -450,6 +471,7 @@ impl<R: Rng> Node<R> {
         let want = g.stream.next.or(g.join.want_hint);
         let around = g.join.around;
         let origin = g.join.origin;
+        let nonce = g.join.nonce;
         let established = g.established;
         match next {
             Some(next) => {
@@ -460,6 +482,7 @@ impl<R: Rng> Node<R> {
                     detour: Detour::boxed(around, origin),
                     coord: self.coord,
                     moving: false,
+                    nonce,
                 };
                 tracing::debug!(mid = %mid, to = %next.id.short(), attempts, "join sent");
                 self.send(next, Message::Join(join));
@@ -600,16 +623,16 @@ impl<R: Rng> Node<R> {
             match g.children.get_mut(&joiner.id) {
                 Some(c) => {
                     // A child that joins again lost track of us; start over.
-                    c.info = joiner;
-                    c.want = join.want;
-                    c.acked = None;
-                    c.coord = join.coord.checked();
+                    *c = Child {
+                        handed: c.handed,
+                        lan_fed: c.lan_fed,
+                        ..Child::new(&join, from.id)
+                    };
                 }
                 // Full, and our only children sent us this join: take it
                 // over the bound rather than bounce it back.
                 None => {
-                    g.children
-                        .insert(joiner.id, Child::new(joiner, join.want, join.coord));
+                    g.children.insert(joiner.id, Child::new(&join, from.id));
                 }
             }
             if g.attached {
@@ -643,8 +666,7 @@ impl<R: Rng> Node<R> {
         g.join.want_hint = join.want;
         g.join.around = join.around();
         g.join.origin = join.origin().or(Some(joiner.id));
-        g.children
-            .insert(joiner.id, Child::new(joiner, join.want, join.coord));
+        g.children.insert(joiner.id, Child::new(&join, from.id));
         self.groups.insert(mid, g);
         self.send_join(mid);
     }
@@ -672,6 +694,7 @@ impl<R: Rng> Node<R> {
         let first_acked = c.acked.is_none();
         c.acked = Some(now);
         let info = c.info;
+        let nonce = c.nonce;
         // Where this link starts: what the child wants, if we still hold it.
         let start = match c.want.take() {
             Some(w) if first_acked => w.clamp(g.held().first().min(next), next),
@@ -689,6 +712,7 @@ impl<R: Rng> Node<R> {
                 delay_us,
                 coord: self.coord,
                 key,
+                nonce,
             }),
         );
         for d in backlog {
@@ -713,6 +737,7 @@ impl<R: Rng> Node<R> {
             delay_us,
             coord,
             key,
+            nonce: _,
         } = ack;
         let me = self.me().id;
         let unwanted = match self.groups.get(&mid) {
@@ -986,7 +1011,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::interface::{Command, Input};
-    use crate::test_support::{deliver, drain, fire, info};
+    use crate::test_support::{deliver, deliver_answer, drain, fire, info};
     use rand::rngs::StdRng;
     use std::time::Instant;
 
@@ -1017,6 +1042,7 @@ mod tests {
             detour: Detour::boxed(around, None),
             coord: Default::default(),
             moving: false,
+            nonce: 0,
         })
     }
 
@@ -1030,6 +1056,7 @@ mod tests {
             delay_us: 0,
             coord: Default::default(),
             key: None,
+            nonce: 0,
         })
     }
 
@@ -1050,7 +1077,7 @@ mod tests {
         assert!(!g.member && !g.root, "Q is a forwarder, not a member");
         assert_eq!(g.children, vec![info(P)], "P is Q's child");
         // The root's acknowledgement attaches Q, which acknowledges P.
-        let sent = deliver(&mut q, ROOT, ack_from_root(MID));
+        let sent = deliver_answer(&mut q, ROOT, ack_from_root(MID));
         assert_eq!(sent.len(), 1);
         assert!(
             matches!(sent[0], (id, Message::JoinAck(JoinAck { ref path, .. })) if id == NodeId(P) && path.len() == 2)
@@ -1076,7 +1103,7 @@ mod tests {
         let mut q = node(Q, &[ROOT, P], 16);
         q.handle(Instant::now(), Input::Command(Command::Join { mid }));
         drain(&mut q);
-        deliver(&mut q, ROOT, ack_from_root(mid));
+        deliver_answer(&mut q, ROOT, ack_from_root(mid));
         let sent = join_from(&mut q, mid, P, P);
         assert_eq!(sent.len(), 1);
         assert!(
@@ -1095,7 +1122,7 @@ mod tests {
         let mut q = node(Q, &[ROOT, P, X], 16);
         q.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         drain(&mut q);
-        deliver(&mut q, ROOT, ack_from_root(MID));
+        deliver_answer(&mut q, ROOT, ack_from_root(MID));
         assert!(q.group(MID).unwrap().attached);
         let join = |around| join_msg(MID, P, around);
         let sent = deliver(&mut q, P, join(Some(NodeId(ROOT))));
@@ -1171,6 +1198,7 @@ mod tests {
             delay_us: 0,
             coord: Default::default(),
             key: None,
+            nonce: 0,
         })
     }
 
@@ -1190,7 +1218,7 @@ mod tests {
         p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
         let first: Vec<NodeId> = drain(&mut p).into_iter().map(|(to, _)| to).collect();
         assert_eq!(first, [NodeId(Q)]);
-        deliver(&mut p, Q, ack_along(&[ROOT, Q]));
+        deliver_answer(&mut p, Q, ack_along(&[ROOT, Q]));
         assert!(p.groups[&MID].attached);
         // Q is a tree neighbour we watch: only its silence says it is dead.
         fire(&mut p, Instant::now(), Timer::Heartbeat);

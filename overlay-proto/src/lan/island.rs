@@ -381,11 +381,11 @@ impl<R: Rng> Node<R> {
 
     /// Also sends our publish `request` on the LAN, once, if we have an
     /// island for its group.
-    pub(crate) fn lan_publish(&mut self, request: u64) {
+    pub(crate) fn lan_publish(&mut self, pub_id: u64) {
         let Some(lan) = self.lan.as_mut() else {
             return;
         };
-        let Some(p) = self.publisher.get_mut(request) else {
+        let Some(p) = self.publisher.get_mut(pub_id) else {
             return;
         };
         if p.lan || !lan.islands.contains_key(&p.mid) {
@@ -394,14 +394,8 @@ impl<R: Rng> Node<R> {
         p.lan = true;
         lan.stats.fallback_publishes += 1;
         let (mid, payload) = (p.mid, p.payload.clone());
-        tracing::debug!(mid = %mid, pub_id = request, "no answer from the root: publishing on the LAN too");
-        self.lan_send(
-            mid,
-            &LanBody::Publish {
-                pub_id: request,
-                payload,
-            },
-        );
+        tracing::debug!(mid = %mid, pub_id, "no answer from the root: publishing on the LAN too");
+        self.lan_send(mid, &LanBody::Publish { pub_id, payload });
     }
 
     /// A datagram from the LAN.
