@@ -97,8 +97,11 @@ pub struct FileConfig {
     pub control: Option<PathBuf>,
     /// See `--max-message-size`.
     pub max_message_size: Option<usize>,
-    /// Most groups this node takes part in (default 4096).
+    /// Most groups this node's user joins or creates (default 4096).
     pub max_groups: Option<usize>,
+    /// Most groups this node forwards for others, not being a member or
+    /// the root (default 4096).
+    pub max_forwarded_groups: Option<usize>,
     /// QUIC keep-alive interval in milliseconds (default 500).
     pub keep_alive_ms: Option<u64>,
     /// QUIC idle timeout in milliseconds: a peer connection silent this
@@ -250,6 +253,9 @@ impl Settings {
         }
         if let Some(n) = file.max_groups {
             proto.max_groups = n;
+        }
+        if let Some(n) = file.max_forwarded_groups {
+            proto.max_forwarded_groups = n;
         }
         if let Some(n) = file.bootstrap_attempts {
             proto.bootstrap_attempts = n.max(1);

@@ -66,7 +66,10 @@ impl Transport {
                     .context("idle_timeout_ms is out of range")?,
             ))
             .max_concurrent_bidi_streams(0u32.into())
-            .max_concurrent_uni_streams(4u32.into());
+            .max_concurrent_uni_streams(4u32.into())
+            // What one peer can make us buffer, unread, over all its
+            // streams (quinn's default is unbounded).
+            .receive_window(CONNECTION_RECEIVE_WINDOW.into());
         let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
@@ -235,8 +238,18 @@ enum ReadError {
     Frame(frame::DecodeError),
 }
 
+/// Most bytes one peer may have sent us that we have not read yet, over
+/// all its streams: QUIC flow control holds it to this.
+const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+
+/// The most a frame's buffer takes before its bytes arrive; a larger frame
+/// grows its buffer as they do. Frames of ordinary messages fit in it.
+const FRAME_FIRST_ALLOCATION: usize = 64 << 10;
+
 /// Reads one whole frame (length prefix included), checking the length
-/// before allocating. `Ok(None)` at a clean end of stream.
+/// before allocating anything. The buffer grows as bytes arrive, so a
+/// peer that announces a large frame and sends nothing costs no more than
+/// [`FRAME_FIRST_ALLOCATION`]. `Ok(None)` at a clean end of stream.
 async fn read_frame(
     stream: &mut quinn::RecvStream,
     max_frame: usize,
@@ -248,12 +261,15 @@ async fn read_frame(
         Err(_) => return Err(ReadError::Stream),
     }
     let len = frame::body_len(prefix, max_frame).map_err(ReadError::Frame)?;
-    let mut buf = BytesMut::zeroed(LENGTH_PREFIX + len);
-    buf[..LENGTH_PREFIX].copy_from_slice(&prefix);
-    stream
-        .read_exact(&mut buf[LENGTH_PREFIX..])
-        .await
-        .map_err(|_| ReadError::Stream)?;
+    let total = LENGTH_PREFIX + len;
+    let mut buf = BytesMut::with_capacity(total.min(FRAME_FIRST_ALLOCATION));
+    buf.extend_from_slice(&prefix);
+    while buf.len() < total {
+        match stream.read_chunk(total - buf.len(), true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) | Err(_) => return Err(ReadError::Stream),
+        }
+    }
     Ok(Some(buf.freeze()))
 }
 

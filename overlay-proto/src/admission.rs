@@ -234,8 +234,27 @@ impl<R: Rng> Node<R> {
         if !ok {
             tracing::debug!(from = %from.id.short(), kind = msg.kind(), "dropped: not a message this sender may send now");
             self.dropped.count(msg.kind());
+            if let Message::JoinAck(a) = msg {
+                self.turn_down_parent(*from, a.mid);
+            }
         }
         ok
+    }
+
+    /// An acknowledgement without our join's nonce: most often a late one
+    /// (for a join of ours from before we last attached), whose sender
+    /// took us as its child. A leave tells it to drop us, as it would
+    /// have had it acknowledged an earlier attempt; it costs the sender
+    /// only its own claim. Never to our parent, which holds our nonce.
+    fn turn_down_parent(&mut self, from: NodeInfo, mid: crate::id::Mid) {
+        let parent = self
+            .groups
+            .get(&mid)
+            .and_then(|g| g.parent)
+            .is_some_and(|p| p.id == from.id);
+        if !parent {
+            self.send(from, Message::Leave { mid });
+        }
     }
 
     /// One past the last message of `mid` our gap fetches asked for (0:

@@ -13,10 +13,14 @@ pub struct Config {
     /// Nodes in the leaf set. 16 (Pastry's usual `L`) keeps routing exact
     /// near every key while costing little memory.
     pub leaf_set_size: usize,
-    /// Most groups a node takes part in, as member or forwarder. Joins from
-    /// the network create forwarder state, so this bounds what peers can make
-    /// a node hold.
+    /// Most groups a node's own user takes part in: joined, or created
+    /// (each holds a root's retention).
     pub max_groups: usize,
+    /// Most groups a node forwards for others without being a member or
+    /// the root: joins from the network create such state, so this bounds
+    /// what peers can make a node hold, apart from `max_groups`, so that no
+    /// flood of joins keeps the node's user from joining or creating.
+    pub max_forwarded_groups: usize,
     /// Largest application payload accepted, in bytes (1 MiB).
     pub max_message_size: usize,
     /// How long a join waits for its acknowledgement before it is sent again.
@@ -149,6 +153,7 @@ impl Default for Config {
             max_children: 16,
             leaf_set_size: 16,
             max_groups: 4096,
+            max_forwarded_groups: 4096,
             max_message_size: 1 << 20,
             join_retry: Duration::from_millis(750),
             join_retry_max: Duration::from_secs(8),

@@ -391,7 +391,7 @@ impl<R: Rng> Node<R> {
             Command::CreateGroup { request } => {
                 // Created groups count against max_groups like joined ones:
                 // each holds a root's retention.
-                if self.groups.len() >= self.cfg.max_groups {
+                if self.own_groups() >= self.cfg.max_groups {
                     let reason = crate::message::RejectReason::TooManyGroups;
                     self.emit(Event::CreateFailed { request, reason });
                     return;

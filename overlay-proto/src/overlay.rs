@@ -156,8 +156,11 @@ impl<R: Rng> Node<R> {
             Phase::Idle => return,
         }
         // A node that enters the overlay is alive, whatever we knew of it
-        // (a restarted node keeps its id).
-        self.dead.remove(&joiner.id);
+        // (a restarted node keeps its id): if it says so itself.
+        let direct = from.id == joiner.id;
+        if direct {
+            self.dead.remove(&joiner.id);
+        }
         let nodes = self.neighbours_for(joiner.id);
         self.send(
             joiner,
@@ -173,7 +176,11 @@ impl<R: Rng> Node<R> {
                 self.send(next, Message::JoinOverlay(JoinOverlay { joiner }));
             }
         }
-        self.table.insert(joiner);
+        if direct {
+            self.table.insert(joiner);
+        } else if !self.known_dead(joiner.id) {
+            self.table.insert_listed(joiner);
+        }
     }
 
     pub(crate) fn on_neighbours(&mut self, from: NodeInfo, nodes: Vec<NodeInfo>, reply: bool) {
@@ -188,7 +195,7 @@ impl<R: Rng> Node<R> {
             // table, asking for its state in return: this places us in its
             // table and leaf set, and fills ours. It converges because only
             // nodes that fill a free slot or enter the leaf set are asked.
-            if self.table.insert(n) {
+            if self.table.insert_listed(n) {
                 self.ask_neighbours(n);
             } else if self.cfg.proximity && !self.table.contains(n.id) {
                 self.maybe_probe(n);

@@ -149,9 +149,26 @@ impl RoutingTable {
         &mut self.rows[row]
     }
 
+    /// Adds a node that another node merely named (a neighbour list, a
+    /// routed join): where it fits, as [`RoutingTable::insert`] does, but
+    /// never in place of the address of a node we know already, which a
+    /// connection proved. A listed node is a candidate: it stays only if
+    /// it can be reached at the address it was listed with.
+    pub fn insert_listed(&mut self, node: NodeInfo) -> bool {
+        if self
+            .get(node.id)
+            .is_some_and(|known| known.addr != node.addr)
+        {
+            return false;
+        }
+        self.insert(node)
+    }
+
     /// Adds a node to the table and leaf set where it fits: a free slot, or
     /// the slot it already holds (an entry with the same id takes the new
-    /// address). Returns whether anything changed.
+    /// address, so only a node a connection proved should be added here;
+    /// see [`RoutingTable::insert_listed`]). Returns whether anything
+    /// changed.
     pub fn insert(&mut self, node: NodeInfo) -> bool {
         if node.id == self.me.id {
             return false;
@@ -479,6 +496,25 @@ mod tests {
         assert!(t.remove(NodeId(1)));
         assert!(!t.contains(NodeId(1)));
         assert!(!t.insert(info(0)), "a node never lists itself");
+    }
+
+    #[test]
+    fn a_listed_address_never_replaces_a_known_one() {
+        let mut t = RoutingTable::new(info(0), 4);
+        let x = info(1 << 120);
+        t.insert(x);
+        let bogus = NodeInfo {
+            id: x.id,
+            addr: SocketAddr::from(([127, 0, 0, 9], 9)),
+        };
+        assert!(!t.insert_listed(bogus), "a list cannot move a node we know");
+        assert_eq!(t.get(x.id).map(|n| n.addr), Some(x.addr));
+        assert!(t.leaves().iter().all(|l| l.addr == x.addr));
+        // A node unknown before is a candidate where it fits.
+        assert!(t.insert_listed(info(2 << 120)));
+        // A connection does move it (the handshake proved the id there).
+        assert!(t.insert(bogus));
+        assert_eq!(t.get(x.id).map(|n| n.addr), Some(bogus.addr));
     }
 
     #[test]

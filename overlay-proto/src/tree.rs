@@ -384,7 +384,7 @@ impl<R: Rng> Node<R> {
             }
             return;
         }
-        if self.groups.len() >= self.cfg.max_groups {
+        if self.own_groups() >= self.cfg.max_groups {
             self.emit(Event::JoinFailed {
                 mid,
                 reason: RejectReason::TooManyGroups,
@@ -396,10 +396,19 @@ impl<R: Rng> Node<R> {
         self.send_join(mid);
     }
 
+    /// Groups this node's user takes part in (as a member or the root), as
+    /// against those it only forwards for others.
+    pub(crate) fn own_groups(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|g| g.member || g.is_root())
+            .count()
+    }
+
     /// Re-joins a group this node was a member of before a restart, asking
     /// for what it missed from `next` on.
     pub(crate) fn resume(&mut self, mid: Mid, next: u64, key: Option<GroupKey>) {
-        if self.groups.contains_key(&mid) || self.groups.len() >= self.cfg.max_groups {
+        if self.groups.contains_key(&mid) || self.own_groups() >= self.cfg.max_groups {
             return self.join(mid);
         }
         let mut g = Group::new(true, &self.cfg, self.now);
@@ -652,7 +661,7 @@ impl<R: Rng> Node<R> {
             );
             return;
         }
-        if self.groups.len() >= self.cfg.max_groups {
+        if self.groups.len() - self.own_groups() >= self.cfg.max_forwarded_groups {
             self.send(
                 joiner,
                 Message::JoinReject(JoinReject {
@@ -1353,5 +1362,28 @@ mod tests {
         }
         assert_eq!((created, refused), (2, 1));
         assert_eq!(n.groups().len(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_joins_fills_only_the_forwarding_quota() {
+        let cfg = Config {
+            max_groups: 2,
+            max_forwarded_groups: 3,
+            ..Config::default()
+        };
+        // P routes toward the root through Q for every mid below.
+        let mut p = crate::test_support::node(P, &[Q], cfg);
+        for i in 0..10u128 {
+            let mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_1000 + i);
+            join_from(&mut p, mid, Q, 0x2000 + i);
+        }
+        assert_eq!(
+            p.groups.len(),
+            3,
+            "forwarding for others stops at its quota"
+        );
+        // The user still joins its own groups.
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        assert!(p.groups.get(&MID).is_some_and(|g| g.member));
     }
 }
