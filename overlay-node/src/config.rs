@@ -102,6 +102,10 @@ pub struct FileConfig {
     /// Most groups this node forwards for others, not being a member or
     /// the root (default 4096).
     pub max_forwarded_groups: Option<usize>,
+    /// Costly requests a second each peer may send (default 1000).
+    pub peer_request_rate: Option<u32>,
+    /// Costly requests a peer may send at once (default 4000).
+    pub peer_request_burst: Option<u32>,
     /// QUIC keep-alive interval in milliseconds (default 500).
     pub keep_alive_ms: Option<u64>,
     /// QUIC idle timeout in milliseconds: a peer connection silent this
@@ -256,6 +260,12 @@ impl Settings {
         }
         if let Some(n) = file.max_forwarded_groups {
             proto.max_forwarded_groups = n;
+        }
+        if let Some(n) = file.peer_request_rate {
+            proto.peer_request_rate = n;
+        }
+        if let Some(n) = file.peer_request_burst {
+            proto.peer_request_burst = n;
         }
         if let Some(n) = file.bootstrap_attempts {
             proto.bootstrap_attempts = n.max(1);

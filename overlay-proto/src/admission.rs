@@ -7,12 +7,16 @@
 //! send this message now. A message that fails is dropped and counted by
 //! kind ([`Dropped`], shown by `overlay status`), and no part sees it.
 //!
+//! First, a request that costs this node work or sends must fit its
+//! sender's budget (see [`crate::ratelimit`]).
+//!
 //! The rules, by kind. Requests that any node may route or send (joins,
 //! publishes, fetches, tree queries, neighbour exchange, heartbeats,
 //! departures) are admitted here and bounded by the parts that serve them.
 //! Answers are admitted only from whom, and only for what, we asked:
 //!
-//! - [`Message::Splice`]: only from our parent in the group.
+//! - [`Message::Data`] and [`Message::Splice`]: only from our parent in
+//!   the group.
 //! - [`Message::LanFed`]: only from an acknowledged child in the group.
 //! - [`Message::PublishAck`], [`Message::PublishReject`] and
 //!   [`Message::Direct`] about a publish: only for a publish of ours that waits for
@@ -147,6 +151,14 @@ impl<R: Rng> Node<R> {
     /// Whether `from` may send `msg` now; a message that may not is
     /// counted and logged.
     pub(crate) fn admit(&mut self, from: &NodeInfo, msg: &Message) -> bool {
+        if let Some(limited) = crate::ratelimit::limited(msg) {
+            let (rate, burst) = (self.cfg.peer_request_rate, self.cfg.peer_request_burst);
+            if !self.budgets.take(from.id, self.now, rate, burst) {
+                tracing::debug!(from = %from.id.short(), kind = msg.kind(), "dropped: the peer is over its request rate");
+                self.dropped.count(limited);
+                return false;
+            }
+        }
         let ok = in_range(msg)
             && match msg {
                 // A parent only where our join went (or was passed on,
@@ -159,6 +171,13 @@ impl<R: Rng> Node<R> {
                     .groups
                     .get(&o.mid)
                     .is_some_and(|g| g.place.ask == Some(o.nonce)),
+                // Group messages only from our parent (a node that is not
+                // in the group is told to stop, by the part that serves
+                // data).
+                Message::Data(d) => self
+                    .groups
+                    .get(&d.mid)
+                    .is_none_or(|g| !g.is_root() && g.parent.is_some_and(|p| p.id == from.id)),
                 Message::Splice(s) => self
                     .groups
                     .get(&s.mid)
@@ -573,6 +592,33 @@ mod tests {
             matches!(&sent[..], [(to, Message::Fetch(f))] if *to == NodeId(root_id) && f.reply_to.id == NodeId(P)),
             "{sent:?}"
         );
+    }
+
+    #[test]
+    fn a_peer_flooding_requests_is_held_to_its_rate_and_no_one_else_is() {
+        let cfg = Config {
+            peer_request_rate: 10,
+            peer_request_burst: 20,
+            ..Config::default()
+        };
+        let root = root().0;
+        let mut p = node(P, &[root, Q, M], cfg);
+        let fetch = |reply_to: u128| {
+            Message::Fetch(crate::message::Fetch {
+                mid: Mid(0xabc),
+                from: 1,
+                to: 2,
+                reply_to: info(reply_to),
+                request: 1,
+            })
+        };
+        for _ in 0..100 {
+            deliver(&mut p, M, fetch(M));
+        }
+        assert_eq!(p.dropped().get("fetch (rate-limited)"), 80);
+        // Q's requests are its own business.
+        deliver(&mut p, Q, fetch(Q));
+        assert_eq!(p.dropped().get("fetch (rate-limited)"), 80);
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub struct Config {
     pub tree_query_budget: Duration,
     /// Most tree collections a node takes part in at once.
     pub max_collections: usize,
+    /// Requests a second each peer may send that cost this node work or
+    /// sends (joins, placement asks, fetches, tree queries, overlay joins,
+    /// neighbour exchanges; see [`crate::ratelimit`]), after its burst.
+    pub peer_request_rate: u32,
+    /// Such requests a peer may send at once, before `peer_request_rate`
+    /// holds it.
+    pub peer_request_burst: u32,
     /// Most entries a tree report may carry (bounded by the frame size).
     pub max_tree_entries: usize,
     /// Rounds of dialing the bootstrap addresses before giving up.
@@ -162,6 +169,8 @@ impl Default for Config {
             max_pending_publish_bytes: 16 << 20,
             tree_query_budget: Duration::from_secs(3),
             max_collections: 64,
+            peer_request_rate: 1000,
+            peer_request_burst: 4000,
             max_tree_entries: 20_000,
             bootstrap_attempts: 6,
             bootstrap_backoff: Duration::from_millis(500),

@@ -77,6 +77,7 @@ pub mod placement;
 pub mod proof;
 pub mod publish;
 pub mod query;
+mod ratelimit;
 pub mod replica;
 pub mod root;
 mod roots;

@@ -126,6 +126,8 @@ pub struct Node<R> {
     pub(crate) lan: Option<Box<crate::lan::Lan>>,
     /// Messages dropped at admission (see [`crate::admission`]).
     pub(crate) dropped: Dropped,
+    /// Each peer's budget of costly requests.
+    pub(crate) budgets: crate::ratelimit::PeerBudgets,
     /// Every timer armed, by what it is for.
     pub(crate) timers: TimerTable,
     pub(crate) out: VecDeque<Output>,
@@ -163,6 +165,7 @@ impl<R: Rng> Node<R> {
             rtts: Default::default(),
             lan: None,
             dropped: Dropped::default(),
+            budgets: Default::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             now,

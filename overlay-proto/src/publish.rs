@@ -260,6 +260,11 @@ impl<R: Rng> Node<R> {
     /// publisher, and else asks the publisher to send straight to it; any
     /// other node passes it on toward the root.
     pub(crate) fn on_publish(&mut self, from: NodeInfo, mut p: Publish) {
+        if p.publisher.id == self.me().id {
+            // Our publishes start here: one in our name from a peer is not
+            // ours.
+            return;
+        }
         if !self.groups.get(&p.mid).is_some_and(|g| g.is_root()) {
             return self.relay_publish(p);
         }

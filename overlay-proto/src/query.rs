@@ -311,6 +311,9 @@ impl<R: Rng> Node<R> {
         query: u64,
         reply_to: NodeInfo,
     ) {
+        if reply_to.id == self.me().id {
+            return;
+        }
         if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
             if sender.id != reply_to.id {
                 if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {

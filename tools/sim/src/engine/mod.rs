@@ -333,6 +333,22 @@ impl<N: Network> Sim<N> {
         self.hand_over();
     }
 
+    /// Node `from` sends `to` the message `msg`, whatever it is: what a
+    /// node that lies sends besides what its protocol state does. It goes
+    /// as any message does (a connection, the link's delay, the
+    /// simulator's losses), and `to` sees it from `from`, as the
+    /// handshake would prove.
+    pub fn inject(&mut self, from: usize, to: usize, msg: Message) {
+        self.take_inboxes();
+        let count = self.parts.len();
+        let now = self.now;
+        self.parts[from % count].now = now;
+        let to = self.infos[to];
+        let (sh, parts) = self.shared();
+        parts[from % count].inject(&sh, from, to, msg);
+        self.hand_over();
+    }
+
     /// Messages sent so far, by kind.
     pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
         sum_counts(self.parts.iter().map(|p| &p.kinds))

@@ -355,6 +355,18 @@ impl Part {
         self.schedule(sh, at_a, a, Pending::Connected { peer: ib, rtt });
     }
 
+    /// Node `i` sends `msg` to `to`, beside its protocol (see
+    /// [`super::Sim::inject`]).
+    pub(super) fn inject<N: Network>(
+        &mut self,
+        sh: &Shared<N>,
+        i: usize,
+        to: NodeInfo,
+        msg: Message,
+    ) {
+        self.output(sh, i, Output::Send { to, msg });
+    }
+
     fn output<N: Network>(&mut self, sh: &Shared<N>, i: usize, out: Output) {
         match out {
             Output::Send { to, msg } => {
