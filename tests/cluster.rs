@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use overlay_node::client::Client;
 use overlay_proto::message::{Heartbeat, Join};
 use overlay_proto::Mid;
-use overlay_tests::{bins, cli, cluster, collect, fails, ok, run, start, wait_for, Inbox};
+use overlay_tests::{
+    bins, cli, cluster, collect, fails, ok, rogue_transport, run, start, wait_for, Inbox,
+};
 use overlay_tools::cluster::Cluster;
 use serde_json::Value;
 
@@ -446,24 +448,6 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
     });
     let counts: HashMap<usize, bool> = (0..2).map(|i| (i, c.nodes[i].is_running())).collect();
     assert!(counts.values().all(|&r| r), "no node died");
-}
-
-/// A QUIC endpoint with its own fresh identity, speaking to nodes directly.
-fn rogue_transport() -> (
-    overlay_node::transport::Transport,
-    overlay_node::identity::Identity,
-    tempfile::TempDir,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let args = overlay_node::NodeArgs {
-        data_dir: Some(dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    let settings = overlay_node::Settings::resolve(&args).unwrap();
-    let me = overlay_node::identity::Identity::ephemeral().unwrap();
-    let transport = overlay_node::transport::Transport::bind(&settings, &me).unwrap();
-    (transport, me, dir)
 }
 
 #[test]

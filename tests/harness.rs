@@ -193,3 +193,22 @@ pub async fn wait_for(inboxes: &[&Inbox], count: usize, limit: Duration) {
         smol::Timer::after(Duration::from_millis(20)).await;
     }
 }
+
+/// A QUIC endpoint with its own fresh identity, speaking to nodes directly:
+/// a peer that completed a handshake, nothing more.
+pub fn rogue_transport() -> (
+    overlay_node::transport::Transport,
+    overlay_node::identity::Identity,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = overlay_node::NodeArgs {
+        data_dir: Some(dir.path().to_path_buf()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let settings = overlay_node::Settings::resolve(&args).unwrap();
+    let me = overlay_node::identity::Identity::ephemeral().unwrap();
+    let transport = overlay_node::transport::Transport::bind(&settings, &me).unwrap();
+    (transport, me, dir)
+}
