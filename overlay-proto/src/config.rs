@@ -92,6 +92,13 @@ pub struct Config {
     pub max_fetch: usize,
     /// How long a gap fetch waits for its answer before it is asked again.
     pub repair_retry: Duration,
+    /// A member whose stream made no progress for this long asks the root
+    /// (not its parent) whether there is more: a parent that withholds
+    /// messages while it heartbeats is found out so. The wait doubles
+    /// while nothing new comes, up to `stall_probe_max`.
+    pub stall_probe_min: Duration,
+    /// The longest wait between two such questions.
+    pub stall_probe_max: Duration,
     /// Proximity neighbour selection: fill each routing-table slot with the
     /// nearest candidate measured, rather than the first one heard of.
     pub proximity: bool,
@@ -186,6 +193,8 @@ impl Default for Config {
             buffer_bytes: 2 << 20,
             max_fetch: 512,
             repair_retry: Duration::from_millis(750),
+            stall_probe_min: Duration::from_secs(2),
+            stall_probe_max: Duration::from_secs(60),
             dead_memory: Duration::from_secs(30),
             lost_peers: 16,
             lost_memory: Duration::from_secs(600),

@@ -126,6 +126,8 @@ pub struct Node<R> {
     pub(crate) lan: Option<Box<crate::lan::Lan>>,
     /// Messages dropped at admission (see [`crate::admission`]).
     pub(crate) dropped: Dropped,
+    /// Parents left because the root had messages they did not send.
+    pub(crate) withheld: u64,
     /// Each peer's budget of costly requests.
     pub(crate) budgets: crate::ratelimit::PeerBudgets,
     /// Every timer armed, by what it is for.
@@ -165,6 +167,7 @@ impl<R: Rng> Node<R> {
             rtts: Default::default(),
             lan: None,
             dropped: Dropped::default(),
+            withheld: 0,
             budgets: Default::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
@@ -185,6 +188,12 @@ impl<R: Rng> Node<R> {
     /// Messages dropped because their sender may not send them, by kind.
     pub fn dropped(&self) -> &Dropped {
         &self.dropped
+    }
+
+    /// How many times this node left a parent because the group's root had
+    /// messages the parent did not send (see [`crate::stream`]).
+    pub fn parents_left_for_withholding(&self) -> u64 {
+        self.withheld
     }
 
     /// This node's network coordinate.
@@ -336,7 +345,7 @@ impl<R: Rng> Node<R> {
                 self.on_heartbeat(from, up, down, replica, coord)
             }
             Message::Fetch(fetch) => self.on_fetch(from, fetch),
-            Message::Fetched { request, data } => self.on_fetched(request, data),
+            Message::Fetched { request, data } => self.on_fetched(from, request, data),
             Message::Lost(Lost {
                 mid,
                 request,
@@ -377,6 +386,7 @@ impl<R: Rng> Node<R> {
             Timer::Replay(request) => self.on_replay_timer(request),
             Timer::ProofWait(mid) => self.on_proof_wait(mid),
             Timer::Optimize(mid) => self.on_optimize_timer(mid),
+            Timer::Stall(mid) => self.on_stall_timer(mid),
             Timer::Lan => self.on_lan_timer(),
             Timer::QueryTimeout(id) => {
                 // The next query goes hop by hop: the root we knew may be

@@ -12,12 +12,24 @@
 //!
 //! Repair. A [`Message::Fetch`] goes to the parent, which sends what its
 //! buffer holds and passes the request for the older part on to its own
-//! parent, and so on up to the root, which answers from its retention. What
+//! parent, and so on up to the root, which answers only the node that
+//! asked (a fetch that came through others gets a [`Message::Direct`], and
+//! the asker fetches from the root straight from then on). What
 //! the root no longer retains is answered with [`Message::Lost`]: the node
 //! skips it and tells its application how many messages it lost, so a gap
 //! is never silent. Gaps show up after a re-attach (the new parent's ack
 //! says where its link starts), when a parent's heartbeat shows it is ahead
 //! (a lost tail), or when a message arrives early.
+//!
+//! Stall checks. A parent that withholds (drops what it should pass on,
+//! proofs and all, while it heartbeats) leaves no gap to see: its subtree
+//! just hears nothing. So a member whose stream has not moved for
+//! `stall_probe_min` asks the root, past its parent, for what follows its
+//! stream's end; each check that finds the stream still unmoved doubles the
+//! wait, up to `stall_probe_max`, and any progress starts it over. In a
+//! quiet group the root has nothing to serve and the check costs one small
+//! message; if it serves a message the parent never sent, the member
+//! leaves the parent and joins again around it.
 //!
 //! Replays (`subscribe --from SEQ`) use the same fetch, routed to the root
 //! with a request number, and are reported apart from the live stream.
@@ -30,7 +42,7 @@ use rand::Rng;
 
 use crate::config::Config;
 use crate::frame::seal_data;
-use crate::id::Mid;
+use crate::id::{Mid, NodeId};
 use crate::interface::{Event, Output, TreeError};
 use crate::lineage::Lineage;
 use crate::log::Log;
@@ -70,6 +82,12 @@ pub(crate) struct Stream {
     /// The root asked for our fetches straight (what we missed was beyond
     /// our parent's buffer): the next goes to it, not to the parent.
     pub(crate) ask_root: bool,
+    /// Where the stream stood at the last stall check, the wait until the
+    /// next, and whether we asked the root past our parent since the
+    /// stream last moved.
+    stall_next: u64,
+    stall_wait: std::time::Duration,
+    pub(crate) probing: bool,
     /// Messages skipped because they were no longer retained.
     pub(crate) lost: u64,
     /// What the root's proofs vouch for, and the proofs that cover `buf`.
@@ -94,6 +112,9 @@ impl Stream {
             head: 0,
             fetch_to: 0,
             ask_root: false,
+            stall_next: 0,
+            stall_wait: cfg.stall_probe_min,
+            probing: false,
             lost: 0,
             proven: Proven::default(),
         }
@@ -475,6 +496,92 @@ impl<R: Rng> Node<R> {
         self.set_timer(retry, Timer::Repair(mid));
     }
 
+    /// Arms the stall check of a member's stream, unless it is armed.
+    pub(crate) fn arm_stall_check(&mut self, mid: Mid) {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if g.member && !g.is_root() && !self.timers.is_armed(Timer::Stall(mid)) {
+            g.stream.stall_next = g.stream.next.unwrap_or(0);
+            let wait = g.stream.stall_wait;
+            self.set_timer(wait, Timer::Stall(mid));
+        }
+    }
+
+    /// The stall check: a stream that moved needs nothing; one that did
+    /// not asks the root, past its parent, for what follows. The root
+    /// serves it only what it has (nothing, in a quiet group), so a quiet
+    /// group costs one small message per member now and then, each wait
+    /// twice the last, while a parent that withholds is found out within
+    /// the first wait: see [`Node::leave_withholding_parent`].
+    pub(crate) fn on_stall_timer(&mut self, mid: Mid) {
+        let (min, max) = (self.cfg.stall_probe_min, self.cfg.stall_probe_max);
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        if !g.member || g.is_root() || !g.attached {
+            // Attaching arms it again.
+            return;
+        }
+        let Some(next) = g.stream.next else {
+            return;
+        };
+        if next != g.stream.stall_next {
+            g.stream.stall_wait = min;
+            g.stream.probing = false;
+        } else {
+            g.stream.stall_wait = (g.stream.stall_wait * 2).min(max);
+            g.stream.probing = true;
+            self.send_stall_probe(mid);
+        }
+        self.arm_stall_check(mid);
+    }
+
+    /// Asks the root, straight if we know it and else along the overlay's
+    /// route around our parent, for the messages after our stream's end.
+    fn send_stall_probe(&mut self, mid: Mid) {
+        let me = self.me();
+        let max = self.cfg.max_fetch as u64;
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        let Some(next) = g.stream.next else {
+            return;
+        };
+        let to = next.saturating_add(max);
+        g.stream.fetch_to = g.stream.fetch_to.max(to);
+        let skip: Vec<NodeId> = g.parent.map(|p| p.id).into_iter().collect();
+        let fetch = Message::Fetch(Fetch {
+            mid,
+            from: next,
+            to,
+            reply_to: me,
+            request: 0,
+        });
+        match self.roots.get(mid).or_else(|| self.toward_root(mid, &skip)) {
+            Some(to) => self.send(to, fetch),
+            None => tracing::debug!(mid = %mid, "no way toward the root for a stall check"),
+        }
+    }
+
+    /// The root served our stall check a message our parent had not sent:
+    /// the parent withholds (or is far behind). We leave it and join again
+    /// around it; the fetch that found it out goes on filling the gap.
+    pub(crate) fn leave_withholding_parent(&mut self, mid: Mid) {
+        let Some(g) = self.groups.get_mut(&mid) else {
+            return;
+        };
+        g.stream.probing = false;
+        let Some(parent) = g.parent else {
+            return;
+        };
+        tracing::info!(mid = %mid, parent = %parent.id.short(), "the root had messages our parent did not send; joining around it");
+        g.join.avoid_also(parent.id);
+        self.withheld = self.withheld.saturating_add(1);
+        self.send(parent, Message::Leave { mid });
+        self.detach(mid);
+    }
+
     pub(crate) fn on_repair_timer(&mut self, mid: Mid) {
         // No answer in time: the root we asked straight may be gone, so
         // this round goes through the parent again.
@@ -592,6 +699,9 @@ impl<R: Rng> Node<R> {
         if request != 0 {
             return self.replay_round(request);
         }
+        if self.groups.get(&mid).is_some_and(|g| g.stream.probing) {
+            return self.send_stall_probe(mid);
+        }
         if let Some(g) = self.groups.get_mut(&mid) {
             g.stream.ask_root = true;
         }
@@ -622,9 +732,23 @@ impl<R: Rng> Node<R> {
         }
     }
 
-    pub(crate) fn on_fetched(&mut self, request: u64, data: Data) {
+    pub(crate) fn on_fetched(&mut self, from: NodeInfo, request: u64, data: Data) {
         if request == 0 {
-            return self.accept(data);
+            // An answer to our stall check, past our parent, that moves
+            // the stream (so the root's proof vouched for it): the parent
+            // withheld it.
+            let mid = data.mid;
+            let next = |n: &Self| n.groups.get(&mid).and_then(|g| g.stream.next);
+            let before = next(self);
+            let probed = self
+                .groups
+                .get(&mid)
+                .is_some_and(|g| g.stream.probing && g.parent.is_some_and(|p| p.id != from.id));
+            self.accept(data);
+            if probed && next(self) > before {
+                self.leave_withholding_parent(mid);
+            }
+            return;
         }
         let Some(r) = self.replays.get_mut(&request) else {
             return;
@@ -791,7 +915,7 @@ impl<R: Rng> Node<R> {
                 self.on_lost(mid, request, from, first);
             }
             for d in msgs {
-                self.on_fetched(request, d);
+                self.on_fetched(me, request, d);
             }
         }
     }

@@ -45,6 +45,9 @@ pub(crate) enum Timer {
     ProofWait(Mid),
     /// Look for a better place in this group's tree.
     Optimize(Mid),
+    /// See whether this group's stream stalled while its root went on
+    /// (a parent that withholds); see [`crate::stream`].
+    Stall(Mid),
     /// Announcements on the LAN, and its islands' elections.
     Lan,
 }
@@ -55,6 +58,7 @@ impl Timer {
         match self {
             Timer::Bootstrap => "timer:bootstrap",
             Timer::JoinRetry(_) => "timer:join-retry",
+            Timer::Stall(_) => "timer:stall",
             Timer::PublishSweep => "timer:publish-sweep",
             Timer::CollectTimeout(_) => "timer:collect-timeout",
             Timer::QueryTimeout(_) => "timer:query-timeout",

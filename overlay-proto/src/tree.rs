@@ -843,6 +843,7 @@ impl<R: Rng> Node<R> {
             self.ack_child(mid, c);
         }
         self.lan_attached(mid);
+        self.arm_stall_check(mid);
         if member && !was_attached {
             self.emit(Event::Joined {
                 mid,

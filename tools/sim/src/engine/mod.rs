@@ -124,6 +124,8 @@ const PARALLEL_MIN_WAITING: usize = 4096;
 pub struct Sim<N = FixedDelay> {
     parts: Vec<Part>,
     alive: Vec<bool>,
+    /// Nodes that withhold what they forward (see [`Sim::withhold`]).
+    muted: Vec<bool>,
     infos: Vec<NodeInfo>,
     /// Looked up for every message sent. Ids are random and addresses
     /// ours: Fx hashes them well, and needs no protection against chosen
@@ -204,6 +206,7 @@ impl<N: Network> Sim<N> {
                 })
                 .collect(),
             alive: Vec::new(),
+            muted: Vec::new(),
             infos: Vec::new(),
             by_id: FxHashMap::default(),
             by_addr: FxHashMap::default(),
@@ -291,6 +294,7 @@ impl<N: Network> Sim<N> {
         part.links.push(Default::default());
         part.wakes.push(None);
         self.alive.push(true);
+        self.muted.push(false);
         self.infos.push(info);
         self.by_id.insert(id, i);
         self.by_addr.insert(addr, i);
@@ -347,6 +351,14 @@ impl<N: Network> Sim<N> {
         let (sh, parts) = self.shared();
         parts[from % count].inject(&sh, from, to, msg);
         self.hand_over();
+    }
+
+    /// Node `i` withholds from now on: the group messages, proofs and
+    /// repairs it would send are dropped, while it goes on with everything
+    /// else (heartbeats, acknowledgements), as a forwarder that lies by
+    /// omission would.
+    pub fn withhold(&mut self, i: usize) {
+        self.muted[i] = true;
     }
 
     /// Messages sent so far, by kind.
@@ -549,6 +561,7 @@ impl<N: Network> Sim<N> {
     fn shared(&mut self) -> (Shared<'_, N>, &mut [Part]) {
         let sh = Shared {
             alive: &self.alive,
+            muted: &self.muted,
             by_id: &self.by_id,
             by_addr: &self.by_addr,
             infos: &self.infos,

@@ -81,6 +81,7 @@ pub(super) enum Handover {
 /// What every part reads and none changes while a window runs.
 pub(super) struct Shared<'a, N> {
     pub(super) alive: &'a [bool],
+    pub(super) muted: &'a [bool],
     pub(super) by_id: &'a FxHashMap<NodeId, usize>,
     pub(super) by_addr: &'a FxHashMap<SocketAddr, usize>,
     /// Every node's id and address, by index.
@@ -381,6 +382,14 @@ impl Part {
                         let at = self.now + sh.dial_timeout;
                         self.schedule(sh, at, i, Pending::Input(Input::PeerDown(to.id)));
                     }
+                    return;
+                }
+                let withheld = matches!(
+                    msg,
+                    Message::Data(_) | Message::Proof(_) | Message::Fetched { .. }
+                );
+                if sh.muted[i] && withheld {
+                    self.dropped += 1;
                     return;
                 }
                 if sh.loss > 0.0 && self.rng.random_bool(sh.loss.min(1.0)) {
