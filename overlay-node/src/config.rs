@@ -122,6 +122,11 @@ pub struct FileConfig {
     /// How long a publish waits for the root's answer before it is sent
     /// again, in milliseconds (default 1000).
     pub publish_retry_ms: Option<u64>,
+    /// A member whose stream has not moved for this long asks the root
+    /// past its parent whether there is more (default 2000).
+    pub stall_probe_min_ms: Option<u64>,
+    /// The longest wait between two such questions (default 60000).
+    pub stall_probe_max_ms: Option<u64>,
     /// How long a publish may take in all before it fails, in milliseconds
     /// (default 10000).
     pub publish_timeout_ms: Option<u64>,
@@ -281,6 +286,8 @@ impl Settings {
         ms(file.heartbeat_ms, &mut proto.heartbeat_interval);
         ms(file.failure_timeout_ms, &mut proto.failure_timeout);
         ms(file.publish_retry_ms, &mut proto.publish_retry);
+        ms(file.stall_probe_min_ms, &mut proto.stall_probe_min);
+        ms(file.stall_probe_max_ms, &mut proto.stall_probe_max);
         ms(file.publish_timeout_ms, &mut proto.publish_timeout);
         ms(file.join_retry_ms, &mut proto.join_retry);
         ms(
