@@ -32,7 +32,7 @@ use rand::Rng;
 use crate::ctx::Ctx;
 use crate::id::Mid;
 use crate::interface::{Event, PublishError};
-use crate::message::{Asked, Direct, Message, NodeInfo, Publish, RejectReason};
+use crate::message::{Asked, Message, NodeInfo, Publish, RejectReason};
 use crate::message::{PublishAck, PublishReject};
 use crate::node::{ctx, Node};
 use crate::timer::Timer;
@@ -275,19 +275,7 @@ impl<R: Rng> Node<R> {
         }
         let (mid, pub_id) = (p.mid, p.pub_id);
         tracing::debug!(mid = %mid, publisher = %p.publisher.id.short(), "a publish came through others: asking its publisher to send directly");
-        if self.lineages.epoch(mid) > 1 {
-            // The publisher must learn who leads before it takes our word.
-            if let Some(l) = self.lineages.get(mid).cloned() {
-                self.send(p.publisher, Message::Lineage(l));
-            }
-        }
-        self.send(
-            p.publisher,
-            Message::Direct(Direct {
-                mid,
-                asked: Asked::Publish { pub_id },
-            }),
-        );
+        self.send_direct(p.publisher, mid, Asked::Publish { pub_id });
     }
 
     /// Passes a publish on toward the root, or refuses it if no node leads
@@ -387,6 +375,7 @@ mod tests {
     use crate::config::Config;
     use crate::id::NodeId;
     use crate::interface::{Command, Input, Output};
+    use crate::message::Direct;
     use crate::test_support::{deliver, drain, keyed, node, node_signing};
 
     /// The publisher, a node on the way, and a liar.

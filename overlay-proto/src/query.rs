@@ -316,14 +316,7 @@ impl<R: Rng> Node<R> {
         }
         if self.groups.get(&mid).is_some_and(|g| g.is_root()) {
             if sender.id != reply_to.id {
-                if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
-                    self.send(reply_to, Message::Lineage(l));
-                }
-                let asked = crate::message::Asked::Tree { query };
-                self.send(
-                    reply_to,
-                    Message::Direct(crate::message::Direct { mid, asked }),
-                );
+                self.send_direct(reply_to, mid, crate::message::Asked::Tree { query });
                 return;
             }
             let reply_to = sender;

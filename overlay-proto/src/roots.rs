@@ -17,8 +17,11 @@
 
 use std::collections::BTreeMap;
 
+use rand::Rng;
+
 use crate::id::Mid;
-use crate::message::NodeInfo;
+use crate::message::{Asked, Direct, Message, NodeInfo};
+use crate::node::Node;
 
 /// Most groups whose root a node remembers; past it, the first (by mid)
 /// is forgotten, and found again through a request's redirect if needed.
@@ -52,5 +55,17 @@ impl Roots {
     /// Whether we know the root of `mid`.
     pub(crate) fn contains(&self, mid: Mid) -> bool {
         self.by_mid.contains_key(&mid)
+    }
+}
+
+impl<R: Rng> Node<R> {
+    /// Tells `to`, whose request `asked` of `mid` reached us (the root)
+    /// through others, to send it straight to us. Past the first epoch our
+    /// lineage goes ahead: `to` takes our word only once it knows we lead.
+    pub(crate) fn send_direct(&mut self, to: NodeInfo, mid: Mid, asked: Asked) {
+        if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
+            self.send(to, Message::Lineage(l));
+        }
+        self.send(to, Message::Direct(Direct { mid, asked }));
     }
 }

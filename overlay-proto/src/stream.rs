@@ -639,16 +639,7 @@ impl<R: Rng> Node<R> {
         };
         if !direct {
             tracing::debug!(mid = %mid, asker = %reply_to.id.short(), "a fetch came through others: asking its asker to fetch directly");
-            if let Some(l) = self.lineages.get(mid).filter(|l| l.epoch() > 1).cloned() {
-                self.send(reply_to, Message::Lineage(l));
-            }
-            self.send(
-                reply_to,
-                Message::Direct(crate::message::Direct {
-                    mid,
-                    asked: crate::message::Asked::Fetch { request },
-                }),
-            );
+            self.send_direct(reply_to, mid, crate::message::Asked::Fetch { request });
             return;
         }
         let reply_to = sender;

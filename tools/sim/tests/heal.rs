@@ -58,6 +58,21 @@ struct Record {
 }
 
 impl Record {
+    /// Node `p` publishes its `request`th message of `mid` (its payload
+    /// names the seed, the node and the request, so each is unique).
+    fn publish(&mut self, sim: &mut Sim, seed: u64, p: usize, mid: Mid, request: u64) {
+        let payload = Bytes::from(format!("{seed}/{p}/{request}"));
+        self.sent.insert((p, request), payload.clone());
+        sim.command(
+            p,
+            Command::Publish {
+                request,
+                mid,
+                payload,
+            },
+        );
+    }
+
     fn take(&mut self, sim: &mut Sim, seed: u64) {
         for (i, e) in sim.take_events() {
             match e {
@@ -175,6 +190,33 @@ fn check_delivery(sim: &Sim, rec: &Record, seed: u64) {
     }
 }
 
+/// Lets the publishes settle, then checks that `root` still leads `mid`,
+/// that all `accepted` publishes were, and that every member delivered
+/// each once, in order.
+fn settle_and_check(
+    sim: &mut Sim,
+    rec: &mut Record,
+    mid: Mid,
+    root: NodeId,
+    accepted: usize,
+    seed: u64,
+) {
+    sim.run_for(Duration::from_secs(20));
+    rec.take(sim, seed);
+    assert_eq!(
+        check_tree(sim, mid, seed),
+        root,
+        "seed {seed}: the root keeps its group"
+    );
+    assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
+    assert_eq!(
+        rec.accepted.len(),
+        accepted,
+        "seed {seed}: every publish accepted"
+    );
+    check_delivery(sim, rec, seed);
+}
+
 /// Builds a group with every node a member, rooted at node 0.
 fn group(sim: &mut Sim, n: usize) -> Mid {
     sim.take_events();
@@ -224,32 +266,12 @@ fn closed_connections_cause_no_takeover_and_no_loss() {
             }
             if let Some(p) = sim.random_node(|_| true) {
                 request += 1;
-                let payload = Bytes::from(format!("{seed}/{p}/{request}"));
-                rec.sent.insert((p, request), payload.clone());
-                let cmd = Command::Publish {
-                    request,
-                    mid,
-                    payload,
-                };
-                sim.command(p, cmd);
+                rec.publish(&mut sim, seed, p, mid, request);
             }
             sim.run_for(Duration::from_millis(10));
             rec.take(&mut sim, seed);
         }
-        sim.run_for(Duration::from_secs(20));
-        rec.take(&mut sim, seed);
-        assert_eq!(
-            check_tree(&sim, mid, seed),
-            root,
-            "seed {seed}: the root stays root"
-        );
-        assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
-        assert_eq!(
-            rec.accepted.len(),
-            1000,
-            "seed {seed}: every publish accepted"
-        );
-        check_delivery(&sim, &rec, seed);
+        settle_and_check(&mut sim, &mut rec, mid, root, 1000, seed);
     }
 }
 
@@ -301,16 +323,7 @@ fn crashes_and_loss_lose_no_accepted_message() {
             }
             if let Some(p) = sim.random_node(|_| true) {
                 request += 1;
-                let payload = Bytes::from(format!("{seed}/{p}/{request}"));
-                rec.sent.insert((p, request), payload.clone());
-                sim.command(
-                    p,
-                    Command::Publish {
-                        request,
-                        mid,
-                        payload,
-                    },
-                );
+                rec.publish(&mut sim, seed, p, mid, request);
             }
             sim.run_for(Duration::from_millis(10));
             rec.take(&mut sim, seed);
@@ -567,16 +580,7 @@ fn lying_nodes_neither_forge_nor_take_over_nor_silence() {
             if tick % 2 == 0 {
                 let p = honest[rng.random_range(0..honest.len())];
                 request += 1;
-                let payload = Bytes::from(format!("{seed}/{p}/{request}"));
-                rec.sent.insert((p, request), payload.clone());
-                sim.command(
-                    p,
-                    Command::Publish {
-                        request,
-                        mid,
-                        payload,
-                    },
-                );
+                rec.publish(&mut sim, seed, p, mid, request);
             }
             for (k, &liar) in liars.iter().enumerate() {
                 let victim = honest[rng.random_range(0..honest.len())];
@@ -587,20 +591,7 @@ fn lying_nodes_neither_forge_nor_take_over_nor_silence() {
             sim.run_for(Duration::from_millis(10));
             rec.take(&mut sim, seed);
         }
-        sim.run_for(Duration::from_secs(20));
-        rec.take(&mut sim, seed);
-        assert_eq!(
-            check_tree(&sim, mid, seed),
-            root,
-            "seed {seed}: the root keeps its group"
-        );
-        assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
-        assert_eq!(
-            rec.accepted.len(),
-            250,
-            "seed {seed}: every publish accepted"
-        );
-        check_delivery(&sim, &rec, seed);
+        settle_and_check(&mut sim, &mut rec, mid, root, 250, seed);
         let mut dropped = BTreeMap::new();
         for &i in &honest {
             let node = sim.node(i);
@@ -684,16 +675,7 @@ fn a_withholding_forwarder_is_found_out_and_routed_around() {
                     break p;
                 }
             };
-            let payload = Bytes::from(format!("{seed}/{p}/{request}"));
-            rec.sent.insert((p, request), payload.clone());
-            sim.command(
-                p,
-                Command::Publish {
-                    request,
-                    mid,
-                    payload,
-                },
-            );
+            rec.publish(&mut sim, seed, p, mid, request);
             sim.run_for(Duration::from_millis(50));
             rec.take(&mut sim, seed);
         }
