@@ -492,7 +492,10 @@ impl<R: Rng> Node<R> {
         let Some(parent) = g.parent else {
             return;
         };
-        if parent.id == from.id || g.children.contains_key(&from.id) {
+        if parent.id == from.id
+            || g.children.contains_key(&from.id)
+            || g.join.withholders.contains(&from.id)
+        {
             return;
         }
         // An answer to a direct ask brings no budget: we asked knowing it.

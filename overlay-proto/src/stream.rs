@@ -577,6 +577,13 @@ impl<R: Rng> Node<R> {
         };
         tracing::info!(mid = %mid, parent = %parent.id.short(), "the root had messages our parent did not send; joining around it");
         g.join.avoid_also(parent.id);
+        let w = &mut g.join.withholders;
+        if !w.contains(&parent.id) {
+            if w.len() >= crate::tree::MAX_AVOID {
+                w.remove(0);
+            }
+            w.push(parent.id);
+        }
         self.withheld = self.withheld.saturating_add(1);
         self.send(parent, Message::Leave { mid });
         self.detach(mid);

@@ -62,7 +62,7 @@ use crate::timer::Timer;
 pub(crate) const UNKNOWN_GROUP_ATTEMPTS: u8 = 3;
 
 /// Most first hops a join routes around at once.
-const MAX_AVOID: usize = 3;
+pub(crate) const MAX_AVOID: usize = 3;
 
 /// A child in a group tree.
 #[derive(Debug, Clone)]
@@ -160,6 +160,11 @@ pub(crate) struct Joining {
     /// so: under churn, routing to a group's root can take a moment to
     /// converge, or the root's successor to take over.
     pub(crate) attempts: u8,
+    /// Parents found withholding (see [`crate::stream`]), the latest
+    /// [`MAX_AVOID`]: unlike `avoid`, kept once we are attached again, so
+    /// that neither our joins nor placement offers take us back below one
+    /// (a hand-down may, and the stall check finds it out again).
+    pub(crate) withholders: Vec<NodeId>,
     /// The number our joins carry since we were last attached (a new one
     /// for each time we join anew): an acknowledgement must echo it, so
     /// only a node our join reached can become our parent.
@@ -456,7 +461,14 @@ impl<R: Rng> Node<R> {
         let Some(g) = self.groups.get(&mid) else {
             return;
         };
-        let skip: Vec<NodeId> = g.join.avoid.iter().copied().chain(g.join.around).collect();
+        let skip: Vec<NodeId> = g
+            .join
+            .avoid
+            .iter()
+            .chain(&g.join.withholders)
+            .copied()
+            .chain(g.join.around)
+            .collect();
         let mut next = self.toward_root(mid, &skip);
         if next.is_none() && !g.join.avoid.is_empty() {
             // Nothing around them: better one of them than no join at all.

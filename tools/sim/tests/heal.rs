@@ -694,9 +694,10 @@ fn a_withholding_forwarder_is_found_out_and_routed_around() {
             "seed {seed}: {left} parents left for withholding; {} still below the liar",
             below(&sim)
         );
-        // (A node may take the liar as its parent again once the group is
-        // quiet: with nothing to withhold, nothing shows; the delivery
-        // check above is what counts.)
+        // (A node that never had the liar as its parent may take it as one
+        // once the group is quiet: with nothing to withhold, nothing
+        // shows. Those that found it out stay away; the delivery check
+        // above is what counts.)
         assert!(left > 0, "seed {seed}: the withholding was found out");
     }
 }
