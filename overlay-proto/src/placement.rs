@@ -694,11 +694,9 @@ mod tests {
         let mut n = attached_n();
         // Two looks without a move (the first was `attached_n`'s): the next
         // is 4 s away, and growing.
-        for _ in 0..1 {
-            let at = n.timers.get(Timer::Optimize(MID)).expect("a look is armed");
-            fire(&mut n, at, Timer::Optimize(MID));
-            drain(&mut n);
-        }
+        let at = n.timers.get(Timer::Optimize(MID)).expect("a look is armed");
+        fire(&mut n, at, Timer::Optimize(MID));
+        drain(&mut n);
         let round = |n: &Node<StdRng>| n.groups[&MID].place.round;
         assert_eq!(round(&n), 3);
         // P re-acknowledges us with its path 5% longer: no hurry.

@@ -59,6 +59,9 @@ pub(crate) struct Publisher {
     pending: BTreeMap<u64, PendingPublish>,
     /// Payload bytes of `pending`.
     bytes: usize,
+    /// How many of `pending` each group has: asked for every lineage a
+    /// peer sends, so it must not cost a walk over `pending`.
+    per_mid: BTreeMap<Mid, usize>,
 }
 
 impl Publisher {
@@ -94,6 +97,7 @@ impl Publisher {
             return None;
         }
         self.bytes += payload.len();
+        *self.per_mid.entry(mid).or_default() += 1;
         self.pending.insert(
             pub_id,
             PendingPublish {
@@ -147,10 +151,9 @@ impl Publisher {
         pub_id: u64,
         result: Result<u64, RejectReason>,
     ) {
-        let Some(p) = self.pending.remove(&pub_id) else {
+        let Some(p) = self.take(pub_id) else {
             return;
         };
-        self.bytes -= p.payload.len();
         let request = p.request;
         let event = match result {
             Ok(seq) => Event::PublishAccepted { request, mid, seq },
@@ -184,8 +187,7 @@ impl Publisher {
             }
         }
         for pub_id in expired {
-            if let Some(p) = self.pending.remove(&pub_id) {
-                self.bytes -= p.payload.len();
+            if let Some(p) = self.take(pub_id) {
                 ctx.emit(Event::PublishFailed {
                     request: p.request,
                     mid: p.mid,
@@ -214,7 +216,20 @@ impl Publisher {
 
     /// Whether any publish of ours to `mid` waits for its answer.
     pub(crate) fn publishes_to(&self, mid: Mid) -> bool {
-        self.pending.values().any(|p| p.mid == mid)
+        self.per_mid.contains_key(&mid)
+    }
+
+    /// Removes pending publish `pub_id`, keeping the counts.
+    fn take(&mut self, pub_id: u64) -> Option<PendingPublish> {
+        let p = self.pending.remove(&pub_id)?;
+        self.bytes -= p.payload.len();
+        if let Some(n) = self.per_mid.get_mut(&p.mid) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_mid.remove(&p.mid);
+            }
+        }
+        Some(p)
     }
 
     /// Our pending publish `pub_id`, if it still waits.

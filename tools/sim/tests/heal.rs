@@ -394,6 +394,7 @@ fn forgery(
     liar: usize,
     victim: usize,
     mid: Mid,
+    root: usize,
     rng: &mut rand::rngs::StdRng,
 ) -> (usize, overlay_proto::Message) {
     use overlay_proto::keys::{Ed25519Signer, Signer};
@@ -422,19 +423,6 @@ fn forgery(
             Bytes::from_static(b"forged"),
         )
     };
-    let root = sim
-        .index_of(overlay_proto::NodeId(
-            (0..sim.len())
-                .find_map(|i| {
-                    sim.node(i)
-                        .groups()
-                        .into_iter()
-                        .find(|g| g.mid == mid && g.root)
-                        .map(|_| sim.node(i).me().id.0)
-                })
-                .unwrap_or(0),
-        ))
-        .unwrap_or(0);
     let msg = match k % 13 {
         0 => Message::Fetched {
             request: 0,
@@ -566,6 +554,7 @@ fn lying_nodes_neither_forge_nor_take_over_nor_silence() {
         let mut sim = overlay(seed, n, cfg.clone());
         let mid = group(&mut sim, n);
         let root = check_tree(&sim, mid, seed);
+        let root_i = sim.index_of(root).expect("the root is a node");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xbad);
         // Every node runs the protocol (the liars forward as their trees
         // ask; withholding is not among these attacks yet), and the last
@@ -584,7 +573,7 @@ fn lying_nodes_neither_forge_nor_take_over_nor_silence() {
             }
             for (k, &liar) in liars.iter().enumerate() {
                 let victim = honest[rng.random_range(0..honest.len())];
-                let (to, msg) = forgery(&sim, tick + k as u64, liar, victim, mid, &mut rng);
+                let (to, msg) = forgery(&sim, tick + k as u64, liar, victim, mid, root_i, &mut rng);
                 sim.inject(liar, to, msg);
                 injected += 1;
             }
