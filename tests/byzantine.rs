@@ -8,6 +8,11 @@
 //! group keeps its root, that every member gets every accepted message
 //! exactly once and nothing forged, and that the nodes count what they
 //! dropped.
+//!
+//! Rogues also spend what a node keeps for its peers: connections from one
+//! address, past `max_conns_per_ip`, are refused before their handshake;
+//! frames started and never finished on several connections cannot hold
+//! more than `frame_read_budget`. Either way the node carries on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,7 @@ use overlay_proto::message::{
 };
 use overlay_proto::proof::{digest, Proof};
 use overlay_proto::{Message, Mid, NodeInfo};
-use overlay_tests::{cli, collect, ok, rogue_transport, start, wait_for};
+use overlay_tests::{cli, cluster, collect, ok, rogue_transport, start, wait_for};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -247,4 +252,146 @@ fn a_rogue_peer_neither_forges_nor_takes_over_nor_silences() {
     // the root's redirects it did not ask for.
     let s1 = status(&c.nodes[1].dir);
     assert!(dropped(&s1, "direct") >= 1, "{}", s1["dropped"]);
+}
+
+#[test]
+fn one_address_gets_no_more_connections_than_its_cap_and_the_node_carries_on() {
+    let mut c = cluster();
+    let cfg = c.path().join("caps.toml");
+    std::fs::write(&cfg, "max_conns_per_ip = 4\nmax_conns_per_subnet = 8\n").unwrap();
+    let cfg = cfg.display().to_string();
+    c.spawn(&[], &["--config", &cfg]).unwrap();
+    let node = NodeInfo {
+        id: c.nodes[0].info.id,
+        addr: c.nodes[0].info.addr,
+    };
+
+    // Rogues of their own keys and ports, all on 127.0.0.1, one after the
+    // other so that the first four are the ones let in.
+    let (kept, refused) = smol::block_on(async {
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..8 {
+            let (transport, _me, dir) = rogue_transport();
+            match transport.dial(node.addr, Some(node.id)).await {
+                Ok(conn) => kept.push((conn, transport, dir)),
+                Err(e) => refused.push(format!("{e:#}")),
+            }
+        }
+        (kept, refused)
+    });
+    assert_eq!(kept.len(), 4, "refused: {refused:?}");
+    for e in &refused {
+        // Refused by QUIC before any handshake, not closed by the daemon
+        // after one.
+        assert!(e.contains("refused to accept a new connection"), "{e}");
+    }
+    let s = status(&c.nodes[0].dir);
+    assert!(
+        s["refused_connections"].as_u64().unwrap_or(0) >= 4,
+        "the refusals are counted: {s}"
+    );
+
+    // The rogues leave; their slots come back, and an honest node on the
+    // same address enters and receives the node's group.
+    smol::block_on(async {
+        for (conn, _, _) in &kept {
+            conn.close(0u32.into(), b"bye");
+        }
+        smol::Timer::after(Duration::from_millis(300)).await;
+    });
+    drop(kept);
+    c.spawn(&[0], &[]).unwrap();
+    smol::block_on(async {
+        c.wait_overlay(Duration::from_secs(30)).await.unwrap();
+        let root = c.client(0).await.unwrap();
+        let mid = root.create().await.unwrap();
+        let (inbox, task) = collect(&c, 1, mid).await;
+        let payloads: Vec<String> = (0..10).map(|k| format!("after the rogues {k}")).collect();
+        root.publish_all(mid, payloads.clone(), 8, |_| {})
+            .await
+            .unwrap();
+        wait_for(&[&inbox], 10, Duration::from_secs(30)).await;
+        let got: Vec<String> = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, t)| t.clone())
+            .collect();
+        assert_eq!(got, payloads);
+        drop(task);
+    });
+}
+
+#[test]
+fn frames_never_finished_cannot_hold_more_than_the_read_budget() {
+    // The largest frame is the message size and a margin of 64 KiB: a
+    // budget of two such frames.
+    let max_frame: usize = 65536 + 65536;
+    let mut c = cluster();
+    let cfg = c.path().join("budget.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_message_size = 65536\nframe_read_budget = {}\n",
+            2 * max_frame
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    c.spawn(&[], &["--config", &cfg]).unwrap();
+    let node = NodeInfo {
+        id: c.nodes[0].info.id,
+        addr: c.nodes[0].info.addr,
+    };
+
+    smol::block_on(async {
+        // Each rogue announces the largest frame, sends most of it and
+        // never the rest: the first two take the whole budget, the third
+        // finds no room.
+        let mut rogues = Vec::new();
+        for k in 0..3 {
+            let (transport, _me, dir) = rogue_transport();
+            let conn = transport.dial(node.addr, Some(node.id)).await.unwrap();
+            let mut s = conn.open_uni().await.unwrap();
+            let body = (max_frame - 4) as u32;
+            s.write_all(&body.to_be_bytes()).await.unwrap();
+            let sent = if k < 2 { 100_000 } else { 1000 };
+            s.write_all(&vec![0u8; sent]).await.unwrap();
+            rogues.push((conn, s, transport, dir));
+            // Time for the node to read it before the next one.
+            smol::Timer::after(Duration::from_millis(300)).await;
+        }
+        let third = rogues[2].0.clone();
+        let reason = smol::future::or(async { Some(third.closed().await) }, async {
+            smol::Timer::after(Duration::from_secs(15)).await;
+            None
+        })
+        .await
+        .expect("the third rogue's connection is closed");
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(
+                    close.error_code,
+                    overlay_node::transport::codes::OVERLOADED.into(),
+                    "{close}"
+                );
+            }
+            other => panic!("closed for another reason: {other}"),
+        }
+        for (conn, _, _, _) in &rogues[..2] {
+            assert!(
+                conn.close_reason().is_none(),
+                "the rogues within the budget keep their connections"
+            );
+        }
+    });
+    assert!(
+        c.log(0).contains("frame read budget exhausted"),
+        "the node says why: {}",
+        c.log(0)
+    );
+    // The node still answers.
+    let s = status(&c.nodes[0].dir);
+    assert!(s["addr"].is_string(), "{s}");
 }

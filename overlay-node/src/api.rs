@@ -239,6 +239,11 @@ pub struct Status {
     /// IP multicast on a LAN, if configured.
     #[serde(default)]
     pub lan: Option<LanStatus>,
+    /// Incoming connections refused before their handshake because their
+    /// address or its subnet already had as many connections as
+    /// `max_conns_per_ip` or `max_conns_per_subnet` allow.
+    #[serde(default)]
+    pub refused_connections: u64,
     /// Messages from peers dropped because their sender may not send them
     /// (a forged or unsolicited answer, or a late one), by message kind.
     #[serde(default)]

@@ -122,6 +122,11 @@ pub struct FileConfig {
     /// How long a publish waits for the root's answer before it is sent
     /// again, in milliseconds (default 1000).
     pub publish_retry_ms: Option<u64>,
+    /// Most leaf-set places nodes of one other host may hold (default 2).
+    pub leaf_set_per_host: Option<usize>,
+    /// Most leaf-set places nodes of one other subnet, /24 or /48, may
+    /// hold (default 4).
+    pub leaf_set_per_subnet: Option<usize>,
     /// A member whose stream has not moved for this long asks the root
     /// past its parent whether there is more (default 2000).
     pub stall_probe_min_ms: Option<u64>,
@@ -168,6 +173,23 @@ pub struct FileConfig {
     pub max_control_clients: Option<usize>,
     /// Most peer connections at once (default 1024).
     pub max_connections: Option<usize>,
+    /// Most connections and handshakes peers at one IP address may have
+    /// open to this node at once (default 256: room for every daemon of a
+    /// large test or bench on one host, which all share 127.0.0.1, while
+    /// one host alone cannot take all of `max_connections`).
+    pub max_conns_per_ip: Option<usize>,
+    /// Most connections and handshakes from one subnet (IPv4 /24, IPv6
+    /// /48) at once (default 1024, as `max_connections`: a subnet may
+    /// hold many honest nodes, and the per-address cap already stops one
+    /// host; this stops one site with many addresses).
+    pub max_conns_per_subnet: Option<usize>,
+    /// Bytes that all frames being read from peers may hold at once, over
+    /// every connection (default 268435456, 256 MiB: several maximal frames
+    /// at once, and a bound on what peers that start frames and never
+    /// finish them can make the node hold). A frame that finds no room
+    /// waits a moment, then its connection is closed. At least the largest
+    /// frame (`max_message_size` and its header).
+    pub frame_read_budget: Option<usize>,
     /// Seconds a join through the control socket may take (default 30).
     pub join_timeout_secs: Option<u64>,
     /// Rounds of dialing the bootstrap addresses before the node gives up
@@ -211,6 +233,12 @@ pub struct Settings {
     pub max_control_clients: usize,
     /// Most peer connections at once.
     pub max_connections: usize,
+    /// Most incoming connections and handshakes from one IP address.
+    pub max_conns_per_ip: usize,
+    /// Most incoming connections and handshakes from one subnet.
+    pub max_conns_per_subnet: usize,
+    /// Bytes all frames being read may hold at once.
+    pub frame_read_budget: usize,
     /// How long a join through the control socket may take.
     pub join_timeout: Duration,
     /// IP multicast on a LAN, if configured.
@@ -272,6 +300,15 @@ impl Settings {
         if let Some(n) = file.peer_request_burst {
             proto.peer_request_burst = n;
         }
+        if let Some(n) = file.leaf_set_per_host {
+            proto.leaf_set_per_host = n;
+        }
+        if let Some(n) = file.leaf_set_per_subnet {
+            proto.leaf_set_per_subnet = n;
+        }
+        if proto.leaf_set_per_host == 0 || proto.leaf_set_per_subnet < proto.leaf_set_per_host {
+            bail!("leaf_set_per_host must be at least 1 and leaf_set_per_subnet at least leaf_set_per_host: a network's share of the leaf set holds at least its closest node");
+        }
         if let Some(n) = file.bootstrap_attempts {
             proto.bootstrap_attempts = n.max(1);
         }
@@ -332,6 +369,15 @@ impl Settings {
             .unwrap_or(proto.retain_messages.max(8192))
             .max(16);
         let max_message = proto.max_message_size;
+        let (max_conns_per_ip, max_conns_per_subnet) = resolve_conn_caps(&file)?;
+        let frame_read_budget = file.frame_read_budget.unwrap_or(DEFAULT_FRAME_READ_BUDGET);
+        if frame_read_budget < proto.max_frame_size() {
+            bail!(
+                "frame_read_budget = {frame_read_budget} is less than the largest frame ({} bytes, from max_message_size = {max_message}), which could then never be read: raise frame_read_budget to at least {} or lower max_message_size",
+                proto.max_frame_size(),
+                proto.max_frame_size()
+            );
+        }
         let multicast = resolve_multicast(args, file.multicast.clone().unwrap_or_default())?;
         if let Some(m) = &multicast {
             proto.lan_max_datagram = m.max_datagram;
@@ -354,10 +400,37 @@ impl Settings {
                 .max(max_message + 1024),
             max_control_clients: file.max_control_clients.unwrap_or(64).max(1),
             max_connections: file.max_connections.unwrap_or(1024).max(8),
+            max_conns_per_ip,
+            max_conns_per_subnet,
+            frame_read_budget,
             join_timeout: Duration::from_secs(file.join_timeout_secs.unwrap_or(30)),
             multicast,
         })
     }
+}
+
+/// Default of `max_conns_per_ip`; see [`FileConfig::max_conns_per_ip`].
+pub const DEFAULT_MAX_CONNS_PER_IP: usize = 256;
+/// Default of `max_conns_per_subnet`; see
+/// [`FileConfig::max_conns_per_subnet`].
+pub const DEFAULT_MAX_CONNS_PER_SUBNET: usize = 1024;
+/// Default of `frame_read_budget`; see [`FileConfig::frame_read_budget`].
+pub const DEFAULT_FRAME_READ_BUDGET: usize = 256 << 20;
+
+/// `max_conns_per_ip` and `max_conns_per_subnet`, checked against each
+/// other.
+fn resolve_conn_caps(file: &FileConfig) -> anyhow::Result<(usize, usize)> {
+    let per_ip = file.max_conns_per_ip.unwrap_or(DEFAULT_MAX_CONNS_PER_IP);
+    let per_subnet = file
+        .max_conns_per_subnet
+        .unwrap_or(DEFAULT_MAX_CONNS_PER_SUBNET);
+    if per_ip == 0 {
+        bail!("max_conns_per_ip = 0 would refuse every peer: set it to at least 1 (default {DEFAULT_MAX_CONNS_PER_IP})");
+    }
+    if per_subnet < per_ip {
+        bail!("max_conns_per_subnet = {per_subnet} is less than max_conns_per_ip = {per_ip}, so one address could never reach its own cap: raise max_conns_per_subnet to at least {per_ip} or lower max_conns_per_ip");
+    }
+    Ok((per_ip, per_subnet))
 }
 
 /// The multicast settings from the flags and the `[multicast]` table: none
@@ -520,6 +593,56 @@ mod tests {
             ..base()
         });
         assert!(e.contains("not a mid"), "{e}");
+    }
+
+    #[test]
+    fn connection_caps_and_the_read_budget_have_defaults_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, format!("data_dir = \"/tmp/x\"\n{text}")).unwrap();
+            Settings::resolve(&NodeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+        };
+        let s = resolve("").unwrap();
+        assert_eq!(
+            (
+                s.max_conns_per_ip,
+                s.max_conns_per_subnet,
+                s.frame_read_budget
+            ),
+            (256, 1024, 256 << 20)
+        );
+        let s = resolve(
+            "max_conns_per_ip = 4\nmax_conns_per_subnet = 4\nframe_read_budget = 2000000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.max_conns_per_ip,
+                s.max_conns_per_subnet,
+                s.frame_read_budget
+            ),
+            (4, 4, 2_000_000)
+        );
+        let err = |text: &str| format!("{:#}", resolve(text).unwrap_err());
+        let e = err("max_conns_per_ip = 0\n");
+        assert!(
+            e.contains("max_conns_per_ip") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = err("max_conns_per_ip = 8\nmax_conns_per_subnet = 4\n");
+        assert!(
+            e.contains("raise max_conns_per_subnet to at least 8"),
+            "{e}"
+        );
+        let e = err("frame_read_budget = 1000\n");
+        assert!(e.contains("raise frame_read_budget to at least"), "{e}");
+        // A smaller message size makes room for a smaller budget.
+        let s = resolve("max_message_size = 1000\nframe_read_budget = 70000\n").unwrap();
+        assert_eq!(s.frame_read_budget, 70_000);
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! once, or a restarted peer dialed again before the old connection timed
 //! out). The newest is used for sending, the other is kept for reading until
 //! it closes, so no frame in flight is lost to the switch.
+//!
+//! Untrusted peers: the accept loop runs in its own task and asks
+//! [`Admission`] about each incoming connection's address before its
+//! handshake starts (caps per address and per subnet, refusals counted in
+//! the status), and every frame being read on any connection holds its
+//! bytes from one [`FrameBudget`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -37,6 +43,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smol::channel::{Receiver, Sender};
 
+use crate::admission::Admission;
 use crate::api::{
     self, ApiError, Delivery, ErrorKind, GroupStatus, Neighbour, ReplicaStatus, Request, Response,
     ServerFrame, Status,
@@ -45,7 +52,7 @@ use crate::config::Settings;
 use crate::identity::Identity;
 use crate::multicast::{LanSocket, MulticastSettings};
 use crate::subscribers::{ClientConn, Subscribers};
-use crate::transport::{self, codes, ConnEvent, Transport};
+use crate::transport::{self, codes, ConnEvent, FrameBudget, Transport};
 
 /// What the node writes to `DIR/node.json` once it is up, for scripts and
 /// the CLI to find it.
@@ -144,6 +151,10 @@ struct Actor {
     transport: Transport,
     inbox: Sender<Msg>,
     max_frame: usize,
+    /// Shared by the reader tasks of every connection.
+    read_budget: FrameBudget,
+    /// Shared with the accept loop; read for the status.
+    admission: Admission,
     peers: HashMap<NodeId, Peer>,
     dialing: HashMap<NodeId, Vec<EncodedFrame>>,
     /// The actor's own timers; the protocol's are the node's
@@ -207,22 +218,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    let endpoint = transport.endpoint.clone();
-    let accept_inbox = inbox.clone();
-    smol::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let inbox = accept_inbox.clone();
-            smol::spawn(async move {
-                match incoming.await {
-                    Ok(conn) => {
-                        let _ = inbox.send(Msg::Incoming(conn)).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
-                }
-            })
-            .detach();
-        }
-    })
+    let admission = Admission::new(settings.max_conns_per_ip, settings.max_conns_per_subnet);
+    smol::spawn(accept_loop(
+        transport.endpoint.clone(),
+        admission.clone(),
+        inbox.clone(),
+    ))
     .detach();
     smol::spawn(crate::control::serve(
         listener,
@@ -261,6 +262,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut actor = Actor {
         node,
         max_frame: settings.proto.max_frame_size(),
+        read_budget: FrameBudget::new(settings.frame_read_budget),
+        admission,
         settings: settings.clone(),
         transport,
         inbox,
@@ -313,6 +316,41 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = fs::remove_file(settings.data_dir.join(NODE_FILE));
     let _ = fs::remove_file(&settings.control);
     result
+}
+
+/// Hands the actor each incoming connection whose address and subnet are
+/// under their caps, once its handshake is done; refuses the others before
+/// their handshake costs anything.
+async fn accept_loop(endpoint: quinn::Endpoint, admission: Admission, inbox: Sender<Msg>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let slot = match admission.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(e) => {
+                tracing::debug!(%remote, reason = %e, "connection refused before its handshake");
+                incoming.refuse();
+                continue;
+            }
+        };
+        let inbox = inbox.clone();
+        // Dropping the slot on any failure here gives it back; a
+        // connection that is up keeps it until it ends.
+        smol::spawn(async move {
+            match incoming.await {
+                Ok(conn) => {
+                    slot.hold_until_closed(conn.clone());
+                    if let Err(smol::channel::SendError(Msg::Incoming(conn))) =
+                        inbox.send(Msg::Incoming(conn)).await
+                    {
+                        // The actor is gone: no one else will close it.
+                        conn.close(codes::SHUTDOWN.into(), b"shutdown");
+                    }
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "incoming connection failed"),
+            }
+        })
+        .detach();
+    }
 }
 
 /// Opens the multicast socket and starts handing its datagrams to the
@@ -754,6 +792,7 @@ impl Actor {
             conn_id,
             info,
             self.max_frame,
+            self.read_budget.clone(),
             self.inbox.clone(),
         );
         let (queue, writer) = transport::spawn_writer(
@@ -1217,6 +1256,7 @@ impl Actor {
             groups,
             replicas,
             lan: self.lan_status(),
+            refused_connections: self.admission.refused(),
             dropped: self
                 .node
                 .dropped()

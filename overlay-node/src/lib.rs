@@ -10,6 +10,10 @@
 //!   peer pair, one long-lived stream per direction, bounded write queues;
 //! - [`daemon`]: the actor that owns the state machine, the connections,
 //!   the timers and the control clients, and never waits on any one peer;
+//! - `admission`: caps on the connections peers open per IP address and
+//!   per subnet, checked before a handshake costs anything (any peer that
+//!   completes a handshake may be malicious, and one host can make many
+//!   keys);
 //! - [`control`] and [`api`]: the Unix-domain control socket and its
 //!   protocol, through which the `overlay` CLI and applications create,
 //!   join, subscribe, publish, leave and inspect;
@@ -19,6 +23,7 @@
 //!   interface (group addresses and the UDP socket; the datagrams and
 //!   their sealing are [`overlay_proto::lan`]).
 
+mod admission;
 pub mod api;
 pub mod client;
 pub mod config;

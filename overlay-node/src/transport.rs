@@ -9,14 +9,22 @@
 //! task, so the daemon's main loop only ever hands a frame over and never
 //! waits for a peer: a slow peer fills its own queue and is disconnected,
 //! while everyone else is unaffected.
+//!
+//! Reads are bounded too: every frame being read holds a reservation from
+//! one [`FrameBudget`] shared by all connections, grown with the frame's
+//! buffer. When the budget has no room, the read waits a moment for other
+//! frames to complete and, if there is still none, its connection is
+//! closed; so peers that each start large frames and finish none cannot
+//! make the node hold more than the budget.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use overlay_proto::frame::{self, EncodedFrame, LENGTH_PREFIX};
 use overlay_proto::{Message, NodeInfo};
 use smol::channel::{Receiver, Sender};
@@ -161,22 +169,27 @@ pub enum ConnEvent {
 }
 
 /// Starts reading `conn`; frames and the connection's end are reported on
-/// `events`.
+/// `events`. Frames being read hold their bytes from `budget`.
 pub fn spawn_reader<T: From<ConnEvent> + Send + 'static>(
     conn: quinn::Connection,
     conn_id: u64,
     peer: NodeInfo,
     max_frame: usize,
+    budget: FrameBudget,
     events: Sender<T>,
 ) {
     smol::spawn(async move {
         let reason = loop {
             match conn.accept_uni().await {
                 Ok(stream) => {
-                    let events = events.clone();
-                    let conn = conn.clone();
-                    smol::spawn(read_stream(stream, conn, conn_id, peer, max_frame, events))
-                        .detach();
+                    let reader = StreamReader {
+                        conn: conn.clone(),
+                        conn_id,
+                        from: peer,
+                        max_frame,
+                        budget: budget.clone(),
+                    };
+                    smol::spawn(reader.run(stream, events.clone())).detach();
                 }
                 Err(e) => break e.to_string(),
             }
@@ -195,39 +208,54 @@ pub fn spawn_reader<T: From<ConnEvent> + Send + 'static>(
     .detach();
 }
 
-async fn read_stream<T: From<ConnEvent>>(
-    mut stream: quinn::RecvStream,
+/// What one stream's reader needs besides the stream.
+struct StreamReader {
     conn: quinn::Connection,
     conn_id: u64,
     from: NodeInfo,
     max_frame: usize,
-    events: Sender<T>,
-) {
-    loop {
-        match read_frame(&mut stream, max_frame).await {
-            Ok(Some(frame)) => match frame::decode(frame, max_frame) {
-                Ok(msg) => {
-                    if events
-                        .send(ConnEvent::Frame { conn_id, from, msg }.into())
-                        .await
-                        .is_err()
-                    {
+    budget: FrameBudget,
+}
+
+impl StreamReader {
+    async fn run<T: From<ConnEvent>>(self, mut stream: quinn::RecvStream, events: Sender<T>) {
+        let StreamReader {
+            conn,
+            conn_id,
+            from,
+            max_frame,
+            budget,
+        } = self;
+        loop {
+            match read_frame(&mut stream, max_frame, &budget).await {
+                Ok(Some(frame)) => match frame::decode(frame, max_frame) {
+                    Ok(msg) => {
+                        if events
+                            .send(ConnEvent::Frame { conn_id, from, msg }.into())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: bad frame");
+                        conn.close(codes::PROTOCOL_VIOLATION.into(), e.to_string().as_bytes());
                         return;
                     }
-                }
-                Err(e) => {
+                },
+                Ok(None) => return,
+                Err(ReadError::Frame(e)) => {
                     tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: bad frame");
                     conn.close(codes::PROTOCOL_VIOLATION.into(), e.to_string().as_bytes());
                     return;
                 }
-            },
-            Ok(None) => return,
-            Err(e) => {
-                if let ReadError::Frame(e) = &e {
-                    tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: bad frame");
-                    conn.close(codes::PROTOCOL_VIOLATION.into(), e.to_string().as_bytes());
+                Err(ReadError::Budget(e)) => {
+                    tracing::warn!(peer = %from.id.short(), error = %e, "closing connection: frame read budget exhausted");
+                    conn.close(codes::OVERLOADED.into(), b"frame read budget exhausted");
+                    return;
                 }
-                return;
+                Err(ReadError::Stream) => return,
             }
         }
     }
@@ -236,6 +264,7 @@ async fn read_stream<T: From<ConnEvent>>(
 enum ReadError {
     Stream,
     Frame(frame::DecodeError),
+    Budget(BudgetExhausted),
 }
 
 /// Most bytes one peer may have sent us that we have not read yet, over
@@ -246,13 +275,22 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 /// grows its buffer as they do. Frames of ordinary messages fit in it.
 const FRAME_FIRST_ALLOCATION: usize = 64 << 10;
 
+/// How long a frame's read waits for room in the [`FrameBudget`] before
+/// its connection is closed: long enough for the frames under way to be
+/// completed by honest peers, short enough that peers that never complete
+/// theirs lose their connections before honest ones time out.
+const BUDGET_WAIT: Duration = Duration::from_secs(3);
+
 /// Reads one whole frame (length prefix included), checking the length
 /// before allocating anything. The buffer grows as bytes arrive, so a
 /// peer that announces a large frame and sends nothing costs no more than
-/// [`FRAME_FIRST_ALLOCATION`]. `Ok(None)` at a clean end of stream.
+/// [`FRAME_FIRST_ALLOCATION`]; each growth is reserved from `budget`
+/// first, and the reservation ends when the frame is handed over or the
+/// read fails. `Ok(None)` at a clean end of stream.
 async fn read_frame(
     stream: &mut quinn::RecvStream,
     max_frame: usize,
+    budget: &FrameBudget,
 ) -> Result<Option<Bytes>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match stream.read_exact(&mut prefix).await {
@@ -261,16 +299,190 @@ async fn read_frame(
         Err(_) => return Err(ReadError::Stream),
     }
     let len = frame::body_len(prefix, max_frame).map_err(ReadError::Frame)?;
-    let total = LENGTH_PREFIX + len;
-    let mut buf = BytesMut::with_capacity(total.min(FRAME_FIRST_ALLOCATION));
+    let total = LENGTH_PREFIX.saturating_add(len);
+    let first = total.min(FRAME_FIRST_ALLOCATION);
+    let mut held = budget.reservation();
+    held.grow_to(first, BUDGET_WAIT)
+        .await
+        .map_err(ReadError::Budget)?;
+    // A Vec rather than a BytesMut: `reserve_exact` makes the buffer the
+    // size that was reserved, where BytesMut may round it up.
+    let mut buf = Vec::with_capacity(first);
     buf.extend_from_slice(&prefix);
     while buf.len() < total {
-        match stream.read_chunk(total - buf.len(), true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+        let chunk = match stream.read_chunk(total - buf.len(), true).await {
+            Ok(Some(chunk)) => chunk.bytes,
             Ok(None) | Err(_) => return Err(ReadError::Stream),
+        };
+        let needed = buf.len().saturating_add(chunk.len());
+        if needed > buf.capacity() {
+            // Doubling keeps the reservations and copies few for a frame
+            // that arrives in many small chunks.
+            let grown = needed.max(buf.capacity().saturating_mul(2)).min(total);
+            held.grow_to(grown, BUDGET_WAIT)
+                .await
+                .map_err(ReadError::Budget)?;
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(buf)))
+}
+
+/// Bytes that all frames being read may hold at once, over every
+/// connection of the node.
+///
+/// Each frame's read holds a [`Reservation`] that grows with its buffer
+/// and ends when the frame is handed over or the read fails. Taking room
+/// is one atomic operation per growth of a buffer, not per byte or chunk;
+/// only a read that finds no room waits, for a release or its deadline.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    cap: usize,
+    used: AtomicUsize,
+    /// Woken when room is given back, for the reads that wait for it.
+    room: event_listener::Event,
+}
+
+/// A frame's read found no room in the [`FrameBudget`] within its wait.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("frame read budget exhausted: after waiting {waited:?}, a frame still needed {wanted} more bytes while the frames being read held {in_use} of the {cap} bytes of frame_read_budget; if honest peers send this much at once, raise frame_read_budget in the config file")]
+pub struct BudgetExhausted {
+    /// Bytes the frame asked for.
+    pub wanted: usize,
+    /// Bytes held by all frames being read, when the read gave up.
+    pub in_use: usize,
+    /// The budget.
+    pub cap: usize,
+    /// How long the read waited.
+    pub waited: Duration,
+}
+
+impl FrameBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> FrameBudget {
+        FrameBudget {
+            inner: Arc::new(BudgetInner {
+                cap,
+                used: AtomicUsize::new(0),
+                room: event_listener::Event::new(),
+            }),
         }
     }
-    Ok(Some(buf.freeze()))
+
+    /// The budget in bytes.
+    pub fn cap(&self) -> usize {
+        self.inner.cap
+    }
+
+    /// Bytes reserved now.
+    pub fn in_use(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// A reservation of nothing yet, for one frame to grow.
+    pub fn reservation(&self) -> Reservation<'_> {
+        Reservation {
+            budget: self,
+            held: 0,
+        }
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn try_take(&self, n: usize) -> bool {
+        let cap = self.inner.cap;
+        self.inner
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= cap)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.inner.used.fetch_sub(n, Ordering::AcqRel);
+        self.inner.room.notify(usize::MAX);
+    }
+}
+
+/// Bytes of a [`FrameBudget`] held for one frame; given back on drop.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    budget: &'a FrameBudget,
+    held: usize,
+}
+
+impl Reservation<'_> {
+    /// Bytes held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Grows the reservation to `total` bytes if the budget has room now.
+    pub fn try_grow_to(&mut self, total: usize) -> bool {
+        let more = total.saturating_sub(self.held);
+        if more == 0 {
+            return true;
+        }
+        if !self.budget.try_take(more) {
+            return false;
+        }
+        self.held = total;
+        true
+    }
+
+    /// Grows the reservation to `total` bytes, waiting up to `wait` for
+    /// other reservations to give room back.
+    pub async fn grow_to(&mut self, total: usize, wait: Duration) -> Result<(), BudgetExhausted> {
+        if self.try_grow_to(total) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut deadline = smol::Timer::after(wait);
+        loop {
+            // Listening before trying again, so that a release between the
+            // two is not missed.
+            let released = self.budget.inner.room.listen();
+            if self.try_grow_to(total) {
+                return Ok(());
+            }
+            let woken = smol::future::or(
+                async {
+                    released.await;
+                    true
+                },
+                async {
+                    (&mut deadline).await;
+                    false
+                },
+            )
+            .await;
+            if !woken {
+                if self.try_grow_to(total) {
+                    return Ok(());
+                }
+                return Err(BudgetExhausted {
+                    wanted: total.saturating_sub(self.held),
+                    in_use: self.budget.in_use(),
+                    cap: self.budget.cap(),
+                    waited: started.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.budget.give_back(self.held);
+        }
+    }
 }
 
 /// Most frames written in one batch.
@@ -403,4 +615,85 @@ async fn write_loop(conn: quinn::Connection, state: Arc<Mutex<QueueState>>, woke
     }
     let _ = stream.finish();
     let _ = stream.stopped().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_take_what_they_grow_by_and_give_it_back_on_drop() {
+        let budget = FrameBudget::new(100);
+        let mut a = budget.reservation();
+        assert!(a.try_grow_to(10));
+        assert!(a.try_grow_to(60));
+        assert_eq!((a.held(), budget.in_use()), (60, 60));
+        // Growing to less is a no-op, not a release.
+        assert!(a.try_grow_to(20));
+        assert_eq!(budget.in_use(), 60);
+        let mut b = budget.reservation();
+        assert!(!b.try_grow_to(41), "over the budget");
+        assert_eq!((b.held(), budget.in_use()), (0, 60));
+        assert!(b.try_grow_to(40));
+        assert_eq!(budget.in_use(), 100);
+        drop(a);
+        assert_eq!(budget.in_use(), 40);
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_reservation_that_finds_no_room_gives_up_after_its_wait() {
+        let budget = FrameBudget::new(100);
+        let mut a = budget.reservation();
+        assert!(a.try_grow_to(80));
+        let mut b = budget.reservation();
+        assert!(b.try_grow_to(10));
+        let e = smol::block_on(b.grow_to(30, Duration::from_millis(50))).unwrap_err();
+        assert_eq!((e.wanted, e.in_use, e.cap), (20, 90, 100));
+        assert!(e.waited >= Duration::from_millis(50), "{e}");
+        assert!(
+            e.to_string().starts_with("frame read budget exhausted"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("frame_read_budget"), "{e}");
+        // The failed growth took nothing; what the read held goes back when
+        // it is dropped.
+        assert_eq!(b.held(), 10);
+        drop(b);
+        assert_eq!(budget.in_use(), 80);
+    }
+
+    #[test]
+    fn a_waiting_reservation_takes_the_room_another_gives_back() {
+        let budget = FrameBudget::new(100);
+        let mut a = budget.reservation();
+        assert!(a.try_grow_to(100));
+        let mut b = budget.reservation();
+        let started = std::time::Instant::now();
+        smol::block_on(async {
+            let release = async {
+                smol::Timer::after(Duration::from_millis(30)).await;
+                drop(a);
+            };
+            let (_, grown) =
+                smol::future::zip(release, b.grow_to(70, Duration::from_secs(10))).await;
+            grown.unwrap();
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
+        assert_eq!((b.held(), budget.in_use()), (70, 70));
+    }
+
+    #[test]
+    fn an_overflowing_request_is_refused_not_wrapped() {
+        let budget = FrameBudget::new(usize::MAX);
+        let mut a = budget.reservation();
+        assert!(a.try_grow_to(usize::MAX - 1));
+        let mut b = budget.reservation();
+        assert!(!b.try_grow_to(2));
+        assert_eq!(budget.in_use(), usize::MAX - 1);
+    }
 }

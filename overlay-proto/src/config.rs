@@ -13,6 +13,14 @@ pub struct Config {
     /// Nodes in the leaf set. 16 (Pastry's usual `L`) keeps routing exact
     /// near every key while costing little memory.
     pub leaf_set_size: usize,
+    /// Most leaf-set places that nodes of one other host may hold: what
+    /// bounds a flood of made-up ids near this node (see
+    /// [`crate::routing`]). Our own host, subnet and loopback are not
+    /// limited.
+    pub leaf_set_per_host: usize,
+    /// Most leaf-set places that nodes of one other subnet may hold (see
+    /// `leaf_set_per_host`).
+    pub leaf_set_per_subnet: usize,
     /// Most groups a node's own user takes part in: joined, or created
     /// (each holds a root's retention).
     pub max_groups: usize,
@@ -166,6 +174,8 @@ impl Default for Config {
         Config {
             max_children: 16,
             leaf_set_size: 16,
+            leaf_set_per_host: 2,
+            leaf_set_per_subnet: 4,
             max_groups: 4096,
             max_forwarded_groups: 4096,
             max_message_size: 1 << 20,

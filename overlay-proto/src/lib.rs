@@ -83,6 +83,7 @@ pub mod root;
 mod roots;
 pub mod routing;
 pub mod stream;
+pub mod subnet;
 #[cfg(test)]
 mod test_support;
 mod timer;

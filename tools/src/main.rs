@@ -194,6 +194,13 @@ async fn run(node: Option<PathBuf>, cmd: Cmd) -> anyhow::Result<()> {
                         kinds.join(", ")
                     )?;
                 }
+                if s.refused_connections > 0 {
+                    writeln!(
+                        out,
+                        "refused    {} connections past max_conns_per_ip or max_conns_per_subnet",
+                        s.refused_connections
+                    )?;
+                }
                 writeln!(out, "neighbours {}", s.neighbours.len())?;
                 for n in &s.neighbours {
                     let mut tags = Vec::new();
