@@ -151,9 +151,17 @@ impl<R: Rng> Node<R> {
     /// Whether `from` may send `msg` now; a message that may not is
     /// counted and logged.
     pub(crate) fn admit(&mut self, from: &NodeInfo, msg: &Message) -> bool {
-        if let Some(limited) = crate::ratelimit::limited(msg) {
+        if let Some((limited, bucket)) = crate::ratelimit::limited(msg, from.id) {
             let (rate, burst) = (self.cfg.peer_request_rate, self.cfg.peer_request_burst);
-            if !self.budgets.take(from.id, self.now, rate, burst) {
+            let taken = match bucket {
+                crate::ratelimit::Bucket::Own => self.budgets.take(from.id, self.now, rate, burst),
+                crate::ratelimit::Bucket::Relayed => {
+                    let f = crate::ratelimit::RELAY_FACTOR;
+                    let (rate, burst) = (rate.saturating_mul(f), burst.saturating_mul(f));
+                    self.relayed_budgets.take(from.id, self.now, rate, burst)
+                }
+            };
+            if !taken {
                 tracing::debug!(from = %from.id.short(), kind = msg.kind(), "dropped: the peer is over its request rate");
                 self.dropped.count(limited);
                 return false;
@@ -619,6 +627,30 @@ mod tests {
         // Q's requests are its own business.
         deliver(&mut p, Q, fetch(Q));
         assert_eq!(p.dropped().get("fetch (rate-limited)"), 80);
+        // Placement asks Q passes on for others have a budget of their
+        // own, RELAY_FACTOR times as large; its own asks do not.
+        let place = |node: u128| {
+            Message::Place(crate::message::Place {
+                mid: Mid(0xabc),
+                node: info(node),
+                coord: Default::default(),
+                budget_us: None,
+                nonce: 1,
+            })
+        };
+        let relayed = 20 * crate::ratelimit::RELAY_FACTOR as u64;
+        for _ in 0..relayed + 10 {
+            deliver(&mut p, Q, place(M));
+        }
+        assert_eq!(p.dropped().get("place relayed (rate-limited)"), 10);
+        for _ in 0..30 {
+            deliver(&mut p, Q, place(Q));
+        }
+        assert_eq!(
+            p.dropped().get("place (rate-limited)"),
+            11,
+            "20 of Q's own, less the fetch"
+        );
     }
 
     #[test]

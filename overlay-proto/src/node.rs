@@ -130,6 +130,11 @@ pub struct Node<R> {
     pub(crate) withheld: u64,
     /// Each peer's budget of costly requests.
     pub(crate) budgets: crate::ratelimit::PeerBudgets,
+    /// Each peer's budget of requests it passes on for others.
+    pub(crate) relayed_budgets: crate::ratelimit::PeerBudgets,
+    /// What we pass on to each tree neighbour of the placement asks of
+    /// other nodes, kept within what its budget for us allows.
+    pub(crate) pacing: crate::ratelimit::PeerBudgets,
     /// Every timer armed, by what it is for.
     pub(crate) timers: TimerTable,
     pub(crate) out: VecDeque<Output>,
@@ -143,7 +148,11 @@ impl<R: Rng> Node<R> {
     pub fn new(me: NodeInfo, signer: SharedSigner, cfg: Config, mut rng: R, now: Instant) -> Self {
         let hasher = FxSeededState::with_seed(rng.random::<u64>() as usize);
         Node {
-            table: RoutingTable::new(me, cfg.leaf_set_size),
+            table: {
+                let mut t = RoutingTable::new(me, cfg.leaf_set_size);
+                t.limit_leaves(cfg.leaf_set_per_host, cfg.leaf_set_per_subnet);
+                t
+            },
             cfg,
             rng,
             phase: Phase::Idle,
@@ -169,6 +178,8 @@ impl<R: Rng> Node<R> {
             dropped: Dropped::default(),
             withheld: 0,
             budgets: Default::default(),
+            relayed_budgets: Default::default(),
+            pacing: Default::default(),
             timers: TimerTable::default(),
             out: VecDeque::new(),
             now,

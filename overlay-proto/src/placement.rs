@@ -381,14 +381,14 @@ impl<R: Rng> Node<R> {
             // Climbing: only our own subtree climbs through us.
             None if !g.is_root() => {
                 if let (true, Some(p)) = (g.children.contains_key(&from.id), g.parent) {
-                    let msg = Message::Place(Place {
+                    let place = Place {
                         mid,
                         node,
                         coord,
                         budget_us: None,
                         nonce,
-                    });
-                    self.send(p, msg);
+                    };
+                    self.pass_place(p, place);
                 }
                 return;
             }
@@ -444,14 +444,33 @@ impl<R: Rng> Node<R> {
                 .map(|c| c.info),
         };
         if let Some(to) = to {
-            let msg = Message::Place(Place {
+            let place = Place {
                 mid,
                 node,
                 coord,
                 budget_us: Some(budget),
                 nonce,
-            });
-            self.send(to, msg);
+            };
+            self.pass_place(to, place);
+        }
+    }
+
+    /// Passes another node's placement ask on to a tree neighbour. Every
+    /// node below us climbs through us to the root, and every ask the root
+    /// sends down into our subtree comes through us too, so a node near
+    /// the root passes on a whole subtree's asks. The neighbour counts
+    /// them apart from our own requests, in a budget
+    /// [`RELAY_FACTOR`](crate::ratelimit::RELAY_FACTOR) times theirs, and
+    /// we keep to half of it, so it never takes them for a flood; past that
+    /// an ask waits for its asker's next look.
+    fn pass_place(&mut self, to: NodeInfo, place: Place) {
+        let half = crate::ratelimit::RELAY_FACTOR / 2;
+        let rate = self.cfg.peer_request_rate.saturating_mul(half);
+        let burst = self.cfg.peer_request_burst.saturating_mul(half);
+        if self.pacing.take(to.id, self.now, rate, burst) {
+            self.send(to, Message::Place(place));
+        } else {
+            self.dropped.count("place (paced)");
         }
     }
 
@@ -883,6 +902,56 @@ mod tests {
         drain(&mut p);
         deliver_answer(&mut p, ROOT, ack(&[ROOT], 0));
         assert!(deliver(&mut p, M, place).is_empty());
+    }
+
+    /// A node near the root passes on its subtree's asks no faster than
+    /// its parent counts them, and sheds the rest.
+    #[test]
+    fn asks_climbing_through_a_node_are_paced_to_its_parents_budget() {
+        let cfg = Config {
+            peer_request_rate: 1,
+            peer_request_burst: 10,
+            ..Config::default()
+        };
+        let mut p = crate::test_support::node(P, &[ROOT, N, M], cfg);
+        p.handle(Instant::now(), Input::Command(Command::Join { mid: MID }));
+        drain(&mut p);
+        deliver_answer(&mut p, ROOT, ack(&[ROOT], 0));
+        let join = Message::Join(Join {
+            mid: MID,
+            joiner: info(M),
+            want: None,
+            detour: None,
+            coord: Coord::default(),
+            moving: false,
+            nonce: 0,
+        });
+        deliver(&mut p, M, join);
+        assert!(p
+            .group(MID)
+            .unwrap()
+            .children
+            .iter()
+            .any(|c| c.id == NodeId(M)));
+        let place = Message::Place(Place {
+            mid: MID,
+            node: info(N),
+            coord: Coord::default(),
+            budget_us: None,
+            nonce: 0,
+        });
+        let passed: usize = (0..30)
+            .map(|_| {
+                deliver(&mut p, M, place.clone())
+                    .iter()
+                    .filter(|(to, m)| *to == NodeId(ROOT) && matches!(m, Message::Place(_)))
+                    .count()
+            })
+            .sum();
+        let half = (crate::ratelimit::RELAY_FACTOR / 2) as usize;
+        assert_eq!(passed, 10 * half, "half the root's relay budget for P");
+        assert_eq!(p.dropped().get("place (paced)"), (30 - 10 * half) as u64);
+        assert_eq!(p.dropped().get("place relayed (rate-limited)"), 0);
     }
 
     fn ask(budget_us: u32) -> Message {

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use rand::Rng;
 
 use crate::ctx::Ctx;
-use crate::id::Mid;
+use crate::id::{Mid, NodeId};
 use crate::interface::{Event, PublishError};
 use crate::message::{Asked, Message, NodeInfo, Publish, RejectReason};
 use crate::message::{PublishAck, PublishReject};
@@ -48,7 +48,15 @@ pub(crate) struct PendingPublish {
     retry_at: Instant,
     /// Sent on the LAN too (see [`crate::lan`]).
     pub(crate) lan: bool,
+    /// The first hops our earlier sends went to (the latest
+    /// [`MAX_TRIED`]): a retry goes around them, so a node that drops what
+    /// it should route holds a publish up for one retry, not until its
+    /// deadline.
+    tried: Vec<NodeId>,
 }
+
+/// Most first hops a publish remembers having gone to.
+const MAX_TRIED: usize = 3;
 
 /// This node's publishes that wait for the root's answer, bounded in
 /// number and bytes by the config.
@@ -107,6 +115,7 @@ impl Publisher {
                 deadline: ctx.now + cfg.publish_timeout,
                 retry_at: ctx.now + cfg.publish_retry,
                 lan: false,
+                tried: Vec::new(),
             },
         );
         self.arm_sweep(ctx);
@@ -209,6 +218,23 @@ impl Publisher {
         }
     }
 
+    /// The first hops our publish `pub_id` went to, to go around now.
+    pub(crate) fn tried(&self, pub_id: u64) -> &[NodeId] {
+        self.pending.get(&pub_id).map_or(&[], |p| &p.tried)
+    }
+
+    /// Our publish `pub_id` went to `hop` first.
+    pub(crate) fn went_to(&mut self, pub_id: u64, hop: NodeId) {
+        if let Some(p) = self.pending.get_mut(&pub_id) {
+            if !p.tried.contains(&hop) {
+                if p.tried.len() >= MAX_TRIED {
+                    p.tried.remove(0);
+                }
+                p.tried.push(hop);
+            }
+        }
+    }
+
     /// Whether our publish `pub_id` of `mid` waits for its answer.
     pub(crate) fn waits_for(&self, mid: Mid, pub_id: u64) -> bool {
         self.pending.get(&pub_id).is_some_and(|p| p.mid == mid)
@@ -265,9 +291,21 @@ impl<R: Rng> Node<R> {
         if self.groups.get(&p.mid).is_some_and(|g| g.is_root()) {
             return self.sequence(p);
         }
-        match self.roots.get(p.mid) {
-            Some(root) => self.send(root, Message::Publish(p)),
-            None => self.relay_publish(p),
+        if let Some(root) = self.roots.get(p.mid) {
+            return self.send(root, Message::Publish(p));
+        }
+        // Around the first hops of our earlier sends, if there is a way
+        // around them: one of them may drop what it should route.
+        let tried = self.publisher.tried(p.pub_id);
+        let next = self
+            .toward_root(p.mid, tried)
+            .or_else(|| self.toward_root(p.mid, &[]));
+        match next {
+            Some(next) => {
+                self.publisher.went_to(p.pub_id, next.id);
+                self.send(next, Message::Publish(p));
+            }
+            None => self.answer_publish(&p, Err(RejectReason::UnknownGroup)),
         }
     }
 

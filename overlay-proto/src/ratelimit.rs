@@ -14,6 +14,13 @@
 //! runs drop none), so only a peer that floods is held back, and only
 //! itself: the others' buckets are their own.
 //!
+//! A placement ask climbs the tree to the root and comes down again (see
+//! [`crate::placement`]), so a node near the root passes on the asks of a
+//! whole subtree: those it passes on for other nodes are counted in a
+//! second bucket per peer, [`RELAY_FACTOR`] times the first, and the node
+//! passing them on keeps to half of that itself (its own `pacing`), so
+//! that no honest subtree's asks are taken for a flood.
+//!
 //! Group data, heartbeats, answers and publishes are not counted here:
 //! data and heartbeats flow only on tree links a node chose, answers only
 //! for what it asked (see [`crate::admission`]), and a root bounds the
@@ -30,9 +37,32 @@ use crate::message::Message;
 /// which a flood from many ids cannot turn into more than one burst each).
 const MAX_TRACKED_PEERS: usize = 4096;
 
-/// The kind a rate-limited request of `msg`'s kind is counted under when
-/// dropped, or `None` if its kind is not limited.
-pub(crate) fn limited(msg: &Message) -> Option<&'static str> {
+/// How many times a peer's budget for its own requests its budget for the
+/// requests it passes on for others is.
+pub(crate) const RELAY_FACTOR: u32 = 4;
+
+/// Which of a peer's buckets a request is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bucket {
+    /// The peer's own requests.
+    Own,
+    /// Placement asks the peer passes on for other nodes.
+    Relayed,
+}
+
+/// The kind a rate-limited request of `msg`'s kind from `from` is counted
+/// under when dropped, and the bucket it is counted in, or `None` if its
+/// kind is not limited.
+pub(crate) fn limited(msg: &Message, from: NodeId) -> Option<(&'static str, Bucket)> {
+    match msg {
+        Message::Place(p) if p.node.id != from => {
+            Some(("place relayed (rate-limited)", Bucket::Relayed))
+        }
+        other => Some((own_limited(other)?, Bucket::Own)),
+    }
+}
+
+fn own_limited(msg: &Message) -> Option<&'static str> {
     Some(match msg {
         Message::Join(_) => "join (rate-limited)",
         Message::JoinOverlay(_) => "join-overlay (rate-limited)",
@@ -46,7 +76,7 @@ pub(crate) fn limited(msg: &Message) -> Option<&'static str> {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+struct Tokens {
     /// Tokens, in thousandths of a request (so that slow rates refill
     /// smoothly without floating point).
     milli: u64,
@@ -57,7 +87,7 @@ struct Bucket {
 /// reconnections: a new connection does not refill it.
 #[derive(Debug, Default)]
 pub(crate) struct PeerBudgets {
-    buckets: HashMap<NodeId, Bucket>,
+    buckets: HashMap<NodeId, Tokens>,
 }
 
 impl PeerBudgets {
@@ -75,7 +105,7 @@ impl PeerBudgets {
                 self.buckets.remove(&stalest);
             }
         }
-        let b = self.buckets.entry(peer).or_insert(Bucket {
+        let b = self.buckets.entry(peer).or_insert(Tokens {
             milli: full,
             last: now,
         });

@@ -294,12 +294,27 @@ impl<R: Rng> Node<R> {
     }
 
     /// The nodes that should hold this group's state: the closest to the
-    /// mid that we know. New ones get our whole log.
+    /// mid that we know, one per network other than ours, so that no one
+    /// host or subnet, however many ids it makes near the mid, holds every
+    /// seat of the group's succession. New ones get our whole log.
     pub(crate) fn choose_replicas(&mut self, mid: Mid) {
         let me = self.me();
         let want = self.cfg.replicas.min(MAX_REPLICAS);
         let mut candidates: Vec<NodeInfo> = self.table.iter().collect();
         candidates.sort_by_key(|n| distance(n.id.key(), mid.key()));
+        let mut nets = Vec::with_capacity(want);
+        candidates.retain(|c| {
+            let ip = c.addr.ip();
+            if !crate::subnet::is_foreign(me.addr.ip(), ip) {
+                return true;
+            }
+            let net = crate::subnet::Subnet::of(ip);
+            let fresh = !nets.contains(&net);
+            if fresh {
+                nets.push(net);
+            }
+            fresh
+        });
         candidates.truncate(want);
         let now = self.now;
         let Some(g) = self.groups.get_mut(&mid) else {

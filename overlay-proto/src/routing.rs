@@ -28,7 +28,21 @@
 //! (Castro et al., "Exploiting network proximity in peer-to-peer overlay
 //! networks", 2002). The leaf set is chosen by id alone: it decides who is
 //! responsible for a key, and proximity must never change that.
+//!
+//! Made-up neighbours. Ids cost nothing, so a single host can bring up many
+//! ids chosen near ours and push every honest node out of our leaf set,
+//! which decides who takes over a group's root. The addresses a connection
+//! proved are what such a host cannot multiply, so the leaf set holds at
+//! most `per_host` nodes of one host and `per_subnet` of one subnet (see
+//! [`crate::subnet`]), the closest of each: a flood from one network takes
+//! a few places, whatever ids it makes. Our own host and subnet are not
+//! limited (a machine running several nodes, a LAN, the tests on
+//! loopback). An honest network crowded past its share is left out of our
+//! leaf set too, which may make us take a key one of its nodes is closer
+//! to; the limits are set so that this takes a network holding a large
+//! share of the overlay.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::id::{digit, distance, shared_digits, Key, NodeId, DIGITS};
@@ -103,6 +117,10 @@ pub struct RoutingTable {
     /// The `leaf_set_size` nodes XOR-closest to us, closest first.
     leaves: Vec<NodeInfo>,
     leaf_set_size: usize,
+    /// Most leaves on one host other than ours.
+    per_host: usize,
+    /// Most leaves in one subnet other than ours.
+    per_subnet: usize,
 }
 
 impl RoutingTable {
@@ -113,7 +131,16 @@ impl RoutingTable {
             rows: Vec::new(),
             leaves: Vec::with_capacity(leaf_set_size + 1),
             leaf_set_size: leaf_set_size.max(1),
+            per_host: usize::MAX,
+            per_subnet: usize::MAX,
         }
+    }
+
+    /// Limits the leaf set to `per_host` nodes of any one other host and
+    /// `per_subnet` of any one other subnet (see the module's doc).
+    pub fn limit_leaves(&mut self, per_host: usize, per_subnet: usize) {
+        self.per_host = per_host.max(1);
+        self.per_subnet = per_subnet.max(1);
     }
 
     /// This node.
@@ -291,19 +318,60 @@ impl RoutingTable {
     }
 
     fn insert_leaf(&mut self, node: NodeInfo) -> bool {
-        match self.leaf_position(node.id) {
+        let (pos, moved) = match self.leaf_position(node.id) {
+            (pos, true) if self.leaves[pos].addr == node.addr => return false,
             (pos, true) => {
-                let old = &mut self.leaves[pos];
-                let changed = old.addr != node.addr;
-                old.addr = node.addr;
-                changed
+                // Moved: it enters again, within its new network's share.
+                self.leaves.remove(pos);
+                (pos, true)
             }
-            (pos, false) if pos < self.leaf_set_size => {
-                self.leaves.insert(pos, node);
-                self.leaves.truncate(self.leaf_set_size);
-                true
+            (pos, false) => (pos, false),
+        };
+        if pos >= self.leaf_set_size {
+            return moved;
+        }
+        if let Some(farthest) = self.crowded_out_by(node.addr.ip()) {
+            if farthest < pos {
+                // Its network's share is taken by nodes closer to us.
+                return moved;
             }
-            _ => false,
+            self.leaves.remove(farthest);
+        }
+        self.leaves.insert(pos, node);
+        self.leaves.truncate(self.leaf_set_size);
+        true
+    }
+
+    /// The place of the farthest leaf that a node at `ip` would have to
+    /// replace, if its host or subnet has its full share of the leaf set.
+    fn crowded_out_by(&self, ip: IpAddr) -> Option<usize> {
+        if self.per_host >= self.leaf_set_size && self.per_subnet >= self.leaf_set_size {
+            return None;
+        }
+        if !crate::subnet::is_foreign(self.me.addr.ip(), ip) {
+            return None;
+        }
+        let net = crate::subnet::Subnet::of(ip);
+        let host = crate::subnet::host(ip);
+        let (mut on_host, mut in_net) = (0, 0);
+        let (mut last_on_host, mut last_in_net) = (None, None);
+        for (i, l) in self.leaves.iter().enumerate() {
+            let ip = l.addr.ip();
+            if crate::subnet::Subnet::of(ip) == net {
+                in_net += 1;
+                last_in_net = Some(i);
+                if crate::subnet::host(ip) == host {
+                    on_host += 1;
+                    last_on_host = Some(i);
+                }
+            }
+        }
+        if on_host >= self.per_host {
+            last_on_host
+        } else if in_net >= self.per_subnet {
+            last_in_net
+        } else {
+            None
         }
     }
 
@@ -515,6 +583,66 @@ mod tests {
         // A connection does move it (the handshake proved the id there).
         assert!(t.insert(bogus));
         assert_eq!(t.get(x.id).map(|n| n.addr), Some(bogus.addr));
+    }
+
+    fn at(id: u128, ip: [u8; 4]) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            addr: SocketAddr::from((ip, 7000)),
+        }
+    }
+
+    /// A host that makes ids nearer ours than every honest node takes no
+    /// more than its share of the leaf set, however many it makes.
+    #[test]
+    fn one_network_takes_its_share_of_the_leaf_set_only() {
+        let me = at(0, [198, 51, 100, 1]);
+        let mut t = RoutingTable::new(me, 8);
+        t.limit_leaves(2, 3);
+        let honest: Vec<NodeInfo> = (0..8u8)
+            .map(|i| at((1 << 20) + u128::from(i), [192, 0, 2 + i, 1]))
+            .collect();
+        for &h in &honest {
+            t.insert(h);
+        }
+        // A thousand ids nearer than any honest one: one host, then its
+        // subnet.
+        for i in 0..1000u128 {
+            t.insert(at(1 + i, [203, 0, 113, 9]));
+            t.insert_listed(at(1001 + i % 300, [203, 0, 113, (i % 200) as u8 + 10]));
+        }
+        let from_them = |t: &RoutingTable| {
+            t.leaves()
+                .iter()
+                .filter(|l| l.addr.ip().to_string().starts_with("203.0.113."))
+                .count()
+        };
+        assert_eq!(from_them(&t), 3, "the subnet's share");
+        let on_host = t
+            .leaves()
+            .iter()
+            .filter(|l| l.addr.ip() == IpAddr::from([203, 0, 113, 9]))
+            .count();
+        assert_eq!(on_host, 2, "the host's share");
+        assert_eq!(t.leaves().len(), 8);
+        // The share goes to the closest of that network.
+        assert_eq!(t.leaves()[0].id, NodeId(1));
+        assert_eq!(t.leaves()[1].id, NodeId(2));
+        // A node of ours moving into a crowded network competes there.
+        let moved = NodeInfo {
+            addr: SocketAddr::from(([203, 0, 113, 77], 7000)),
+            ..honest[0]
+        };
+        t.insert(moved);
+        assert_eq!(from_them(&t), 3);
+        // Our own subnet and loopback are not limited.
+        let mut own = RoutingTable::new(me, 8);
+        own.limit_leaves(1, 1);
+        for i in 1..=4u128 {
+            own.insert(at(i, [198, 51, 100, 1 + i as u8]));
+            own.insert(at(100 + i, [127, 0, 0, 1]));
+        }
+        assert_eq!(own.leaves().len(), 8);
     }
 
     #[test]

@@ -149,10 +149,15 @@ fn check_tree(sim: &Sim, mid: Mid, seed: u64) -> NodeId {
 /// Every live member delivered every accepted message exactly once, in the
 /// root's order, and nothing else.
 fn check_delivery(sim: &Sim, rec: &Record, seed: u64) {
+    check_delivery_among(sim, rec, seed, 0..sim.len())
+}
+
+/// [`check_delivery`] for the live nodes among `members`.
+fn check_delivery_among(sim: &Sim, rec: &Record, seed: u64, members: impl Iterator<Item = usize>) {
     assert!(rec.lost.is_empty(), "seed {seed}: losses {:?}", rec.lost);
     let sent: HashSet<&Bytes> = rec.sent.values().collect();
     let mut reference: Option<&Vec<(u64, Bytes)>> = None;
-    for i in (0..sim.len()).filter(|&i| sim.is_alive(i)) {
+    for i in members.filter(|&i| sim.is_alive(i)) {
         let got = rec.delivered.get(&i).map(Vec::as_slice).unwrap_or(&[]);
         for w in got.windows(2) {
             assert_eq!(
@@ -689,4 +694,165 @@ fn a_withholding_forwarder_is_found_out_and_routed_around() {
         // above is what counts.)
         assert!(left > 0, "seed {seed}: the withholding was found out");
     }
+}
+
+/// One host brings up many ids chosen next to the root's (as anyone can:
+/// an id is a key's, and keys cost nothing), and they drop everything they
+/// should forward. They take no more than the host's share of any honest
+/// node's leaf set and at most one seat of the group's succession, and
+/// every honest member still delivers every accepted message once, in
+/// order.
+#[test]
+fn ids_made_near_a_root_on_one_host_take_only_its_share() {
+    use overlay_proto::id::shared_digits;
+    use overlay_proto::keys::{Ed25519Signer, SharedSigner};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    init_logs();
+    for seed in seeds(2) {
+        let n = 30;
+        let per_host = 2;
+        let cfg = Config {
+            max_children: 3,
+            leaf_set_per_host: per_host,
+            ..Config::default()
+        };
+        let mut sim = overlay(seed, n, cfg);
+        let mid = group(&mut sim, n);
+        let root = check_tree(&sim, mid, seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5b11);
+        // Keys whose ids share two digits with the root's: nearer to it
+        // than any honest node is likely to be.
+        let mut made = 0u16;
+        while made < 24 {
+            let signer: SharedSigner = Arc::new(Ed25519Signer::from_seed(&rng.random()));
+            if shared_digits(signer.public_key().id().key(), root.key()) < 2 {
+                continue;
+            }
+            made += 1;
+            let addr = SocketAddr::from(([10, 200, 0, 1], 7000 + made));
+            let boot = rng.random_range(0..n);
+            let s = sim.add_node_with(signer, addr, &[boot]);
+            sim.withhold(s);
+            sim.run_for(Duration::from_millis(50));
+        }
+        sim.run_for(Duration::from_secs(25));
+        let is_sybil = |id: NodeId| sim.index_of(id).is_some_and(|i| i >= n);
+        for i in 0..n {
+            let leaves = sim.node(i).routing().leaves();
+            let theirs = leaves.iter().filter(|l| is_sybil(l.id)).count();
+            assert!(
+                theirs <= per_host,
+                "seed {seed}: node {i} holds {theirs} of one host's ids in its leaf set"
+            );
+        }
+        let root_i = sim.index_of(root).unwrap();
+        let g = sim
+            .node(root_i)
+            .groups()
+            .into_iter()
+            .find(|g| g.mid == mid)
+            .expect("the root leads its group");
+        let seats = g.replicas.iter().filter(|r| is_sybil(r.id)).count();
+        assert!(
+            seats <= 1,
+            "seed {seed}: one host holds {seats} replica seats"
+        );
+        let mut rec = Record::default();
+        rec.take(&mut sim, seed);
+        for request in 1..=100u64 {
+            let p = rng.random_range(0..n);
+            rec.publish(&mut sim, seed, p, mid, request);
+            sim.run_for(Duration::from_millis(50));
+            rec.take(&mut sim, seed);
+        }
+        sim.run_for(Duration::from_secs(30));
+        rec.take(&mut sim, seed);
+        assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
+        assert_eq!(
+            rec.accepted.len(),
+            100,
+            "seed {seed}: every publish accepted"
+        );
+        check_delivery_among(&sim, &rec, seed, 0..n);
+        eprintln!(
+            "seed {seed}: the root's replicas hold {seats} of the host's ids; \
+             leaf sets hold at most {per_host}"
+        );
+    }
+}
+
+/// A fifth of the nodes take part in the overlay's routing but drop every
+/// join and publish they should pass on for others, and answer for
+/// themselves as usual. Every other node still joins the group (a join
+/// left unanswered goes around the node it went to, and around the next
+/// one, until a route without a hole takes it), and every publish is
+/// accepted and delivered once, in order, to every member.
+#[test]
+fn black_holes_in_routing_are_gone_around() {
+    init_logs();
+    let mut swallowed = 0;
+    for seed in seeds(3) {
+        let n = 80;
+        let cfg = Config {
+            max_children: 3,
+            ..Config::default()
+        };
+        let mut sim = overlay(seed, n, cfg);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x401e);
+        let mut holes = HashSet::new();
+        while holes.len() < n / 5 {
+            holes.insert(rng.random_range(1..n));
+        }
+        for &h in &holes {
+            sim.black_hole(h);
+        }
+        let honest: Vec<usize> = (0..n).filter(|i| !holes.contains(i)).collect();
+        sim.take_events();
+        sim.command(0, Command::CreateGroup { request: 1 });
+        let mid = match &sim.take_events()[..] {
+            [(0, Event::GroupCreated { mid, .. })] => *mid,
+            other => panic!("unexpected {other:?}"),
+        };
+        for &i in &honest[1..] {
+            sim.command(i, Command::Join { mid });
+            sim.run_for(Duration::from_millis(20));
+        }
+        sim.run_for(Duration::from_secs(90));
+        let detached: Vec<usize> = honest
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !sim.node(i)
+                    .groups()
+                    .iter()
+                    .any(|g| g.mid == mid && (g.attached || g.root))
+            })
+            .collect();
+        assert!(
+            detached.is_empty(),
+            "seed {seed}: honest nodes {detached:?} never got past the holes"
+        );
+        let mut rec = Record::default();
+        rec.take(&mut sim, seed);
+        for request in 1..=50u64 {
+            let p = honest[rng.random_range(0..honest.len())];
+            rec.publish(&mut sim, seed, p, mid, request);
+            sim.run_for(Duration::from_millis(50));
+            rec.take(&mut sim, seed);
+        }
+        sim.run_for(Duration::from_secs(30));
+        rec.take(&mut sim, seed);
+        assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
+        assert_eq!(
+            rec.accepted.len(),
+            50,
+            "seed {seed}: every publish accepted"
+        );
+        check_delivery_among(&sim, &rec, seed, honest.iter().copied());
+        let dropped = sim.dropped();
+        swallowed += dropped;
+        eprintln!("seed {seed}: the holes dropped {dropped} messages; every member joined");
+    }
+    assert!(swallowed > 0, "the holes were never on a route");
 }

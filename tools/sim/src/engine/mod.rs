@@ -126,6 +126,8 @@ pub struct Sim<N = FixedDelay> {
     alive: Vec<bool>,
     /// Nodes that withhold what they forward (see [`Sim::withhold`]).
     muted: Vec<bool>,
+    /// Nodes that drop what they should route for others.
+    holes: Vec<bool>,
     infos: Vec<NodeInfo>,
     /// Looked up for every message sent. Ids are random and addresses
     /// ours: Fx hashes them well, and needs no protection against chosen
@@ -207,6 +209,7 @@ impl<N: Network> Sim<N> {
                 .collect(),
             alive: Vec::new(),
             muted: Vec::new(),
+            holes: Vec::new(),
             infos: Vec::new(),
             by_id: FxHashMap::default(),
             by_addr: FxHashMap::default(),
@@ -269,16 +272,29 @@ impl<N: Network> Sim<N> {
     /// Adds a node with a random id and bootstraps it from `bootstrap`
     /// (none: it starts a new overlay). Returns its index.
     pub fn add_node(&mut self, bootstrap: &[usize]) -> usize {
-        let i = self.infos.len();
         // Each node has a key of its own, and its id is its key's, as in
         // the daemon: the root's proofs are checked against it.
         let signer: SharedSigner = Arc::new(Ed25519Signer::from_seed(&self.rng.random()));
-        let id = signer.public_key().id();
         // Addresses are labels only: nothing is ever sent to them.
         let addr = SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(0x0a00_0000 + i as u32),
+            Ipv4Addr::from(0x0a00_0000 + self.infos.len() as u32),
             7000,
         ));
+        self.add_node_with(signer, addr, bootstrap)
+    }
+
+    /// Adds a node that signs with `signer` (its id is the key's) at
+    /// `addr`, which no other node may have: the tests make many ids on one
+    /// host with it. Returns its index.
+    pub fn add_node_with(
+        &mut self,
+        signer: SharedSigner,
+        addr: SocketAddr,
+        bootstrap: &[usize],
+    ) -> usize {
+        assert!(!self.by_addr.contains_key(&addr), "{addr} is taken");
+        let i = self.infos.len();
+        let id = signer.public_key().id();
         let info = NodeInfo { id, addr };
         let seed = self.rng.random();
         let node = Node::new(
@@ -295,6 +311,7 @@ impl<N: Network> Sim<N> {
         part.wakes.push(None);
         self.alive.push(true);
         self.muted.push(false);
+        self.holes.push(false);
         self.infos.push(info);
         self.by_id.insert(id, i);
         self.by_addr.insert(addr, i);
@@ -359,6 +376,14 @@ impl<N: Network> Sim<N> {
     /// omission would.
     pub fn withhold(&mut self, i: usize) {
         self.muted[i] = true;
+    }
+
+    /// Node `i` is a black hole from now on: it stays in the overlay and
+    /// answers for itself, but drops every join, overlay join and publish
+    /// it should pass on for another node, as a router that lies by
+    /// omission would.
+    pub fn black_hole(&mut self, i: usize) {
+        self.holes[i] = true;
     }
 
     /// Messages sent so far, by kind.
@@ -562,6 +587,7 @@ impl<N: Network> Sim<N> {
         let sh = Shared {
             alive: &self.alive,
             muted: &self.muted,
+            holes: &self.holes,
             by_id: &self.by_id,
             by_addr: &self.by_addr,
             infos: &self.infos,

@@ -82,6 +82,7 @@ pub(super) enum Handover {
 pub(super) struct Shared<'a, N> {
     pub(super) alive: &'a [bool],
     pub(super) muted: &'a [bool],
+    pub(super) holes: &'a [bool],
     pub(super) by_id: &'a FxHashMap<NodeId, usize>,
     pub(super) by_addr: &'a FxHashMap<SocketAddr, usize>,
     /// Every node's id and address, by index.
@@ -391,6 +392,19 @@ impl Part {
                 if sh.muted[i] && withheld {
                     self.dropped += 1;
                     return;
+                }
+                if sh.holes[i] {
+                    let me = sh.infos[i].id;
+                    let for_another = match &msg {
+                        Message::Join(j) => j.joiner.id != me,
+                        Message::JoinOverlay(j) => j.joiner.id != me,
+                        Message::Publish(p) => p.publisher.id != me,
+                        _ => false,
+                    };
+                    if for_another {
+                        self.dropped += 1;
+                        return;
+                    }
                 }
                 if sh.loss > 0.0 && self.rng.random_bool(sh.loss.min(1.0)) {
                     self.dropped += 1;
