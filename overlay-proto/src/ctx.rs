@@ -51,6 +51,11 @@ impl<'a> Ctx<'a> {
         self.out.push_back(Output::Send { to, msg });
     }
 
+    /// Asks the driver to do something other than send (dial, probe).
+    pub(crate) fn output(&mut self, output: Output) {
+        self.out.push_back(output);
+    }
+
     /// Tells the user.
     pub(crate) fn emit(&mut self, event: Event) {
         self.out.push_back(Output::Event(event));

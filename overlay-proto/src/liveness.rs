@@ -32,7 +32,7 @@ use rand::Rng;
 use crate::id::{Mid, NodeId};
 use crate::message::Heartbeat;
 use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
-use crate::node::Node;
+use crate::node::{ctx, Node};
 use crate::timer::Timer;
 
 /// What one heartbeat to one neighbour says.
@@ -97,22 +97,14 @@ impl<R: Rng> Node<R> {
     /// Keeps `peer` out of the routing table for `dead_memory`, against the
     /// older neighbour lists of other nodes that still name it.
     pub(crate) fn remember_dead(&mut self, peer: NodeId) {
-        let now = self.now;
-        let memory = self.cfg.dead_memory;
-        self.dead.retain(|_, t| now.duration_since(*t) < memory);
-        if self.dead.len() >= crate::node::MAX_DEAD {
-            if let Some(oldest) = self.dead.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id) {
-                self.dead.remove(&oldest);
-            }
-        }
-        self.dead.insert(peer, now);
+        self.overlay.remember_dead(&ctx!(self), peer);
     }
 
     /// Whether `peer` was found dead recently (and not heard from since).
+    #[cfg(test)]
     pub(crate) fn known_dead(&self, peer: NodeId) -> bool {
-        self.dead
-            .get(&peer)
-            .is_some_and(|t| self.now.duration_since(*t) < self.cfg.dead_memory)
+        self.overlay
+            .known_dead(self.now, self.cfg.dead_memory, peer)
     }
 
     /// Any message from `peer` is a sign of life.

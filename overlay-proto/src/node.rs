@@ -4,7 +4,6 @@
 //! [`crate::replica`], [`crate::liveness`], [`crate::query`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
@@ -20,6 +19,7 @@ use crate::message::{
     PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
 };
 use crate::message::{Message, NodeInfo};
+use crate::overlay::Overlay;
 use crate::publish::Publisher;
 use crate::replica::Replica;
 use crate::routing::RoutingTable;
@@ -32,29 +32,16 @@ use crate::tree::Group;
 /// handler can take both: `self.publisher.start(&mut ctx!(self), ..)`.
 macro_rules! ctx {
     ($n:expr) => {
-        $crate::ctx::Ctx::new($n.now, &$n.cfg, $n.table.me(), &mut $n.out, &mut $n.timers)
+        $crate::ctx::Ctx::new(
+            $n.now,
+            &$n.cfg,
+            $n.overlay.table.me(),
+            &mut $n.out,
+            &mut $n.timers,
+        )
     };
 }
 pub(crate) use ctx;
-
-/// Most nodes remembered as dead; the oldest are forgotten first.
-pub(crate) const MAX_DEAD: usize = 1024;
-
-/// Where this node stands in entering the overlay.
-#[derive(Debug, Clone)]
-pub(crate) enum Phase {
-    /// Not bootstrapped yet.
-    Idle,
-    /// Dialing bootstrap addresses, waiting for a node to answer our join.
-    /// Joins that reach us meanwhile wait in `deferred` (sender, joiner).
-    Bootstrapping {
-        addrs: Vec<SocketAddr>,
-        round: u32,
-        deferred: Vec<(NodeInfo, NodeInfo)>,
-    },
-    /// In the overlay (possibly alone).
-    Joined,
-}
 
 /// A map keyed by node id, for the maps looked up on every message. The
 /// hash is fast (ids are already random), and seeded from the node's own
@@ -76,10 +63,8 @@ const OUT_KEEP: usize = 32;
 pub struct Node<R> {
     pub(crate) cfg: Config,
     pub(crate) rng: R,
-    pub(crate) table: RoutingTable,
-    pub(crate) phase: Phase,
-    /// Maintenance rounds since the node entered the overlay.
-    pub(crate) maintenance_round: u32,
+    /// The routing state, and how it is kept (see [`crate::overlay`]).
+    pub(crate) overlay: Overlay,
     pub(crate) groups: BTreeMap<Mid, Group>,
     pub(crate) replicas: BTreeMap<Mid, Replica>,
     /// This node's publishes waiting for the root's answer.
@@ -91,15 +76,6 @@ pub struct Node<R> {
     /// is. A hash map: it is looked up for every message that arrives, and
     /// a tree of 16-byte random keys costs a cache miss per level.
     pub(crate) heard: IdMap<(Instant, NodeInfo)>,
-    /// Candidates for a routing-table slot whose round-trip time we asked
-    /// the driver to measure, and since when (at most `max_probes`); looked
-    /// up for every round-trip time that arrives.
-    pub(crate) probing: IdMap<Instant>,
-    /// Nodes found dead, and when (at most [`MAX_DEAD`]).
-    pub(crate) dead: BTreeMap<NodeId, Instant>,
-    /// Routing-table neighbours lost, and when, tried again one per
-    /// maintenance round (at most `lost_peers`; see [`crate::overlay`]).
-    pub(crate) lost: VecDeque<(NodeInfo, Instant)>,
     /// Roots this node learned of without holding their replica (at most
     /// `max_groups`).
     pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
@@ -147,25 +123,19 @@ impl<R: Rng> Node<R> {
     /// proofs against the id they know it by).
     pub fn new(me: NodeInfo, signer: SharedSigner, cfg: Config, mut rng: R, now: Instant) -> Self {
         let hasher = FxSeededState::with_seed(rng.random::<u64>() as usize);
+        let mut table = RoutingTable::new(me, cfg.leaf_set_size);
+        table.limit_leaves(cfg.leaf_set_per_host, cfg.leaf_set_per_subnet);
+        let heard = IdMap::with_hasher(hasher.clone());
         Node {
-            table: {
-                let mut t = RoutingTable::new(me, cfg.leaf_set_size);
-                t.limit_leaves(cfg.leaf_set_per_host, cfg.leaf_set_per_subnet);
-                t
-            },
+            overlay: Overlay::new(table, IdMap::with_hasher(hasher)),
             cfg,
             rng,
-            phase: Phase::Idle,
-            maintenance_round: 0,
             groups: BTreeMap::new(),
             replicas: BTreeMap::new(),
             publisher: Publisher::default(),
             roots: Default::default(),
             replays: BTreeMap::new(),
-            heard: IdMap::with_hasher(hasher.clone()),
-            probing: IdMap::with_hasher(hasher),
-            dead: BTreeMap::new(),
-            lost: VecDeque::new(),
+            heard,
             known_roots: BTreeMap::new(),
             acks_due: Default::default(),
             unproven: Default::default(),
@@ -188,7 +158,7 @@ impl<R: Rng> Node<R> {
 
     /// This node's id and address.
     pub fn me(&self) -> NodeInfo {
-        self.table.me()
+        self.overlay.table.me()
     }
 
     /// The settings.
@@ -214,12 +184,12 @@ impl<R: Rng> Node<R> {
 
     /// The routing state.
     pub fn routing(&self) -> &RoutingTable {
-        &self.table
+        &self.overlay.table
     }
 
     /// Whether the node has entered the overlay.
     pub fn is_joined(&self) -> bool {
-        matches!(self.phase, Phase::Joined)
+        self.overlay.is_joined()
     }
 
     /// When the node next wants [`Input::Timeout`], if it has a timer
@@ -248,8 +218,12 @@ impl<R: Rng> Node<R> {
             Input::Message { from, msg } => self.on_message(from, msg),
             Input::PeerUp(peer) => self.on_peer_up(peer),
             Input::PeerDown(peer) => self.on_peer_down(peer),
-            Input::Rtt { peer, rtt } => self.on_rtt(peer, rtt),
-            Input::Dialed { addr, peer } => self.on_dialed(addr, peer),
+            Input::Rtt { peer, rtt } => {
+                if let Some((id, rtt)) = self.overlay.on_rtt(&ctx!(self), peer, rtt) {
+                    self.remember_rtt(id, rtt);
+                }
+            }
+            Input::Dialed { addr, peer } => self.overlay.on_dialed(&mut ctx!(self), addr, peer),
             Input::Timeout => {
                 let armed_before = self.timers.next_seq();
                 while let Some(t) = self.timers.pop_due(now, armed_before) {
@@ -270,18 +244,7 @@ impl<R: Rng> Node<R> {
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
         self.heard_from(from.id);
-        let mut back = false;
-        if !self.lost.is_empty() {
-            let before = self.lost.len();
-            self.lost.retain(|(n, _)| n.id != from.id);
-            back = self.lost.len() < before;
-        }
-        if !self.dead.is_empty() && self.dead.remove(&from.id).is_some() {
-            // Taken for dead, but it speaks: it is back in our table.
-            self.table.insert(from);
-            back = true;
-        }
-        if back {
+        if self.overlay.heard_from(from) {
             self.alive_again(from.id);
         }
         // Whatever it says, the sender's connection is alive (above); what
@@ -290,14 +253,20 @@ impl<R: Rng> Node<R> {
             return;
         }
         match msg {
-            Message::JoinOverlay(JoinOverlay { joiner }) => self.on_join_overlay(from, joiner),
+            Message::JoinOverlay(JoinOverlay { joiner }) => {
+                let coord = self.coord;
+                self.overlay
+                    .on_join_overlay(&mut ctx!(self), coord, from, joiner)
+            }
             Message::Neighbours(Neighbours {
                 nodes,
                 reply,
                 coord,
             }) => {
                 self.learn_coord(from.id, &coord);
-                self.on_neighbours(from, nodes, reply)
+                let coord = self.coord;
+                self.overlay
+                    .on_neighbours(&mut ctx!(self), coord, from, nodes, reply)
             }
             Message::Join(join) => {
                 if join.joiner.id == from.id {
@@ -375,20 +344,23 @@ impl<R: Rng> Node<R> {
     }
 
     fn on_peer_up(&mut self, peer: NodeInfo) {
-        self.dead.remove(&peer.id);
-        self.table.insert(peer);
+        self.overlay.on_peer_up(peer);
     }
 
     fn on_peer_down(&mut self, peer: NodeId) {
-        self.probing.remove(&peer);
+        self.overlay.on_peer_down(peer);
         self.rtts.remove(peer);
         self.connection_lost(peer);
     }
 
     pub(crate) fn on_timer(&mut self, timer: Timer) {
         match timer {
-            Timer::Bootstrap => self.on_bootstrap_timer(),
-            Timer::Maintenance => self.on_maintenance(),
+            Timer::Bootstrap => self.overlay.on_bootstrap_timer(&mut ctx!(self)),
+            Timer::Maintenance => {
+                let coord = self.coord;
+                self.overlay
+                    .on_maintenance(&mut ctx!(self), &mut self.rng, coord)
+            }
             Timer::JoinRetry(mid) => self.on_join_retry(mid),
             Timer::PublishSweep => self.sweep_publishes(),
             Timer::CollectTimeout(id) => self.queries.on_collect_timeout(&mut ctx!(self), id),
@@ -411,7 +383,10 @@ impl<R: Rng> Node<R> {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Bootstrap { addrs } => self.bootstrap(addrs),
+            Command::Bootstrap { addrs } => {
+                self.overlay
+                    .bootstrap(&mut ctx!(self), &mut self.rng, addrs)
+            }
             Command::CreateGroup { request } => {
                 // Created groups count against max_groups like joined ones:
                 // each holds a root's retention.
@@ -460,14 +435,26 @@ impl<R: Rng> Node<R> {
                     )
             })
             .chain(replicas.values().map(|r| r.root))
-            .chain(self.table.leaves().iter().copied())
+            .chain(self.overlay.table.leaves().iter().copied())
             .collect::<Vec<_>>();
         for n in neighbours {
             if told.insert(n.id) {
                 self.send(n, Message::Depart);
             }
         }
-        self.phase = Phase::Idle;
+        self.overlay.leave();
+    }
+
+    /// Removes a node from the routing state (see [`Overlay::forget`]),
+    /// and stops the heartbeat if nothing is left to watch.
+    pub(crate) fn forget(&mut self, peer: NodeId) {
+        let coord = self.coord;
+        let removed = self
+            .overlay
+            .forget(&mut ctx!(self), &mut self.rng, coord, peer);
+        if removed && self.is_joined() {
+            self.keep_heartbeat();
+        }
     }
 
     // The node's own handlers send, tell and arm through the same

@@ -34,55 +34,122 @@
 //! for its neighbours at each maintenance round; one that answers is back
 //! in the table at once, and its neighbour list brings the rest.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::coord::Coord;
+use crate::ctx::Ctx;
 use crate::id::NodeId;
 use crate::interface::{Event, Output};
 use crate::message::{JoinOverlay, Neighbours};
 use crate::message::{Message, NodeInfo, MAX_NEIGHBOURS_PER_MESSAGE};
-use crate::node::{Node, Phase};
+use crate::node::IdMap;
+use crate::routing::RoutingTable;
 use crate::timer::Timer;
 
-impl<R: Rng> Node<R> {
-    pub(crate) fn bootstrap(&mut self, addrs: Vec<SocketAddr>) {
+/// Most nodes remembered as dead; the oldest are forgotten first.
+pub(crate) const MAX_DEAD: usize = 1024;
+
+/// Where this node stands in entering the overlay.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Not bootstrapped yet.
+    Idle,
+    /// Dialing bootstrap addresses, waiting for a node to answer our join.
+    /// Joins that reach us meanwhile wait in `deferred` (sender, joiner).
+    Bootstrapping {
+        addrs: Vec<SocketAddr>,
+        round: u32,
+        deferred: Vec<(NodeInfo, NodeInfo)>,
+    },
+    /// In the overlay (possibly alone).
+    Joined,
+}
+
+/// The overlay part of a node: its routing state, how it entered, and who
+/// it is trying to reach again.
+#[derive(Debug)]
+pub(crate) struct Overlay {
+    pub(crate) table: RoutingTable,
+    pub(crate) phase: Phase,
+    /// Maintenance rounds since the node entered the overlay.
+    maintenance_round: u32,
+    /// Candidates for a routing-table slot whose round-trip time we asked
+    /// the driver to measure, and since when (at most `max_probes`); looked
+    /// up for every round-trip time that arrives.
+    probing: IdMap<Instant>,
+    /// Nodes found dead, and when (at most [`MAX_DEAD`]).
+    dead: BTreeMap<NodeId, Instant>,
+    /// Routing-table neighbours lost, and when, tried again one per
+    /// maintenance round (at most `lost_peers`; see the module's doc).
+    pub(crate) lost: VecDeque<(NodeInfo, Instant)>,
+}
+
+/// What [`Overlay::on_rtt`] leaves to the rest of the node: a round trip
+/// to keep for tree links and coordinates.
+pub(crate) type KeepRtt = Option<(NodeId, Duration)>;
+
+impl Overlay {
+    /// The routing state of a node that is in no overlay yet.
+    pub(crate) fn new(table: RoutingTable, probing: IdMap<Instant>) -> Self {
+        Overlay {
+            table,
+            phase: Phase::Idle,
+            maintenance_round: 0,
+            probing,
+            dead: BTreeMap::new(),
+            lost: VecDeque::new(),
+        }
+    }
+
+    /// Whether the node is in the overlay.
+    pub(crate) fn is_joined(&self) -> bool {
+        matches!(self.phase, Phase::Joined)
+    }
+
+    pub(crate) fn bootstrap(&mut self, ctx: &mut Ctx, rng: &mut impl Rng, addrs: Vec<SocketAddr>) {
         if addrs.is_empty() {
             self.phase = Phase::Joined;
-            self.emit(Event::OverlayJoined { known: 0 });
+            ctx.emit(Event::OverlayJoined { known: 0 });
         } else {
             for a in &addrs {
-                self.out.push_back(Output::Dial(*a));
+                ctx.output(Output::Dial(*a));
             }
             self.phase = Phase::Bootstrapping {
                 addrs,
                 round: 0,
                 deferred: Vec::new(),
             };
-            self.set_timer(self.cfg.bootstrap_backoff, Timer::Bootstrap);
+            ctx.set_timer(ctx.cfg.bootstrap_backoff, Timer::Bootstrap);
         }
         self.maintenance_round = 0;
         // A second bootstrap must not start a second round of rounds.
-        if !self.timers.is_armed(Timer::Maintenance) {
-            self.arm_maintenance();
+        if !ctx.is_armed(Timer::Maintenance) {
+            self.arm_maintenance(ctx, rng);
         }
+    }
+
+    /// Leaves the overlay: the node is idle until bootstrapped again.
+    pub(crate) fn leave(&mut self) {
+        self.phase = Phase::Idle;
     }
 
     /// The next maintenance round: after 1 s, then twice as long each
     /// round up to `maintenance_interval`, with jitter. The first rounds
     /// come quickly because nodes that entered the overlay at the same time
     /// may not have learned of each other yet.
-    fn arm_maintenance(&mut self) {
+    fn arm_maintenance(&mut self, ctx: &mut Ctx, rng: &mut impl Rng) {
         let round = self.maintenance_round.min(16);
         self.maintenance_round = self.maintenance_round.saturating_add(1);
-        let interval =
-            (Duration::from_secs(1) * 2u32.pow(round)).min(self.cfg.maintenance_interval);
-        let jitter = self.rng.random_range(0..=interval.as_millis() as u64 / 4);
-        self.set_timer(interval + Duration::from_millis(jitter), Timer::Maintenance);
+        let interval = (Duration::from_secs(1) * 2u32.pow(round)).min(ctx.cfg.maintenance_interval);
+        let jitter = rng.random_range(0..=interval.as_millis() as u64 / 4);
+        ctx.set_timer(interval + Duration::from_millis(jitter), Timer::Maintenance);
     }
 
-    pub(crate) fn on_dialed(&mut self, addr: SocketAddr, peer: Option<NodeInfo>) {
+    pub(crate) fn on_dialed(&mut self, ctx: &mut Ctx, addr: SocketAddr, peer: Option<NodeInfo>) {
         let Phase::Bootstrapping { addrs, .. } = &self.phase else {
             return;
         };
@@ -90,38 +157,38 @@ impl<R: Rng> Node<R> {
             return;
         }
         match peer {
-            Some(peer) if peer.id != self.me().id => {
+            Some(peer) if peer.id != ctx.me.id => {
                 self.table.insert(peer);
-                let me = self.me();
-                self.send(peer, Message::JoinOverlay(JoinOverlay { joiner: me }));
+                let me = ctx.me;
+                ctx.send(peer, Message::JoinOverlay(JoinOverlay { joiner: me }));
             }
             Some(_) => tracing::warn!(%addr, "bootstrap address is this node itself"),
             None => tracing::debug!(%addr, "bootstrap dial failed"),
         }
     }
 
-    pub(crate) fn on_bootstrap_timer(&mut self) {
+    pub(crate) fn on_bootstrap_timer(&mut self, ctx: &mut Ctx) {
         let Phase::Bootstrapping { addrs, round, .. } = &mut self.phase else {
             return;
         };
         *round += 1;
         let round = *round;
         let addrs = addrs.clone();
-        if round >= self.cfg.bootstrap_attempts {
+        if round >= ctx.cfg.bootstrap_attempts {
             // Nobody answered. The node keeps running alone, and the daemon
             // decides (it exits with an error); a later Bootstrap retries.
             self.phase = Phase::Idle;
-            self.emit(Event::BootstrapFailed {
+            ctx.emit(Event::BootstrapFailed {
                 addrs,
                 attempts: round,
             });
             return;
         }
         for a in &addrs {
-            self.out.push_back(Output::Dial(*a));
+            ctx.output(Output::Dial(*a));
         }
-        let backoff = self.cfg.bootstrap_backoff * 2u32.saturating_pow(round.min(4));
-        self.set_timer(backoff, Timer::Bootstrap);
+        let backoff = ctx.cfg.bootstrap_backoff * 2u32.saturating_pow(round.min(4));
+        ctx.set_timer(backoff, Timer::Bootstrap);
     }
 
     fn neighbours_for(&self, skip: NodeId) -> Vec<NodeInfo> {
@@ -132,8 +199,14 @@ impl<R: Rng> Node<R> {
             .collect()
     }
 
-    pub(crate) fn on_join_overlay(&mut self, from: NodeInfo, joiner: NodeInfo) {
-        if joiner.id == self.me().id {
+    pub(crate) fn on_join_overlay(
+        &mut self,
+        ctx: &mut Ctx,
+        coord: Coord,
+        from: NodeInfo,
+        joiner: NodeInfo,
+    ) {
+        if joiner.id == ctx.me.id {
             return;
         }
         // A node not yet in the overlay has nobody to introduce: were it to
@@ -145,7 +218,7 @@ impl<R: Rng> Node<R> {
         match &mut self.phase {
             Phase::Joined => {}
             Phase::Bootstrapping { deferred, .. } => {
-                if deferred.len() < self.cfg.max_deferred_joins
+                if deferred.len() < ctx.cfg.max_deferred_joins
                     && !deferred.iter().any(|(_, j)| j.id == joiner.id)
                 {
                     tracing::debug!(joiner = %joiner.id, "join deferred until this node is in");
@@ -162,33 +235,41 @@ impl<R: Rng> Node<R> {
             self.dead.remove(&joiner.id);
         }
         let nodes = self.neighbours_for(joiner.id);
-        self.send(
+        ctx.send(
             joiner,
             Message::Neighbours(Neighbours {
                 nodes,
                 reply: false,
-                coord: self.coord,
+                coord,
             }),
         );
         // Route on before learning the joiner, so the route cannot end at it.
         if let Some(next) = self.table.next_hop(joiner.id.key(), &[joiner.id]) {
             if next.id != from.id {
-                self.send(next, Message::JoinOverlay(JoinOverlay { joiner }));
+                ctx.send(next, Message::JoinOverlay(JoinOverlay { joiner }));
             }
         }
         if direct {
             self.table.insert(joiner);
-        } else if !self.known_dead(joiner.id) {
+        } else if !self.known_dead(ctx.now, ctx.cfg.dead_memory, joiner.id) {
             self.table.insert_listed(joiner);
         }
     }
 
-    pub(crate) fn on_neighbours(&mut self, from: NodeInfo, nodes: Vec<NodeInfo>, reply: bool) {
+    pub(crate) fn on_neighbours(
+        &mut self,
+        ctx: &mut Ctx,
+        coord: Coord,
+        from: NodeInfo,
+        nodes: Vec<NodeInfo>,
+        reply: bool,
+    ) {
         self.table.insert(from);
-        let me = self.me().id;
+        let me = ctx.me.id;
+        let (now, memory) = (ctx.now, ctx.cfg.dead_memory);
         let listed: Vec<NodeInfo> = nodes
             .into_iter()
-            .filter(|n| n.id != me && n.id != from.id && !self.known_dead(n.id))
+            .filter(|n| n.id != me && n.id != from.id && !self.known_dead(now, memory, n.id))
             .collect();
         for n in listed {
             // Introduce ourselves to every node that takes a place in our
@@ -196,19 +277,19 @@ impl<R: Rng> Node<R> {
             // table and leaf set, and fills ours. It converges because only
             // nodes that fill a free slot or enter the leaf set are asked.
             if self.table.insert_listed(n) {
-                self.ask_neighbours(n);
-            } else if self.cfg.proximity && !self.table.contains(n.id) {
-                self.maybe_probe(n);
+                ask_neighbours(ctx, coord, n);
+            } else if ctx.cfg.proximity && !self.table.contains(n.id) {
+                self.maybe_probe(ctx, n);
             }
         }
         if reply {
             let nodes = self.table.useful_to(from.id, MAX_NEIGHBOURS_PER_MESSAGE);
-            self.send(
+            ctx.send(
                 from,
                 Message::Neighbours(Neighbours {
                     nodes,
                     reply: false,
-                    coord: self.coord,
+                    coord,
                 }),
             );
         }
@@ -217,45 +298,36 @@ impl<R: Rng> Node<R> {
             self.phase = Phase::Joined;
             let known = self.table.len();
             tracing::debug!(known, "joined the overlay");
-            self.emit(Event::OverlayJoined { known });
+            ctx.emit(Event::OverlayJoined { known });
             for (from, joiner) in deferred {
-                self.on_join_overlay(from, joiner);
+                self.on_join_overlay(ctx, coord, from, joiner);
             }
         }
     }
 
-    fn ask_neighbours(&mut self, n: NodeInfo) {
-        self.send(
-            n,
-            Message::Neighbours(Neighbours {
-                nodes: Vec::new(),
-                reply: true,
-                coord: self.coord,
-            }),
-        );
-    }
-
     /// Asks the driver to measure a candidate for an occupied table slot, if
     /// the slot's and the node's probe budgets allow.
-    fn maybe_probe(&mut self, n: NodeInfo) {
-        if self.probing.len() >= self.cfg.max_probes || self.probing.contains_key(&n.id) {
+    fn maybe_probe(&mut self, ctx: &mut Ctx, n: NodeInfo) {
+        if self.probing.len() >= ctx.cfg.max_probes || self.probing.contains_key(&n.id) {
             return;
         }
-        if self.table.should_probe(&n, self.cfg.probes_per_slot) {
-            self.probing.insert(n.id, self.now);
-            self.out.push_back(Output::Probe(n));
+        if self.table.should_probe(&n, ctx.cfg.probes_per_slot) {
+            self.probing.insert(n.id, ctx.now);
+            ctx.output(Output::Probe(n));
         }
     }
 
-    /// A round-trip time measured by the driver.
-    pub(crate) fn on_rtt(&mut self, peer: NodeInfo, rtt: Duration) {
+    /// A round-trip time measured by the driver. Returns the round trip
+    /// for the rest of the node to keep, if it is a connection's rather
+    /// than a probe's and the table does not hold it.
+    pub(crate) fn on_rtt(&mut self, ctx: &Ctx, peer: NodeInfo, rtt: Duration) -> KeepRtt {
         // Most round trips come with connections, not probes; at rest no
         // probe is out, and the map's memory need not be touched.
         let probed = !self.probing.is_empty() && self.probing.remove(&peer.id).is_some();
-        if peer.id == self.me().id || self.known_dead(peer.id) {
-            return;
+        if peer.id == ctx.me.id || self.known_dead(ctx.now, ctx.cfg.dead_memory, peer.id) {
+            return None;
         }
-        if self.cfg.proximity {
+        if ctx.cfg.proximity {
             self.table.offer(peer, rtt);
         } else {
             self.table.insert(peer);
@@ -264,31 +336,89 @@ impl<R: Rng> Node<R> {
         // A connection's round trip is kept for the tree links and the
         // coordinates; a probed candidate that lost its slot is neither,
         // and a burst of probes would push out the peers that are.
-        if !probed && self.table.rtt(peer.id).is_none() {
-            self.remember_rtt(peer.id, rtt);
+        (!probed && self.table.rtt(peer.id).is_none()).then_some((peer.id, rtt))
+    }
+
+    /// A peer's connection is up: the handshake proved it there.
+    pub(crate) fn on_peer_up(&mut self, peer: NodeInfo) {
+        self.dead.remove(&peer.id);
+        self.table.insert(peer);
+    }
+
+    /// A peer's connection is down: no probe of it is waiting any more.
+    pub(crate) fn on_peer_down(&mut self, peer: NodeId) {
+        self.probing.remove(&peer);
+    }
+
+    /// A message came from `from`: if we had lost it or taken it for
+    /// dead, it is back (in our table, off the lists). Returns whether it
+    /// was.
+    pub(crate) fn heard_from(&mut self, from: NodeInfo) -> bool {
+        let mut back = false;
+        if !self.lost.is_empty() {
+            let before = self.lost.len();
+            self.lost.retain(|(n, _)| n.id != from.id);
+            back = self.lost.len() < before;
         }
+        if !self.dead.is_empty() && self.dead.remove(&from.id).is_some() {
+            // Taken for dead, but it speaks: it is back in our table.
+            self.table.insert(from);
+            back = true;
+        }
+        back
+    }
+
+    /// Remembers `peer` as dead for `dead_memory`, so that older neighbour
+    /// lists do not bring it back.
+    pub(crate) fn remember_dead(&mut self, ctx: &Ctx, peer: NodeId) {
+        let now = ctx.now;
+        let memory = ctx.cfg.dead_memory;
+        self.dead.retain(|_, t| now.duration_since(*t) < memory);
+        if self.dead.len() >= MAX_DEAD {
+            if let Some(oldest) = self.dead.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id) {
+                self.dead.remove(&oldest);
+            }
+        }
+        self.dead.insert(peer, now);
+    }
+
+    /// Whether `peer` was found dead within `memory` of `now` (and not
+    /// heard from since).
+    pub(crate) fn known_dead(&self, now: Instant, memory: Duration, peer: NodeId) -> bool {
+        self.dead
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < memory)
     }
 
     /// Removes a node from the routing state and asks for replacements: a
     /// node of the same table row for the slot, the nearest leaf for the
-    /// leaf set.
-    pub(crate) fn forget(&mut self, peer: NodeId) {
+    /// leaf set. Returns whether it was in the table.
+    pub(crate) fn forget(
+        &mut self,
+        ctx: &mut Ctx,
+        rng: &mut impl Rng,
+        coord: Coord,
+        peer: NodeId,
+    ) -> bool {
         if let Some(info) = self.table.get(peer) {
-            if self.lost.len() >= self.cfg.lost_peers {
+            if self.lost.len() >= ctx.cfg.lost_peers {
                 self.lost.pop_front();
             }
-            if self.cfg.lost_peers > 0 {
-                self.lost.push_back((info, self.now));
+            if ctx.cfg.lost_peers > 0 {
+                self.lost.push_back((info, ctx.now));
             }
         }
         let was_leaf = self.table.leaves().iter().any(|l| l.id == peer);
         let row = self.table.row_of(peer);
-        if !self.table.remove(peer) || !self.is_joined() {
-            return;
+        if !self.table.remove(peer) {
+            return false;
+        }
+        if !self.is_joined() {
+            return true;
         }
         let mut ask: Vec<NodeInfo> = Vec::with_capacity(2);
         if !row.is_empty() {
-            ask.push(row[self.rng.random_range(0..row.len())]);
+            ask.push(row[rng.random_range(0..row.len())]);
         }
         if was_leaf {
             if let Some(&l) = self.table.leaves().first() {
@@ -297,15 +427,16 @@ impl<R: Rng> Node<R> {
         }
         ask.dedup_by_key(|n| n.id);
         for n in ask {
-            self.ask_neighbours(n);
+            ask_neighbours(ctx, coord, n);
         }
+        true
     }
 
     /// Asks the lost neighbour whose turn it is for its neighbours, in case
     /// it is alive behind a link that is back (see the module's doc).
-    fn try_lost(&mut self) {
-        let now = self.now;
-        let memory = self.cfg.lost_memory;
+    fn try_lost(&mut self, ctx: &mut Ctx, coord: Coord) {
+        let now = ctx.now;
+        let memory = ctx.cfg.lost_memory;
         self.lost.retain(|(_, t)| now.duration_since(*t) < memory);
         let Some((n, t)) = self.lost.pop_front() else {
             return;
@@ -313,14 +444,14 @@ impl<R: Rng> Node<R> {
         self.lost.push_back((n, t));
         if !self.table.contains(n.id) {
             tracing::debug!(peer = %n.id.short(), "asking a lost neighbour whether it is back");
-            self.ask_neighbours(n);
+            ask_neighbours(ctx, coord, n);
         }
     }
 
-    pub(crate) fn on_maintenance(&mut self) {
+    pub(crate) fn on_maintenance(&mut self, ctx: &mut Ctx, rng: &mut impl Rng, coord: Coord) {
         self.table.decay_probes();
-        let now = self.now;
-        let stale = self.cfg.maintenance_interval;
+        let now = ctx.now;
+        let stale = ctx.cfg.maintenance_interval;
         self.probing.retain(|_, t| now.duration_since(*t) < stale);
         if self.is_joined() {
             // The nearest leaf knows the nodes around us (leaf-set
@@ -328,18 +459,31 @@ impl<R: Rng> Node<R> {
             let nearest = self.table.leaves().first().copied();
             let known: Vec<NodeInfo> = self.table.iter().collect();
             if let Some(n) = nearest {
-                self.ask_neighbours(n);
+                ask_neighbours(ctx, coord, n);
             }
             if !known.is_empty() {
-                let pick = known[self.rng.random_range(0..known.len())];
+                let pick = known[rng.random_range(0..known.len())];
                 if Some(pick.id) != nearest.map(|n| n.id) {
-                    self.ask_neighbours(pick);
+                    ask_neighbours(ctx, coord, pick);
                 }
             }
-            self.try_lost();
+            self.try_lost(ctx, coord);
         }
-        self.arm_maintenance();
+        self.arm_maintenance(ctx, rng);
     }
+}
+
+/// Asks `n` for its neighbours (and tells it ours come with our
+/// coordinate).
+fn ask_neighbours(ctx: &mut Ctx, coord: Coord, n: NodeInfo) {
+    ctx.send(
+        n,
+        Message::Neighbours(Neighbours {
+            nodes: Vec::new(),
+            reply: true,
+            coord,
+        }),
+    );
 }
 
 #[cfg(test)]
@@ -391,7 +535,7 @@ mod tests {
         // It answers: back in the table, and off the list.
         deliver(&mut n, A, answer());
         assert!(n.routing().contains(NodeId(A)));
-        assert!(n.lost.is_empty());
+        assert!(n.overlay.lost.is_empty());
     }
 
     #[test]

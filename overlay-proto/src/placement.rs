@@ -138,7 +138,7 @@ impl<R: Rng> Node<R> {
 
     /// The measured round-trip time to a peer, if we have one.
     pub(crate) fn rtt_to(&self, peer: NodeId) -> Option<Duration> {
-        self.rtts.get(peer).or_else(|| self.table.rtt(peer))
+        self.rtts.get(peer).or_else(|| self.overlay.table.rtt(peer))
     }
 
     /// One-way delay to a peer in µs: measured if we can, else predicted.
@@ -284,7 +284,7 @@ impl<R: Rng> Node<R> {
         let Some(limit) = limit else {
             return;
         };
-        for n in self.table.nearest(self.cfg.placement_asks) {
+        for n in self.overlay.table.nearest(self.cfg.placement_asks) {
             if n.id != p.id {
                 let ask = Message::Place(Place {
                     mid,

@@ -282,7 +282,7 @@ impl<R: Rng> Node<R> {
         let next = self
             .roots
             .get(mid)
-            .or_else(|| self.table.next_hop(mid.key(), &[]));
+            .or_else(|| self.overlay.table.next_hop(mid.key(), &[]));
         self.queries.ask(&mut ctx!(self), request, mid, next);
     }
 
@@ -329,7 +329,7 @@ impl<R: Rng> Node<R> {
                 },
                 budget,
             );
-        } else if let Some(next) = self.table.next_hop(mid.key(), &[]) {
+        } else if let Some(next) = self.overlay.table.next_hop(mid.key(), &[]) {
             self.send(
                 next,
                 Message::TreeQuery(TreeQuery {

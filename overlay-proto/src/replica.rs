@@ -359,8 +359,8 @@ impl<R: Rng> Node<R> {
             .order
             .iter()
             .copied()
-            .find(|id| *id == me || (*id != rep.root.id && self.table.contains(*id)));
-        if self.table.is_responsible(mid.key()) || first_live == Some(me) {
+            .find(|id| *id == me || (*id != rep.root.id && self.overlay.table.contains(*id)));
+        if self.overlay.table.is_responsible(mid.key()) || first_live == Some(me) {
             self.take_over(mid);
         }
     }

@@ -300,7 +300,7 @@ impl<R: Rng> Node<R> {
     pub(crate) fn choose_replicas(&mut self, mid: Mid) {
         let me = self.me();
         let want = self.cfg.replicas.min(MAX_REPLICAS);
-        let mut candidates: Vec<NodeInfo> = self.table.iter().collect();
+        let mut candidates: Vec<NodeInfo> = self.overlay.table.iter().collect();
         candidates.sort_by_key(|n| distance(n.id.key(), mid.key()));
         let mut nets = Vec::with_capacity(want);
         candidates.retain(|c| {

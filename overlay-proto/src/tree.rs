@@ -431,7 +431,7 @@ impl<R: Rng> Node<R> {
         if self.groups.get(&mid).is_some_and(Group::is_root) {
             return None;
         }
-        if let Some(next) = self.table.next_hop(mid.key(), skip) {
+        if let Some(next) = self.overlay.table.next_hop(mid.key(), skip) {
             return Some(next);
         }
         self.replicas

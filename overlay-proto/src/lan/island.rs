@@ -207,7 +207,7 @@ impl<R: Rng> Node<R> {
         let Some(lan) = self.lan.as_mut() else {
             return;
         };
-        let me = self.table.me().id;
+        let me = self.overlay.table.me().id;
         let wanted: Vec<Mid> = self
             .groups
             .iter()
@@ -303,7 +303,7 @@ impl<R: Rng> Node<R> {
     /// Elects the island's leader, and asks our parent to hold back or
     /// resume the group's messages accordingly.
     pub(crate) fn elect(&mut self, mid: Mid) {
-        let me = self.table.me().id;
+        let me = self.overlay.table.me().id;
         let (Some(lan), Some(g)) = (self.lan.as_mut(), self.groups.get(&mid)) else {
             return;
         };
@@ -362,7 +362,7 @@ impl<R: Rng> Node<R> {
 
     /// As leader of the group's island, re-sends a message we pass on.
     pub(crate) fn lan_forward(&mut self, data: &Data) {
-        let me = self.table.me().id;
+        let me = self.overlay.table.me().id;
         let Some(island) = self.lan.as_ref().and_then(|l| l.islands.get(&data.mid)) else {
             return;
         };
