@@ -363,13 +363,19 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_place(&mut self, from: NodeInfo, place: Place) {
         let Place {
             mid,
-            node,
+            mut node,
             coord,
             budget_us,
             nonce,
         } = place;
         if !coord.is_sane() || node.id == self.me().id {
             return;
+        }
+        if node.id == from.id {
+            // Asked by the node itself: it is where its handshake proved
+            // it is, whatever address it named, and so it is named to
+            // the nodes the ask goes on to.
+            node = from;
         }
         let Some(g) = self.groups.get(&mid) else {
             return;
@@ -986,6 +992,29 @@ mod tests {
             ),
             "{sent:?}"
         );
+        // An ask naming another address for its own asker is answered
+        // where the asker's handshake proved it is.
+        let mut elsewhere = ask(1_000_000);
+        if let Message::Place(p) = &mut elsewhere {
+            p.node.addr = "192.0.2.1:9".parse().unwrap();
+        }
+        p.handle(
+            Instant::now(),
+            Input::Message {
+                from: info(N),
+                msg: elsewhere,
+            },
+        );
+        let to: Vec<_> = std::iter::from_fn(|| p.poll_output())
+            .filter_map(|o| match o {
+                crate::interface::Output::Send {
+                    to,
+                    msg: Message::PlaceOffer(_),
+                } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to, vec![info(N)], "offered at the proved address only");
         // Asked on another's behalf by a node that is not our parent: no.
         let stranger = Message::Place(Place {
             mid: MID,
