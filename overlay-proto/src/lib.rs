@@ -57,6 +57,19 @@
 //!   within 1.25 s, and the soft state that keeps both ends of a link
 //!   agreeing.
 //! - [`query`]: collecting the whole tree at the root for display.
+//! - [`subnet`]: which network an address is in, for the shares one host
+//!   or subnet may take of a node's leaf set and a group's replicas.
+//!
+//! How the parts are built. A part owns its state and has handlers that
+//! take a context (`ctx::Ctx`: the time, the settings, the node's identity,
+//! its outbox and timers), as iroh-gossip's layers take their `io`, so that
+//! a part can be driven and tested alone: the overlay's routing state
+//! ([`overlay`]), this node's publishes ([`publish`]), tree queries
+//! ([`query`]), held replicas ([`replica`]), lineages ([`lineage`]) and
+//! the roots a node publishes to. [`Node`] dispatches to them, and glues
+//! what one part's event means for another. The tree, placement, stream,
+//! root and liveness handlers are still methods of [`Node`] over each
+//! group's state; they are being given the same shape.
 
 pub mod admission;
 pub mod config;

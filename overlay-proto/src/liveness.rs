@@ -119,8 +119,7 @@ impl<R: Rng> Node<R> {
     /// idle node (or a hundred thousand in a simulation) should not wake
     /// four times a second for nothing. Called after every input.
     pub(crate) fn keep_heartbeat(&mut self) {
-        let busy =
-            !self.groups.is_empty() || !self.replicas.is_empty() || !self.acks_due.is_empty();
+        let busy = !self.groups.is_empty() || !self.replicas.is_idle();
         if busy && !self.timers.is_armed(Timer::Heartbeat) {
             self.set_timer(self.cfg.heartbeat_interval, Timer::Heartbeat);
         }
@@ -156,7 +155,7 @@ impl<R: Rng> Node<R> {
                 }
             }
         }
-        for (mid, r) in &self.replicas {
+        for (mid, r) in &self.replicas.held {
             if r.orphaned.is_none() {
                 add(r.root, List::Replica, (*mid, r.log.next() - 1));
             }
@@ -280,23 +279,8 @@ impl<R: Rng> Node<R> {
             self.request_repair(mid);
         }
         self.end_links(unconfirmed);
-        for &(mid, seq) in &replica {
-            if let Some(r) = self.replicas.get_mut(&mid) {
-                if r.root.id == from.id {
-                    r.committed = r.committed.max(seq.min(r.log.next() - 1));
-                }
-            }
-        }
-        self.replicas.retain(|mid, r| {
-            let dropped = r.root.id == from.id
-                && r.orphaned.is_none()
-                && replica.binary_search_by_key(mid, |&(m, _)| m).is_err()
-                && now.duration_since(r.since) > grace;
-            if dropped {
-                tracing::debug!(mid = %mid, "the root no longer counts on us as a replica");
-            }
-            !dropped
-        });
+        self.replicas
+            .on_root_heartbeat(now, grace, from.id, &replica);
     }
 
     /// Ends the tree links that the other end has not confirmed for
@@ -353,7 +337,7 @@ impl<R: Rng> Node<R> {
     pub(crate) fn peer_lost(&mut self, peer: NodeId) {
         self.remember_dead(peer);
         self.forget(peer);
-        self.known_roots.retain(|_, (root, _)| root.id != peer);
+        self.replicas.forget_root(peer);
         self.heard.remove(&peer);
         self.tree_peer_lost(peer, true);
         self.replica_lost(peer);

@@ -21,7 +21,7 @@ use crate::message::{
 use crate::message::{Message, NodeInfo};
 use crate::overlay::Overlay;
 use crate::publish::Publisher;
-use crate::replica::Replica;
+use crate::replica::Replicas;
 use crate::routing::RoutingTable;
 use crate::stream::Replay;
 use crate::timer::{Timer, TimerTable};
@@ -66,7 +66,9 @@ pub struct Node<R> {
     /// The routing state, and how it is kept (see [`crate::overlay`]).
     pub(crate) overlay: Overlay,
     pub(crate) groups: BTreeMap<Mid, Group>,
-    pub(crate) replicas: BTreeMap<Mid, Replica>,
+    /// Copies of other roots' state, and the roots known otherwise (see
+    /// [`crate::replica`]).
+    pub(crate) replicas: Replicas,
     /// This node's publishes waiting for the root's answer.
     pub(crate) publisher: Publisher,
     /// Where the roots of groups we publish to or fetch from are.
@@ -76,11 +78,6 @@ pub struct Node<R> {
     /// is. A hash map: it is looked up for every message that arrives, and
     /// a tree of 16-byte random keys costs a cache miss per level.
     pub(crate) heard: IdMap<(Instant, NodeInfo)>,
-    /// Roots this node learned of without holding their replica (at most
-    /// `max_groups`).
-    pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
-    /// Replicas whose root is owed an acknowledgement at the next flush.
-    pub(crate) acks_due: std::collections::BTreeSet<Mid>,
     /// Groups we are root of that committed messages no proof covers yet,
     /// to prove at the next flush.
     pub(crate) unproven: std::collections::BTreeSet<Mid>,
@@ -131,13 +128,11 @@ impl<R: Rng> Node<R> {
             cfg,
             rng,
             groups: BTreeMap::new(),
-            replicas: BTreeMap::new(),
+            replicas: Replicas::default(),
             publisher: Publisher::default(),
             roots: Default::default(),
             replays: BTreeMap::new(),
             heard,
-            known_roots: BTreeMap::new(),
-            acks_due: Default::default(),
             unproven: Default::default(),
             signer,
             lineages: Default::default(),
@@ -421,7 +416,7 @@ impl<R: Rng> Node<R> {
     fn shutdown(&mut self) {
         let mut told = std::collections::HashSet::new();
         let groups = std::mem::take(&mut self.groups);
-        let replicas = std::mem::take(&mut self.replicas);
+        let replicas = std::mem::take(&mut self.replicas.held);
         let neighbours = groups
             .values()
             .flat_map(|g| {

@@ -23,13 +23,14 @@
 //! over refuses the old root's replication, the old root cannot commit
 //! anything once it has been replaced by one of its replicas.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use std::sync::Arc;
 
+use crate::ctx::Ctx;
 use crate::id::{distance, Mid, NodeId};
 use crate::interface::Output;
 use crate::lan::GroupKey;
@@ -37,7 +38,7 @@ use crate::lineage::{Lineage, Offered};
 use crate::log::Log;
 use crate::message::{Data, Message, NodeInfo};
 use crate::message::{NotRoot, ReplicaAck, ReplicaSync};
-use crate::node::Node;
+use crate::node::{ctx, Node};
 use crate::root::Root;
 use crate::timer::Timer;
 use crate::tree::Group;
@@ -85,24 +86,49 @@ pub(crate) fn supersedes(mid: Mid, ea: u32, a: NodeId, eb: u32, b: NodeId) -> bo
     ea > eb || (ea == eb && distance(a.key(), mid.key()) < distance(b.key(), mid.key()))
 }
 
-impl<R: Rng> Node<R> {
+/// The replica part of a node: the copies it holds of other roots' state,
+/// the roots it knows of otherwise, and the acknowledgements it owes.
+#[derive(Debug, Default)]
+pub(crate) struct Replicas {
+    /// Our copies, by group (at most `max_groups`).
+    pub(crate) held: BTreeMap<Mid, Replica>,
+    /// Roots this node learned of without holding their replica (at most
+    /// `max_groups`).
+    pub(crate) known_roots: BTreeMap<Mid, (NodeInfo, u32)>,
+    /// Replicas whose root is owed an acknowledgement at the next flush.
+    acks_due: BTreeSet<Mid>,
+}
+
+/// What became of a [`Message::Replicate`].
+pub(crate) enum Replicated {
+    /// Held (or the root was asked for a sync, or it was ignored).
+    Done,
+    /// It came from a root that the root we follow supersedes: tell it.
+    FromSuperseded,
+}
+
+impl Replicas {
+    /// Whether there is nothing to watch or acknowledge.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.held.is_empty() && self.acks_due.is_empty()
+    }
+
     /// Remembers who is root of `mid`, for routing toward it from a node
     /// the overlay makes responsible for the mid but that holds no replica
     /// (a root that stepped down).
-    pub(crate) fn remember_root(&mut self, mid: Mid, root: NodeInfo, epoch: u32) {
-        if root.id == self.me().id {
+    pub(crate) fn remember_root(&mut self, ctx: &Ctx, mid: Mid, root: NodeInfo, epoch: u32) {
+        if root.id == ctx.me.id {
             return;
         }
-        if !self.known_roots.contains_key(&mid) && self.known_roots.len() >= self.cfg.max_groups {
+        if !self.known_roots.contains_key(&mid) && self.known_roots.len() >= ctx.cfg.max_groups {
             self.known_roots.pop_first();
         }
         self.known_roots.insert(mid, (root, epoch));
     }
 
-    /// The replicas this node holds, ordered by mid.
-    pub fn replicas(&self) -> Vec<ReplicaView> {
-        let mut v: Vec<ReplicaView> = self
-            .replicas
+    /// The replicas held, ordered by mid.
+    pub(crate) fn views(&self) -> Vec<ReplicaView> {
+        self.held
             .iter()
             .map(|(mid, r)| ReplicaView {
                 mid: *mid,
@@ -112,9 +138,205 @@ impl<R: Rng> Node<R> {
                 last: r.log.next() - 1,
                 orphaned: r.orphaned.is_some(),
             })
-            .collect();
-        v.sort_by_key(|r| r.mid);
-        v
+            .collect()
+    }
+
+    /// Holds `mid`'s state for `root` (from `first` on, with successors
+    /// `order`), or keeps the copy we hold if it is the same root's, and
+    /// acknowledges what we hold.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn hold(
+        &mut self,
+        ctx: &mut Ctx,
+        from: NodeInfo,
+        mid: Mid,
+        epoch: u32,
+        root: NodeInfo,
+        first: u64,
+        order: Vec<NodeId>,
+        key: Option<Box<GroupKey>>,
+    ) {
+        let (retain, retain_bytes) = (ctx.cfg.retain_messages, ctx.cfg.retain_bytes);
+        match self.held.get_mut(&mid) {
+            Some(rep)
+                if rep.root.id == from.id
+                    && rep.epoch == epoch
+                    && rep.log.first() <= first
+                    && first <= rep.log.next() =>
+            {
+                // The same root with a new replica set: keep the log.
+                rep.order = order;
+                if key.is_some() {
+                    rep.key = key;
+                }
+            }
+            _ => {
+                if !self.held.contains_key(&mid) && self.held.len() >= ctx.cfg.max_groups {
+                    tracing::warn!(mid = %mid, "too many replicas held (max_groups); refusing another");
+                    return;
+                }
+                self.held.insert(
+                    mid,
+                    Replica {
+                        root,
+                        epoch,
+                        log: Log::new(first, retain, retain_bytes),
+                        ahead: BTreeMap::new(),
+                        committed: first.saturating_sub(1),
+                        order,
+                        since: ctx.now,
+                        orphaned: None,
+                        key,
+                    },
+                );
+            }
+        }
+        let seq = self.held[&mid].log.next() - 1;
+        ctx.send(from, Message::ReplicaAck(ReplicaAck { mid, epoch, seq }));
+    }
+
+    /// A message of a root's log, from `from`.
+    pub(crate) fn on_replicate(&mut self, ctx: &mut Ctx, from: NodeInfo, data: Data) -> Replicated {
+        let mid = data.mid;
+        // A root we hold nothing for, or whose sync we missed, is asked
+        // for one (it proves itself in the sync).
+        let ask_sync = ReplicaAck {
+            mid,
+            epoch: 0,
+            seq: 0,
+        };
+        let Some(rep) = self.held.get_mut(&mid) else {
+            ctx.send(from, Message::ReplicaAck(ask_sync));
+            return Replicated::Done;
+        };
+        // The log's messages keep the epoch they were ordered in: what
+        // identifies the current root is who sends them.
+        if rep.root.id != from.id || data.epoch > rep.epoch {
+            if rep.orphaned.is_none()
+                && supersedes(mid, rep.epoch, rep.root.id, data.epoch, from.id)
+            {
+                // We follow a better root.
+                return Replicated::FromSuperseded;
+            }
+            ctx.send(from, Message::ReplicaAck(ask_sync));
+            return Replicated::Done;
+        }
+        let next = rep.log.next();
+        if data.seq > next {
+            if rep.ahead.len() < ctx.cfg.max_fetch {
+                rep.ahead.insert(data.seq, data);
+            }
+        } else if data.seq == next {
+            rep.log.push(data);
+            while let Some(d) = rep.ahead.remove(&rep.log.next()) {
+                rep.log.push(d);
+            }
+            let next = rep.log.next();
+            rep.ahead.retain(|&seq, _| seq > next);
+        }
+        // Never forget what the root may still need from us to commit.
+        let keep = (rep.log.next() - 1).saturating_sub(rep.committed) as usize;
+        rep.log.trim(keep);
+        // One cumulative acknowledgement per batch of inputs, not one per
+        // message: a burst of publishes costs the root one ack per replica.
+        self.acks_due.insert(mid);
+        Replicated::Done
+    }
+
+    /// Sends the acknowledgements deferred by [`Replicas::on_replicate`].
+    pub(crate) fn flush_acks(&mut self, ctx: &mut Ctx) {
+        for mid in std::mem::take(&mut self.acks_due) {
+            if let Some(rep) = self.held.get(&mid) {
+                let msg = Message::ReplicaAck(ReplicaAck {
+                    mid,
+                    epoch: rep.epoch,
+                    seq: rep.log.next() - 1,
+                });
+                ctx.send(rep.root, msg);
+            }
+        }
+    }
+
+    /// A heartbeat from `from` listed `listed` (sorted by mid) as the
+    /// groups we replicate for it, with what it committed: our copies keep
+    /// what it may still need, and those it no longer lists (and had time
+    /// to) are forgotten.
+    pub(crate) fn on_root_heartbeat(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+        from: NodeId,
+        listed: &[(Mid, u64)],
+    ) {
+        for &(mid, seq) in listed {
+            if let Some(r) = self.held.get_mut(&mid) {
+                if r.root.id == from {
+                    r.committed = r.committed.max(seq.min(r.log.next() - 1));
+                }
+            }
+        }
+        self.held.retain(|mid, r| {
+            let dropped = r.root.id == from
+                && r.orphaned.is_none()
+                && listed.binary_search_by_key(mid, |&(m, _)| m).is_err()
+                && now.duration_since(r.since) > grace;
+            if dropped {
+                tracing::debug!(mid = %mid, "the root no longer counts on us as a replica");
+            }
+            !dropped
+        });
+    }
+
+    /// `dead` is gone: it is no longer a root we know of.
+    pub(crate) fn forget_root(&mut self, dead: NodeId) {
+        self.known_roots.retain(|_, (root, _)| root.id != dead);
+    }
+
+    /// The root `dead` is gone: the groups we replicate for it are
+    /// orphaned from `now` (and returned).
+    pub(crate) fn root_lost(&mut self, now: Instant, dead: NodeId) -> Vec<Mid> {
+        self.held
+            .iter_mut()
+            .filter(|(_, r)| r.root.id == dead && r.orphaned.is_none())
+            .map(|(m, r)| {
+                r.orphaned = Some(now);
+                *m
+            })
+            .collect()
+    }
+
+    /// The groups whose root we lost and no one took over yet.
+    pub(crate) fn orphans(&self) -> Vec<Mid> {
+        self.held
+            .iter()
+            .filter(|(_, r)| r.orphaned.is_some())
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// Forgets the replica of `mid` if it was orphaned longer than
+    /// `forget` ago (someone else took over).
+    pub(crate) fn forget_orphan(&mut self, mid: Mid, now: Instant, forget: Duration) {
+        if self
+            .held
+            .get(&mid)
+            .and_then(|r| r.orphaned)
+            .is_some_and(|t| now.duration_since(t) > forget)
+        {
+            self.held.remove(&mid);
+        }
+    }
+}
+
+impl<R: Rng> Node<R> {
+    /// Remembers who is root of `mid` (see [`Replicas::remember_root`]).
+    pub(crate) fn remember_root(&mut self, mid: Mid, root: NodeInfo, epoch: u32) {
+        self.replicas.remember_root(&ctx!(self), mid, root, epoch);
+    }
+
+    /// The replicas this node holds, ordered by mid.
+    pub fn replicas(&self) -> Vec<ReplicaView> {
+        self.replicas.views()
     }
 
     /// A root's [`Message::ReplicaSync`] (anything else is ignored).
@@ -146,44 +368,8 @@ impl<R: Rng> Node<R> {
             .last()
             .map(|m| m.successors.clone())
             .unwrap_or_default();
-        let now = self.now;
-        let (retain, retain_bytes) = (self.cfg.retain_messages, self.cfg.retain_bytes);
-        match self.replicas.get_mut(&mid) {
-            Some(rep)
-                if rep.root.id == from.id
-                    && rep.epoch == epoch
-                    && rep.log.first() <= first
-                    && first <= rep.log.next() =>
-            {
-                // The same root with a new replica set: keep the log.
-                rep.order = order;
-                if key.is_some() {
-                    rep.key = key;
-                }
-            }
-            _ => {
-                if !self.replicas.contains_key(&mid) && self.replicas.len() >= self.cfg.max_groups {
-                    tracing::warn!(mid = %mid, "too many replicas held (max_groups); refusing another");
-                    return;
-                }
-                self.replicas.insert(
-                    mid,
-                    Replica {
-                        root,
-                        epoch,
-                        log: Log::new(first, retain, retain_bytes),
-                        ahead: BTreeMap::new(),
-                        committed: first.saturating_sub(1),
-                        order,
-                        since: now,
-                        orphaned: None,
-                        key,
-                    },
-                );
-            }
-        }
-        let seq = self.replicas[&mid].log.next() - 1;
-        self.send(from, Message::ReplicaAck(ReplicaAck { mid, epoch, seq }));
+        self.replicas
+            .hold(&mut ctx!(self), from, mid, epoch, root, first, order, key);
     }
 
     /// Checks a lineage a peer claims for `mid`, and holds it if it leads
@@ -226,6 +412,7 @@ impl<R: Rng> Node<R> {
             Some(me)
         } else {
             self.replicas
+                .held
                 .get(&mid)
                 .map(|r| r.root)
                 .filter(|r| lineage.root() == Some(r.id))
@@ -247,67 +434,15 @@ impl<R: Rng> Node<R> {
 
     pub(crate) fn on_replicate(&mut self, from: NodeInfo, data: Data) {
         let mid = data.mid;
-        let Some(rep) = self.replicas.get_mut(&mid) else {
-            // We hold nothing for this root: ask it to sync us.
-            let msg = Message::ReplicaAck(ReplicaAck {
-                mid,
-                epoch: 0,
-                seq: 0,
-            });
-            return self.send(from, msg);
-        };
-        // The log's messages keep the epoch they were ordered in: what
-        // identifies the current root is who sends them.
-        if rep.root.id != from.id || data.epoch > rep.epoch {
-            if rep.orphaned.is_none()
-                && supersedes(mid, rep.epoch, rep.root.id, data.epoch, from.id)
-            {
-                // We follow a better root.
-                return self.tell_not_root(from, mid);
-            }
-            // A new root whose sync we missed: ask it for one (it proves
-            // itself in the sync).
-            let msg = Message::ReplicaAck(ReplicaAck {
-                mid,
-                epoch: 0,
-                seq: 0,
-            });
-            return self.send(from, msg);
+        match self.replicas.on_replicate(&mut ctx!(self), from, data) {
+            Replicated::FromSuperseded => self.tell_not_root(from, mid),
+            Replicated::Done => {}
         }
-        let next = rep.log.next();
-        if data.seq > next {
-            if rep.ahead.len() < self.cfg.max_fetch {
-                rep.ahead.insert(data.seq, data);
-            }
-        } else if data.seq == next {
-            rep.log.push(data);
-            while let Some(d) = rep.ahead.remove(&rep.log.next()) {
-                rep.log.push(d);
-            }
-            let next = rep.log.next();
-            rep.ahead.retain(|&seq, _| seq > next);
-        }
-        // Never forget what the root may still need from us to commit.
-        let keep = (rep.log.next() - 1).saturating_sub(rep.committed) as usize;
-        rep.log.trim(keep);
-        // One cumulative acknowledgement per batch of inputs, not one per
-        // message: a burst of publishes costs the root one ack per replica.
-        self.acks_due.insert(mid);
     }
 
-    /// Sends the acknowledgements deferred by [`Node::on_replicate`].
+    /// Sends the acknowledgements deferred by [`Replicas::on_replicate`].
     pub(crate) fn flush_acks(&mut self) {
-        for mid in std::mem::take(&mut self.acks_due) {
-            if let Some(rep) = self.replicas.get(&mid) {
-                let msg = Message::ReplicaAck(ReplicaAck {
-                    mid,
-                    epoch: rep.epoch,
-                    seq: rep.log.next() - 1,
-                });
-                let root = rep.root;
-                self.send(root, msg);
-            }
-        }
+        self.replicas.flush_acks(&mut ctx!(self));
     }
 
     /// A node tells us that `root` leads the group, with its lineage: a
@@ -329,17 +464,7 @@ impl<R: Rng> Node<R> {
 
     /// The root of groups we replicate is gone.
     pub(crate) fn replica_root_lost(&mut self, dead: NodeId) {
-        let now = self.now;
-        let mids: Vec<Mid> = self
-            .replicas
-            .iter_mut()
-            .filter(|(_, r)| r.root.id == dead && r.orphaned.is_none())
-            .map(|(m, r)| {
-                r.orphaned = Some(now);
-                *m
-            })
-            .collect();
-        for mid in mids {
+        for mid in self.replicas.root_lost(self.now, dead) {
             self.consider_takeover(mid);
         }
     }
@@ -349,7 +474,7 @@ impl<R: Rng> Node<R> {
     /// ranking.
     pub(crate) fn consider_takeover(&mut self, mid: Mid) {
         let me = self.me().id;
-        let Some(rep) = self.replicas.get(&mid) else {
+        let Some(rep) = self.replicas.held.get(&mid) else {
             return;
         };
         if rep.orphaned.is_none() {
@@ -368,7 +493,7 @@ impl<R: Rng> Node<R> {
     /// Becomes the group's root in the next epoch, from our replica, if
     /// the lineage we hold names us.
     fn take_over(&mut self, mid: Mid) {
-        let Some(rep) = self.replicas.get(&mid) else {
+        let Some(rep) = self.replicas.held.get(&mid) else {
             return;
         };
         let lineage = self
@@ -378,10 +503,10 @@ impl<R: Rng> Node<R> {
             .and_then(|l| l.succeeded_by(&*self.signer, Vec::new()));
         let Some(lineage) = lineage.map(Arc::new) else {
             tracing::warn!(mid = %mid, "root lost, but its mandate does not name this node; not taking over");
-            self.replicas.remove(&mid);
+            self.replicas.held.remove(&mid);
             return;
         };
-        let Some(rep) = self.replicas.remove(&mid) else {
+        let Some(rep) = self.replicas.held.remove(&mid) else {
             return;
         };
         let epoch = lineage.epoch();
@@ -442,29 +567,16 @@ impl<R: Rng> Node<R> {
         } = self;
         lineages.retain(|mid| {
             groups.contains_key(&mid)
-                || replicas.contains_key(&mid)
+                || replicas.held.contains_key(&mid)
                 || replays.values().any(|r| r.mid == mid)
                 || publisher.publishes_to(mid)
                 || roots.contains(mid)
         });
         let now = self.now;
         let forget = self.cfg.failure_timeout * 10;
-        let orphans: Vec<Mid> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.orphaned.is_some())
-            .map(|(m, _)| *m)
-            .collect();
-        for mid in orphans {
+        for mid in self.replicas.orphans() {
             self.consider_takeover(mid);
-            if self
-                .replicas
-                .get(&mid)
-                .and_then(|r| r.orphaned)
-                .is_some_and(|t| now.duration_since(t) > forget)
-            {
-                self.replicas.remove(&mid);
-            }
+            self.replicas.forget_orphan(mid, now, forget);
         }
     }
 }

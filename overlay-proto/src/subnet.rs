@@ -24,9 +24,8 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    /// The subnet `ip` belongs to: its first [`V4_PREFIX`] bits for IPv4
-    /// (IPv4-mapped IPv6 addresses count as IPv4), its first [`V6_PREFIX`]
-    /// for IPv6.
+    /// The subnet `ip` belongs to: its /24 for IPv4 (IPv4-mapped IPv6
+    /// addresses count as IPv4), its /48 for IPv6.
     pub fn of(ip: IpAddr) -> Subnet {
         match host(ip) {
             IpAddr::V4(v4) => Subnet {

@@ -435,10 +435,11 @@ impl<R: Rng> Node<R> {
             return Some(next);
         }
         self.replicas
+            .held
             .get(&mid)
             .filter(|r| r.orphaned.is_none() && r.root.id != self.me().id)
             .map(|r| r.root)
-            .or_else(|| self.known_roots.get(&mid).map(|(root, _)| *root))
+            .or_else(|| self.replicas.known_roots.get(&mid).map(|(root, _)| *root))
             .filter(|root| !skip.contains(&root.id))
     }
 
