@@ -295,14 +295,18 @@ impl<R: Rng> Node<R> {
             return self.send(root, Message::Publish(p));
         }
         // Around the first hops of our earlier sends, if there is a way
-        // around them: one of them may drop what it should route.
+        // around them: one of them may drop what it should route. The root
+        // itself is never gone around: it is where the publish goes, and
+        // a retry straight to it is one it answers.
         let tried = self.publisher.tried(p.pub_id);
         let next = self
             .toward_root(p.mid, tried)
             .or_else(|| self.toward_root(p.mid, &[]));
         match next {
             Some(next) => {
-                self.publisher.went_to(p.pub_id, next.id);
+                if !self.leads(p.mid, next.id) {
+                    self.publisher.went_to(p.pub_id, next.id);
+                }
                 self.send(next, Message::Publish(p));
             }
             None => self.answer_publish(&p, Err(RejectReason::UnknownGroup)),
@@ -531,5 +535,37 @@ mod tests {
             publish.pub_id.wrapping_add(1),
             "pub_ids are random"
         );
+    }
+
+    /// A retry goes around the first hop of the publish before it (which
+    /// may drop what it should route), but never around the root.
+    #[test]
+    fn a_retry_goes_around_its_first_hop_but_not_around_the_root() {
+        let (r, mid) = root();
+        let root_id = r.me().id.0;
+        let t = Instant::now();
+        let first_hops = |known: &[u128]| {
+            let mut p = node(P, known, Config::default());
+            p.handle(
+                t,
+                Input::Command(Command::Publish {
+                    request: 1,
+                    mid,
+                    payload: Bytes::from_static(b"p"),
+                }),
+            );
+            let mut hops = vec![publish_of(&drain(&mut p)).0];
+            for k in 1..=2u64 {
+                let at = t + Config::default().publish_retry * 2 * k as u32;
+                crate::test_support::fire(&mut p, at, crate::timer::Timer::PublishSweep);
+                hops.push(publish_of(&drain(&mut p)).0);
+            }
+            hops
+        };
+        // Q, then around it M (nearer the mid than P), then Q again (M
+        // is gone around too, and nothing is left).
+        assert_eq!(first_hops(&[Q, M]), vec![NodeId(Q), NodeId(M), NodeId(Q)]);
+        // Straight to the root, every time.
+        assert_eq!(first_hops(&[root_id, Q, M]), vec![NodeId(root_id); 3]);
     }
 }
