@@ -65,10 +65,11 @@
 //! its outbox and timers), as iroh-gossip's layers take their `io`, so that
 //! a part can be driven and tested alone: the overlay's routing state
 //! ([`overlay`]), this node's publishes ([`publish`]), tree queries
-//! ([`query`]), held replicas ([`replica`]), lineages ([`lineage`]) and
-//! the roots a node publishes to. [`Node`] dispatches to them, and glues
-//! what one part's event means for another. The tree, placement, stream,
-//! root and liveness handlers are still methods of [`Node`] over each
+//! ([`query`]), held replicas ([`replica`]), lineages ([`lineage`]), the
+//! failure detector ([`liveness`]) and the roots a node publishes to.
+//! [`Node`] dispatches to them, and glues what one part's event means for
+//! another. The tree, placement, stream and root handlers, and the
+//! heartbeats' reconciliation, are still methods of [`Node`] over each
 //! group's state; they are being given the same shape.
 
 pub mod admission;

@@ -25,14 +25,14 @@
 //! group we replicate no longer counts on us (we forget the replica).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::id::{Mid, NodeId};
 use crate::message::Heartbeat;
 use crate::message::{Message, NodeInfo, MAX_HEARTBEAT_GROUPS};
-use crate::node::{ctx, Node};
+use crate::node::{ctx, IdMap, Node};
 use crate::timer::Timer;
 
 /// What one heartbeat to one neighbour says.
@@ -93,6 +93,60 @@ impl Unconfirmed {
     }
 }
 
+/// The failure detector: the tree neighbours watched, and when each was
+/// last heard from. Any message counts; a neighbour silent for
+/// `failure_timeout` is taken for dead.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// A hash map: it is looked up for every message that arrives, and a
+    /// tree of 16-byte random keys costs a cache miss per level.
+    heard: IdMap<(Instant, NodeInfo)>,
+}
+
+impl Watch {
+    /// Watches no one yet.
+    pub(crate) fn new(heard: IdMap<(Instant, NodeInfo)>) -> Self {
+        Watch { heard }
+    }
+
+    /// Any message from `peer` is a sign of life.
+    pub(crate) fn heard_from(&mut self, now: Instant, peer: NodeId) {
+        if let Some((t, _)) = self.heard.get_mut(&peer) {
+            *t = now;
+        }
+    }
+
+    /// Whether `peer` is a neighbour we watch.
+    pub(crate) fn watches(&self, peer: NodeId) -> bool {
+        self.heard.contains_key(&peer)
+    }
+
+    /// Stops watching `peer`.
+    pub(crate) fn forget(&mut self, peer: NodeId) {
+        self.heard.remove(&peer);
+    }
+
+    /// Stops watching the neighbours `keep` does not hold, and returns
+    /// them.
+    fn unwatch_others<V>(&mut self, keep: &BTreeMap<NodeId, V>) -> Vec<NodeInfo> {
+        let gone = self
+            .heard
+            .iter()
+            .filter(|(id, _)| !keep.contains_key(id))
+            .map(|(_, (_, info))| *info)
+            .collect();
+        self.heard.retain(|id, _| keep.contains_key(id));
+        gone
+    }
+
+    /// Watches `id` at `info` from `now` if it was not watched, and tells
+    /// whether it has been silent for longer than `timeout`.
+    fn is_silent(&mut self, now: Instant, timeout: Duration, id: NodeId, info: NodeInfo) -> bool {
+        let (heard, _) = *self.heard.entry(id).or_insert((now, info));
+        now.duration_since(heard) > timeout
+    }
+}
+
 impl<R: Rng> Node<R> {
     /// Keeps `peer` out of the routing table for `dead_memory`, against the
     /// older neighbour lists of other nodes that still name it.
@@ -105,13 +159,6 @@ impl<R: Rng> Node<R> {
     pub(crate) fn known_dead(&self, peer: NodeId) -> bool {
         self.overlay
             .known_dead(self.now, self.cfg.dead_memory, peer)
-    }
-
-    /// Any message from `peer` is a sign of life.
-    pub(crate) fn heard_from(&mut self, peer: NodeId) {
-        if let Some((t, _)) = self.heard.get_mut(&peer) {
-            *t = self.now;
-        }
     }
 
     /// Keeps the heartbeat timer running while the node has tree or replica
@@ -178,14 +225,7 @@ impl<R: Rng> Node<R> {
         // group (a join acknowledged after we went elsewhere), and would
         // otherwise take our silence for a crash and route around a live
         // node for `dead_memory`. The empty list makes them reconcile now.
-        let gone: Vec<NodeInfo> = self
-            .heard
-            .iter()
-            .filter(|(id, _)| !beats.contains_key(id))
-            .map(|(_, (_, info))| *info)
-            .collect();
-        self.heard.retain(|id, _| beats.contains_key(id));
-        for info in gone {
+        for info in self.watch.unwatch_others(&beats) {
             self.send(
                 info,
                 Message::Heartbeat(Heartbeat {
@@ -199,8 +239,10 @@ impl<R: Rng> Node<R> {
         let mut dead = Vec::new();
         for (id, beat) in beats {
             let Some(info) = beat.info else { continue };
-            let (heard, _) = *self.heard.entry(id).or_insert((now, info));
-            if now.duration_since(heard) > self.cfg.failure_timeout {
+            if self
+                .watch
+                .is_silent(now, self.cfg.failure_timeout, id, info)
+            {
                 dead.push(id);
                 continue;
             }
@@ -216,7 +258,7 @@ impl<R: Rng> Node<R> {
         }
         for id in dead {
             tracing::info!(peer = %id.short(), "no sign of life from a tree neighbour; taking it for dead");
-            self.heard.remove(&id);
+            self.watch.forget(id);
             self.peer_lost(id);
         }
         // A neighbour that stopped sending heartbeats but still sends
@@ -320,7 +362,7 @@ impl<R: Rng> Node<R> {
     /// connection may only be a slow link, re-opened by the next heartbeat,
     /// and two roots at once are what replication must avoid.
     pub(crate) fn connection_lost(&mut self, peer: NodeId) {
-        if !self.heard.contains_key(&peer) {
+        if !self.watch.watches(peer) {
             // Not a neighbour we watch: most likely dead (an idle timeout,
             // a failed dial). Route around it.
             self.remember_dead(peer);
@@ -338,7 +380,7 @@ impl<R: Rng> Node<R> {
         self.remember_dead(peer);
         self.forget(peer);
         self.replicas.forget_root(peer);
-        self.heard.remove(&peer);
+        self.watch.forget(peer);
         self.tree_peer_lost(peer, true);
         self.replica_lost(peer);
         self.replica_root_lost(peer);
@@ -365,6 +407,35 @@ mod tests {
     const P: u128 = 0xE000_0000_0000_0000_0000_0000_0000_0000;
     const N: u128 = 0x1000_0000_0000_0000_0000_0000_0000_0000;
     const MID: Mid = Mid(0xF000_0000_0000_0000_0000_0000_0000_0001);
+
+    /// The failure detector alone: a neighbour is silent once nothing came
+    /// from it for the timeout, any message resets that, and one no longer
+    /// shared is let go (and named, for its last heartbeat).
+    #[test]
+    fn the_watch_takes_a_silent_neighbour_for_dead_and_lets_go_of_others() {
+        let mut w = super::Watch::new(crate::node::IdMap::with_hasher(
+            rustc_hash::FxSeededState::with_seed(1),
+        ));
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(1);
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        assert!(
+            !w.is_silent(t0, timeout, NodeId(P), info(P)),
+            "watched from now"
+        );
+        assert!(w.watches(NodeId(P)));
+        w.heard_from(ms(900), NodeId(P));
+        assert!(!w.is_silent(ms(1500), timeout, NodeId(P), info(P)));
+        assert!(w.is_silent(ms(2000), timeout, NodeId(P), info(P)));
+        w.heard_from(ms(2000), NodeId(N));
+        assert!(!w.watches(NodeId(N)), "a message does not make a neighbour");
+        let keep: std::collections::BTreeMap<NodeId, ()> = [(NodeId(ROOT), ())].into();
+        w.is_silent(t0, timeout, NodeId(ROOT), info(ROOT));
+        assert_eq!(w.unwatch_others(&keep), vec![info(P)]);
+        assert!(w.watches(NodeId(ROOT)) && !w.watches(NodeId(P)));
+        w.forget(NodeId(ROOT));
+        assert!(!w.watches(NodeId(ROOT)));
+    }
 
     /// N, attached under ROOT -> P, at `t0`.
     fn attached_n(t0: Instant) -> Node<StdRng> {

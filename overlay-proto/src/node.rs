@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::id::{Mid, NodeId};
 use crate::interface::{Command, Event, Input, Output};
 use crate::keys::SharedSigner;
+use crate::liveness::Watch;
 use crate::message::{
     Asked, Collect, Direct, Heartbeat, JoinOverlay, JoinReject, LanFed, Lost, Neighbours,
     PublishAck, PublishReject, ReplicaAck, ReplicaSync, Splice, TreeQuery,
@@ -74,10 +75,9 @@ pub struct Node<R> {
     /// Where the roots of groups we publish to or fetch from are.
     pub(crate) roots: crate::roots::Roots,
     pub(crate) replays: BTreeMap<u64, Replay>,
-    /// When each watched tree neighbour was last heard from, and where it
-    /// is. A hash map: it is looked up for every message that arrives, and
-    /// a tree of 16-byte random keys costs a cache miss per level.
-    pub(crate) heard: IdMap<(Instant, NodeInfo)>,
+    /// The tree neighbours watched for signs of life (see
+    /// [`crate::liveness`]).
+    pub(crate) watch: Watch,
     /// Groups we are root of that committed messages no proof covers yet,
     /// to prove at the next flush.
     pub(crate) unproven: std::collections::BTreeSet<Mid>,
@@ -132,7 +132,7 @@ impl<R: Rng> Node<R> {
             publisher: Publisher::default(),
             roots: Default::default(),
             replays: BTreeMap::new(),
-            heard,
+            watch: Watch::new(heard),
             unproven: Default::default(),
             signer,
             lineages: Default::default(),
@@ -238,7 +238,7 @@ impl<R: Rng> Node<R> {
 
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
-        self.heard_from(from.id);
+        self.watch.heard_from(self.now, from.id);
         if self.overlay.heard_from(from) {
             self.alive_again(from.id);
         }
