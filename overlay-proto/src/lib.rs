@@ -66,7 +66,9 @@
 //! a part can be driven and tested alone: the overlay's routing state
 //! ([`overlay`]), this node's publishes ([`publish`]), tree queries
 //! ([`query`]), held replicas ([`replica`]), lineages ([`lineage`]), the
-//! failure detector ([`liveness`]) and the roots a node publishes to.
+//! failure detector ([`liveness`]), what the node knows of distances (its
+//! coordinate and recent round trips, in [`placement`]) and the roots a
+//! node publishes to.
 //! [`Node`] dispatches to them, and glues what one part's event means for
 //! another. The tree, placement, stream and root handlers, and the
 //! heartbeats' reconciliation, are still methods of [`Node`] over each

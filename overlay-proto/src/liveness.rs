@@ -232,7 +232,7 @@ impl<R: Rng> Node<R> {
                     up: Vec::new(),
                     down: Vec::new(),
                     replica: Vec::new(),
-                    coord: self.coord,
+                    coord: self.proximity.coord,
                 }),
             );
         }
@@ -252,7 +252,7 @@ impl<R: Rng> Node<R> {
                     up: beat.up,
                     down: beat.down,
                     replica: beat.replica,
-                    coord: self.coord,
+                    coord: self.proximity.coord,
                 }),
             );
         }

@@ -89,12 +89,9 @@ pub struct Node<R> {
     pub(crate) lineages: crate::lineage::Lineages,
     /// Tree queries and collections under way.
     pub(crate) queries: crate::query::Queries,
-    /// This node's network coordinate (see [`crate::coord`]).
-    pub(crate) coord: crate::coord::Coord,
-    /// Round-trip times of recently connected peers that the routing table
-    /// does not hold (at most [`crate::placement::RTT_MEMORY`]): samples
-    /// for the coordinate, and tree links' delays.
-    pub(crate) rtts: crate::placement::RttMemory,
+    /// This node's coordinate and recent round-trip times (see
+    /// [`crate::placement`]).
+    pub(crate) proximity: crate::placement::Proximity,
     /// LAN islands, once the driver has a multicast socket.
     pub(crate) lan: Option<Box<crate::lan::Lan>>,
     /// Messages dropped at admission (see [`crate::admission`]).
@@ -137,8 +134,7 @@ impl<R: Rng> Node<R> {
             signer,
             lineages: Default::default(),
             queries: Default::default(),
-            coord: Default::default(),
-            rtts: Default::default(),
+            proximity: Default::default(),
             lan: None,
             dropped: Dropped::default(),
             withheld: 0,
@@ -174,7 +170,7 @@ impl<R: Rng> Node<R> {
 
     /// This node's network coordinate.
     pub fn coord(&self) -> crate::coord::Coord {
-        self.coord
+        self.proximity.coord
     }
 
     /// The routing state.
@@ -249,7 +245,7 @@ impl<R: Rng> Node<R> {
         }
         match msg {
             Message::JoinOverlay(JoinOverlay { joiner }) => {
-                let coord = self.coord;
+                let coord = self.proximity.coord;
                 self.overlay
                     .on_join_overlay(&mut ctx!(self), coord, from, joiner)
             }
@@ -259,7 +255,7 @@ impl<R: Rng> Node<R> {
                 coord,
             }) => {
                 self.learn_coord(from.id, &coord);
-                let coord = self.coord;
+                let coord = self.proximity.coord;
                 self.overlay
                     .on_neighbours(&mut ctx!(self), coord, from, nodes, reply)
             }
@@ -344,7 +340,7 @@ impl<R: Rng> Node<R> {
 
     fn on_peer_down(&mut self, peer: NodeId) {
         self.overlay.on_peer_down(peer);
-        self.rtts.remove(peer);
+        self.proximity.forget(peer);
         self.connection_lost(peer);
     }
 
@@ -352,7 +348,7 @@ impl<R: Rng> Node<R> {
         match timer {
             Timer::Bootstrap => self.overlay.on_bootstrap_timer(&mut ctx!(self)),
             Timer::Maintenance => {
-                let coord = self.coord;
+                let coord = self.proximity.coord;
                 self.overlay
                     .on_maintenance(&mut ctx!(self), &mut self.rng, coord)
             }
@@ -443,7 +439,7 @@ impl<R: Rng> Node<R> {
     /// Removes a node from the routing state (see [`Overlay::forget`]),
     /// and stops the heartbeat if nothing is left to watch.
     pub(crate) fn forget(&mut self, peer: NodeId) {
-        let coord = self.coord;
+        let coord = self.proximity.coord;
         let removed = self
             .overlay
             .forget(&mut ctx!(self), &mut self.rng, coord, peer);

@@ -108,6 +108,7 @@ use crate::id::{Mid, NodeId};
 use crate::message::{Join, Offer, Place, Splice};
 use crate::message::{Message, NodeInfo};
 use crate::node::Node;
+use crate::routing::RoutingTable;
 use crate::timer::Timer;
 
 /// Round-trip times of connected peers outside the routing table that a
@@ -130,20 +131,38 @@ fn stepped(us: u32, pct: u16) -> u32 {
 /// Wait before a node first looks for a better place.
 const FIRST_LOOK: Duration = Duration::from_secs(1);
 
-impl<R: Rng> Node<R> {
+/// What a node knows of distances: its own network coordinate, and the
+/// round-trip times of the peers it recently connected to.
+#[derive(Debug, Default)]
+pub(crate) struct Proximity {
+    /// This node's network coordinate (see [`crate::coord`]).
+    pub(crate) coord: Coord,
+    /// Round-trip times of recently connected peers that the routing table
+    /// does not hold (at most [`RTT_MEMORY`]): samples for the coordinate,
+    /// and tree links' delays.
+    rtts: RttMemory,
+}
+
+impl Proximity {
     /// Remembers a connected peer's measured round-trip time.
     pub(crate) fn remember_rtt(&mut self, peer: NodeId, rtt: Duration) {
         self.rtts.insert(peer, rtt);
     }
 
-    /// The measured round-trip time to a peer, if we have one.
-    pub(crate) fn rtt_to(&self, peer: NodeId) -> Option<Duration> {
-        self.rtts.get(peer).or_else(|| self.overlay.table.rtt(peer))
+    /// Forgets a peer whose connection is gone.
+    pub(crate) fn forget(&mut self, peer: NodeId) {
+        self.rtts.remove(peer);
+    }
+
+    /// The measured round-trip time to a peer, if we have one (ours, or
+    /// the routing table's).
+    pub(crate) fn rtt_to(&self, table: &RoutingTable, peer: NodeId) -> Option<Duration> {
+        self.rtts.get(peer).or_else(|| table.rtt(peer))
     }
 
     /// One-way delay to a peer in µs: measured if we can, else predicted.
-    pub(crate) fn link_delay_us(&self, peer: NodeId, coord: &Coord) -> u32 {
-        match self.rtt_to(peer) {
+    pub(crate) fn link_delay_us(&self, table: &RoutingTable, peer: NodeId, coord: &Coord) -> u32 {
+        match self.rtt_to(table, peer) {
             Some(rtt) => (rtt.as_micros() / 2).min(u32::MAX as u128) as u32,
             None => self.coord.delay_us(coord),
         }
@@ -151,12 +170,42 @@ impl<R: Rng> Node<R> {
 
     /// A peer told us its coordinate: if we measured our round trip to it,
     /// that is a sample for ours.
-    pub(crate) fn learn_coord(&mut self, peer: NodeId, coord: &Coord) {
-        if let Some(rtt) = self.rtt_to(peer) {
-            let rng = &mut self.rng;
+    pub(crate) fn learn(
+        &mut self,
+        table: &RoutingTable,
+        rng: &mut impl Rng,
+        peer: NodeId,
+        coord: &Coord,
+    ) {
+        if let Some(rtt) = self.rtt_to(table, peer) {
             self.coord
                 .update(coord, rtt.as_secs_f64() * 1000.0, || random_direction(rng));
         }
+    }
+}
+
+impl<R: Rng> Node<R> {
+    /// Remembers a connected peer's measured round-trip time.
+    pub(crate) fn remember_rtt(&mut self, peer: NodeId, rtt: Duration) {
+        self.proximity.remember_rtt(peer, rtt);
+    }
+
+    /// The measured round-trip time to a peer, if we have one.
+    pub(crate) fn rtt_to(&self, peer: NodeId) -> Option<Duration> {
+        self.proximity.rtt_to(&self.overlay.table, peer)
+    }
+
+    /// One-way delay to a peer in µs: measured if we can, else predicted.
+    pub(crate) fn link_delay_us(&self, peer: NodeId, coord: &Coord) -> u32 {
+        self.proximity
+            .link_delay_us(&self.overlay.table, peer, coord)
+    }
+
+    /// A peer told us its coordinate: if we measured our round trip to it,
+    /// that is a sample for ours.
+    pub(crate) fn learn_coord(&mut self, peer: NodeId, coord: &Coord) {
+        self.proximity
+            .learn(&self.overlay.table, &mut self.rng, peer, coord);
     }
 
     /// The child of `mid`'s tree through which a node at `coord` would be
@@ -236,7 +285,7 @@ impl<R: Rng> Node<R> {
     pub(crate) fn on_optimize_timer(&mut self, mid: Mid) {
         let _now = self.now;
         let me = self.me();
-        let coord = self.coord;
+        let coord = self.proximity.coord;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
@@ -322,7 +371,7 @@ impl<R: Rng> Node<R> {
     /// our parent stays ours until `to` acknowledges.
     fn move_to(&mut self, mid: Mid, to: NodeInfo) {
         let me = self.me();
-        let coord = self.coord;
+        let coord = self.proximity.coord;
         let Some(g) = self.groups.get_mut(&mid) else {
             return;
         };
@@ -401,7 +450,7 @@ impl<R: Rng> Node<R> {
             // At the root: the budget is the direct path's delay, plus the
             // slack.
             None => {
-                let direct = self.coord.delay_us(&coord) as u64;
+                let direct = self.proximity.coord.delay_us(&coord) as u64;
                 let slack = direct * self.cfg.placement_slack_pct as u64 / 100;
                 ((direct + slack).min(u32::MAX as u64) as u32, false)
             }
@@ -426,7 +475,7 @@ impl<R: Rng> Node<R> {
             }
             return;
         }
-        let edge = self.coord.delay_us(&coord);
+        let edge = self.proximity.coord.delay_us(&coord);
         let own = g.place.delay_us.saturating_add(edge);
         let children = self.placements(mid, &coord, node.id);
         // Nearer the node than we are, and within the budget: go on down.

@@ -502,7 +502,7 @@ impl<R: Rng> Node<R> {
                     joiner: me,
                     want,
                     detour: Detour::boxed(around, origin),
-                    coord: self.coord,
+                    coord: self.proximity.coord,
                     moving: false,
                     nonce,
                 };
@@ -732,7 +732,7 @@ impl<R: Rng> Node<R> {
                 epoch,
                 path,
                 delay_us,
-                coord: self.coord,
+                coord: self.proximity.coord,
                 key,
                 nonce,
             }),
