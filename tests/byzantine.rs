@@ -24,7 +24,7 @@ use overlay_proto::message::{
 };
 use overlay_proto::proof::{digest, Proof};
 use overlay_proto::{Message, Mid, NodeInfo};
-use overlay_tests::{cli, cluster, collect, ok, rogue_transport, start, wait_for};
+use overlay_tests::{cli, cluster, collect, ok, rogue_transport, start, texts, wait_for};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -312,12 +312,7 @@ fn one_address_gets_no_more_connections_than_its_cap_and_the_node_carries_on() {
             .await
             .unwrap();
         wait_for(&[&inbox], 10, Duration::from_secs(30)).await;
-        let got: Vec<String> = inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, _, t)| t.clone())
-            .collect();
+        let got: Vec<String> = texts(&inbox);
         assert_eq!(got, payloads);
         drop(task);
     });

@@ -11,7 +11,7 @@ use overlay_node::client::Client;
 use overlay_proto::message::{Heartbeat, Join};
 use overlay_proto::Mid;
 use overlay_tests::{
-    bins, cli, cluster, collect, fails, ok, rogue_transport, run, start, wait_for, Inbox,
+    bins, cli, cluster, collect, fails, ok, rogue_transport, run, start, texts, wait_for, Inbox,
 };
 use overlay_tools::cluster::Cluster;
 use serde_json::Value;
@@ -436,12 +436,7 @@ fn bad_input_gets_a_clear_error_and_loses_nothing() {
                 .unwrap();
         }
         wait_for(&[&inbox], 10, Duration::from_secs(20)).await;
-        let got: Vec<String> = inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, _, t)| t.clone())
-            .collect();
+        let got: Vec<String> = texts(&inbox);
         let want: Vec<String> = (0..10).map(|k| format!("still here {k}")).collect();
         assert_eq!(got, want);
         drop(task);

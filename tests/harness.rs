@@ -150,7 +150,10 @@ pub fn start(n: usize, extra: &[&str]) -> Cluster {
 }
 
 /// What a subscriber received: (seq, publisher, text), in order.
-pub type Inbox = Arc<Mutex<Vec<(u64, String, String)>>>;
+pub type Inbox = InboxOf<String>;
+
+/// What a subscriber received: (seq, something about it, text), in order.
+pub type InboxOf<T> = Arc<Mutex<Vec<(u64, T, String)>>>;
 
 /// Subscribes node `i` and collects (seq, publisher, text) in the background.
 pub async fn collect(c: &Cluster, i: usize, mid: Mid) -> (Inbox, smol::Task<()>) {
@@ -181,6 +184,16 @@ pub async fn collect_with<T: Send + 'static>(
         }
     });
     (inbox, task)
+}
+
+/// The texts an inbox holds, in the order they came.
+pub fn texts<T>(inbox: &InboxOf<T>) -> Vec<String> {
+    inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, t)| t.clone())
+        .collect()
 }
 
 /// Waits until every inbox holds `count` messages, or `limit` passes.

@@ -15,14 +15,14 @@
 //! without it the tests skip with a reason, except under `CI=true`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use overlay_node::api::Status;
 use overlay_node::client::Client;
 use overlay_proto::Mid;
 use overlay_tests::netns::{in_namespace, Lab};
-use overlay_tests::{bins, collect_with};
+use overlay_tests::{bins, collect_with, texts};
 use overlay_tools::cluster::{Cluster, Launcher};
 
 /// The island's hosts, the root's and the outside member's.
@@ -129,7 +129,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// What one subscriber got: (seq, from the LAN fallback, text), in order.
-type Inbox = Arc<Mutex<Vec<(u64, bool, String)>>>;
+type Inbox = overlay_tests::InboxOf<bool>;
 
 async fn collect(client: Client, mid: Mid) -> (Inbox, smol::Task<()>) {
     collect_with(client, mid, |d, text| (d.seq, d.lan_fallback, text)).await
@@ -262,15 +262,6 @@ async fn accepted_within(p: overlay_node::client::PendingPublish, limit: Duratio
     })
     .await
     .unwrap();
-}
-
-fn texts(inbox: &Inbox) -> Vec<String> {
-    inbox
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, t)| t.clone())
-        .collect()
 }
 
 #[test]

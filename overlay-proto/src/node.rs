@@ -235,7 +235,7 @@ impl<R: Rng> Node<R> {
     fn on_message(&mut self, from: NodeInfo, msg: Message) {
         tracing::trace!(from = %from.id.short(), kind = msg.kind(), "message");
         self.watch.heard_from(self.now, from.id);
-        if self.overlay.heard_from(from) {
+        if self.overlay.heard_again(from) {
             self.alive_again(from.id);
         }
         // Whatever it says, the sender's connection is alive (above); what

@@ -353,7 +353,7 @@ impl Overlay {
     /// A message came from `from`: if we had lost it or taken it for
     /// dead, it is back (in our table, off the lists). Returns whether it
     /// was.
-    pub(crate) fn heard_from(&mut self, from: NodeInfo) -> bool {
+    pub(crate) fn heard_again(&mut self, from: NodeInfo) -> bool {
         let mut back = false;
         if !self.lost.is_empty() {
             let before = self.lost.len();

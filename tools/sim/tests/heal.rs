@@ -93,6 +93,29 @@ impl Record {
     }
 }
 
+/// Publishes `count` messages of `mid`, one every 50 ms, each from the
+/// node `pick` names, and lets them settle for 30 s: what was sent,
+/// accepted and delivered.
+fn publish_spaced(
+    sim: &mut Sim,
+    seed: u64,
+    mid: Mid,
+    count: u64,
+    mut pick: impl FnMut() -> usize,
+) -> Record {
+    let mut rec = Record::default();
+    rec.take(sim, seed);
+    for request in 1..=count {
+        let p = pick();
+        rec.publish(sim, seed, p, mid, request);
+        sim.run_for(Duration::from_millis(50));
+        rec.take(sim, seed);
+    }
+    sim.run_for(Duration::from_secs(30));
+    rec.take(sim, seed);
+    rec
+}
+
 /// The group's tree, checked: every live member is attached, its parent is
 /// alive and lists it, and its path reaches the root without a cycle.
 fn check_tree(sim: &Sim, mid: Mid, seed: u64) -> NodeId {
@@ -224,13 +247,18 @@ fn settle_and_check(
 
 /// Builds a group with every node a member, rooted at node 0.
 fn group(sim: &mut Sim, n: usize) -> Mid {
+    group_of(sim, 1..n)
+}
+
+/// Builds a group rooted at node 0 that `members` join, one every 20 ms.
+fn group_of(sim: &mut Sim, members: impl IntoIterator<Item = usize>) -> Mid {
     sim.take_events();
     sim.command(0, Command::CreateGroup { request: 1 });
     let mid = match &sim.take_events()[..] {
         [(0, Event::GroupCreated { mid, .. })] => *mid,
         other => panic!("unexpected {other:?}"),
     };
-    for i in 1..n {
+    for i in members {
         sim.command(i, Command::Join { mid });
         sim.run_for(Duration::from_millis(20));
     }
@@ -660,21 +688,12 @@ fn a_withholding_forwarder_is_found_out_and_routed_around() {
         assert!(below(&sim) > 0, "seed {seed}: the liar has children");
         sim.withhold(liar);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x3417);
-        let mut rec = Record::default();
-        rec.take(&mut sim, seed);
-        for request in 1..=200u64 {
-            let p = loop {
-                let p = rng.random_range(0..n);
-                if p != liar {
-                    break p;
-                }
-            };
-            rec.publish(&mut sim, seed, p, mid, request);
-            sim.run_for(Duration::from_millis(50));
-            rec.take(&mut sim, seed);
-        }
-        sim.run_for(Duration::from_secs(30));
-        rec.take(&mut sim, seed);
+        let rec = publish_spaced(&mut sim, seed, mid, 200, || loop {
+            let p = rng.random_range(0..n);
+            if p != liar {
+                break p;
+            }
+        });
         assert_eq!(
             rec.accepted.len(),
             200,
@@ -758,16 +777,7 @@ fn ids_made_near_a_root_on_one_host_take_only_its_share() {
             seats <= 1,
             "seed {seed}: one host holds {seats} replica seats"
         );
-        let mut rec = Record::default();
-        rec.take(&mut sim, seed);
-        for request in 1..=100u64 {
-            let p = rng.random_range(0..n);
-            rec.publish(&mut sim, seed, p, mid, request);
-            sim.run_for(Duration::from_millis(50));
-            rec.take(&mut sim, seed);
-        }
-        sim.run_for(Duration::from_secs(30));
-        rec.take(&mut sim, seed);
+        let rec = publish_spaced(&mut sim, seed, mid, 100, || rng.random_range(0..n));
         assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
         assert_eq!(
             rec.accepted.len(),
@@ -808,17 +818,8 @@ fn black_holes_in_routing_are_gone_around() {
             sim.black_hole(h);
         }
         let honest: Vec<usize> = (0..n).filter(|i| !holes.contains(i)).collect();
-        sim.take_events();
-        sim.command(0, Command::CreateGroup { request: 1 });
-        let mid = match &sim.take_events()[..] {
-            [(0, Event::GroupCreated { mid, .. })] => *mid,
-            other => panic!("unexpected {other:?}"),
-        };
-        for &i in &honest[1..] {
-            sim.command(i, Command::Join { mid });
-            sim.run_for(Duration::from_millis(20));
-        }
-        sim.run_for(Duration::from_secs(90));
+        let mid = group_of(&mut sim, honest[1..].iter().copied());
+        sim.run_for(Duration::from_secs(85));
         let detached: Vec<usize> = honest
             .iter()
             .copied()
@@ -833,16 +834,9 @@ fn black_holes_in_routing_are_gone_around() {
             detached.is_empty(),
             "seed {seed}: honest nodes {detached:?} never got past the holes"
         );
-        let mut rec = Record::default();
-        rec.take(&mut sim, seed);
-        for request in 1..=50u64 {
-            let p = honest[rng.random_range(0..honest.len())];
-            rec.publish(&mut sim, seed, p, mid, request);
-            sim.run_for(Duration::from_millis(50));
-            rec.take(&mut sim, seed);
-        }
-        sim.run_for(Duration::from_secs(30));
-        rec.take(&mut sim, seed);
+        let rec = publish_spaced(&mut sim, seed, mid, 50, || {
+            honest[rng.random_range(0..honest.len())]
+        });
         assert_eq!(rec.failed, 0, "seed {seed}: publishes failed");
         assert_eq!(
             rec.accepted.len(),
